@@ -1,0 +1,53 @@
+//! `mailcanary run`: the daemon.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context as _, Result};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agent::Agent;
+use crate::config::Config;
+use crate::http::{self, WebState};
+use crate::probe;
+
+/// Runs every probe and the HTTP endpoints until SIGINT or SIGTERM.
+pub async fn run(config: &Config, listen: SocketAddr) -> Result<ExitCode> {
+    let agent = Agent::new(config)?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let state = Arc::new(WebState {
+        metrics: Arc::clone(&agent.metrics),
+        probes: agent.probes.iter().map(|(p, _)| Arc::clone(p)).collect(),
+        ready: AtomicBool::new(false),
+    });
+    tasks.spawn(http::serve(listener, Arc::clone(&state), shutdown.clone()));
+    for (probe, mailbox) in agent.probes {
+        tasks.spawn(probe::run(probe, mailbox, shutdown.clone()));
+    }
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(%listen, probes = config.probes.len(), agent = %config.agent.id, "mailcanary running");
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! The daemon's HTTP endpoints: `/metrics`, `/-/healthy`, `/-/ready` and a status page at `/`.
+//!
+//! Routing is a plain function from request to response ([`respond`]) so it is testable without
+//! a socket; [`serve`] only accepts connections, bounds how long a client may take to send its
+//! request head, and stops on shutdown.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::CONTENT_TYPE;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock;
+use crate::delay;
+use crate::metrics::Metrics;
+use crate::probe::Probe;
+
+/// Content type of the Prometheus text format this agent emits.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What the endpoints read.
+pub struct WebState {
+    /// Rendered on `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Shown on the status page.
+    pub probes: Vec<Arc<Probe>>,
+    /// Set once every probe task has started.
+    pub ready: AtomicBool,
+}
+
+/// Serves until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, state: Arc<WebState>, shutdown: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Typically EMFILE; back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(respond(&req, &state)) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Answers one request.
+pub fn respond<B>(req: &Request<B>, state: &WebState) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET\n".into(),
+        );
+    }
+    match req.uri().path() {
+        "/metrics" => text(
+            StatusCode::OK,
+            METRICS_CONTENT_TYPE,
+            state.metrics.render(clock::now_ms()),
+        ),
+        "/-/healthy" => text(StatusCode::OK, "text/plain", "Healthy\n".into()),
+        "/-/ready" if state.ready.load(Ordering::Acquire) => {
+            text(StatusCode::OK, "text/plain", "Ready\n".into())
+        }
+        "/-/ready" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "Not ready\n".into(),
+        ),
+        "/" => text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            status_page(&state.probes, clock::now_ms()),
+        ),
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
+
+/// A small HTML page: per probe and class, what is in flight and the last delay.
+fn status_page(probes: &[Arc<Probe>], now_ms: u64) -> String {
+    let mut page = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>mailcanary</title></head><body>\
+         <h1>mailcanary</h1><p><a href=\"/metrics\">metrics</a></p><table border=\"1\">\
+         <tr><th>probe</th><th>class</th><th>in flight</th><th>oldest in flight (s)</th>\
+         <th>last delay (s)</th><th>sent</th></tr>",
+    );
+    for probe in probes {
+        let by_class = probe.in_flight().by_class();
+        for class in &probe.config().classes {
+            let sent = by_class.get(&class.name).cloned().unwrap_or_default();
+            let handles = probe.metrics().class(&class.name);
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.3}</td><td>{}</td></tr>",
+                escape(&probe.config().name),
+                escape(&class.name),
+                sent.len(),
+                delay::oldest_age(sent.iter().copied(), now_ms),
+                handles.last_delay.get(),
+                handles.sent.get(),
+            );
+        }
+    }
+    page.push_str("</table></body></html>\n");
+    page
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(ready: bool) -> WebState {
+        WebState {
+            metrics: Metrics::new(),
+            probes: Vec::new(),
+            ready: AtomicBool::new(ready),
+        }
+    }
+
+    fn get(path: &str, state: &WebState) -> Response<Full<Bytes>> {
+        respond(&Request::get(path).body(()).unwrap(), state)
+    }
+
+    #[test]
+    fn routes() {
+        let s = state(false);
+        let metrics = get("/metrics", &s);
+        assert_eq!(metrics.status(), StatusCode::OK);
+        assert_eq!(metrics.headers()[CONTENT_TYPE], METRICS_CONTENT_TYPE);
+        assert_eq!(get("/-/healthy", &s).status(), StatusCode::OK);
+        assert_eq!(
+            get("/-/ready", &s).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(get("/-/ready", &state(true)).status(), StatusCode::OK);
+        assert_eq!(get("/nope", &s).status(), StatusCode::NOT_FOUND);
+        assert_eq!(get("/", &s).status(), StatusCode::OK);
+        let post = respond(&Request::post("/metrics").body(()).unwrap(), &s);
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+}

@@ -1,0 +1,154 @@
+//! Receiving side: one adapter per protocol behind one small trait.
+//!
+//! Adapters translate, they do not decide. A mailbox reports every mail that carries a canary
+//! header, with the raw header value, and removes exactly the mails the probe hands back; whether
+//! a mail is a valid canary of ours is decided by the probe, with the signing key, in one place.
+
+pub mod imap;
+mod tls;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::MailboxConfig;
+
+/// Identifies one mail in a mailbox across calls: the folder plus an adapter-defined key
+/// (IMAP: `UIDVALIDITY.UID`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MailId {
+    /// Folder the mail is in.
+    pub folder: String,
+    /// Adapter-defined, stable key within the folder.
+    pub key: String,
+}
+
+impl fmt::Display for MailId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.folder, self.key)
+    }
+}
+
+/// A mail carrying an `X-Mailcanary` header, as found.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// Where it is.
+    pub id: MailId,
+    /// Unfolded value of the canary header, not yet verified.
+    pub header: String,
+    /// Unix ms at which the agent saw it.
+    pub seen_ms: u64,
+    /// The receiving server's own timestamp (IMAP INTERNALDATE), Unix ms.
+    pub server_ms: Option<u64>,
+}
+
+/// Where a mailbox check failed, as in `mailbox_errors_total{stage}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailboxStage {
+    /// TCP connect.
+    Connect,
+    /// TLS handshake or STARTTLS.
+    Tls,
+    /// Server greeting missing or not OK.
+    Greeting,
+    /// Login refused.
+    Auth,
+    /// Opening a folder.
+    Select,
+    /// Searching or fetching headers.
+    Search,
+    /// Deleting or moving canaries.
+    Cleanup,
+    /// The server did not answer in time.
+    Timeout,
+}
+
+impl MailboxStage {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailboxStage::Connect => "connect",
+            MailboxStage::Tls => "tls",
+            MailboxStage::Greeting => "greeting",
+            MailboxStage::Auth => "auth",
+            MailboxStage::Select => "select",
+            MailboxStage::Search => "search",
+            MailboxStage::Cleanup => "cleanup",
+            MailboxStage::Timeout => "timeout",
+        }
+    }
+}
+
+/// A failed mailbox operation. The adapter has dropped its connection; the next call reconnects.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{stage}: {message}", stage = .stage.as_str())]
+pub struct MailboxError {
+    /// The step that failed.
+    pub stage: MailboxStage,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl MailboxError {
+    /// An error at `stage`.
+    pub fn new(stage: MailboxStage, message: impl Into<String>) -> MailboxError {
+        MailboxError {
+            stage,
+            message: message.into(),
+        }
+    }
+}
+
+/// A receiving mailbox.
+#[async_trait]
+pub trait Mailbox: Send {
+    /// Protocol name, the `protocol` label.
+    fn protocol(&self) -> &'static str;
+
+    /// Connects if needed and returns every mail in the watched folders that carries a canary
+    /// header. Reads headers only, never bodies.
+    async fn canaries(&mut self) -> Result<Vec<Arrival>, MailboxError>;
+
+    /// Applies the configured cleanup to these mails, and to nothing else.
+    async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError>;
+
+    /// Connects and logs in (and out), for `mailcanary check`.
+    async fn check_login(&mut self) -> Result<(), MailboxError>;
+
+    /// How long to wait between two looks when nothing announces news.
+    fn poll_interval(&self) -> Duration;
+
+    /// Closes the connection politely, if one is open.
+    async fn close(&mut self);
+}
+
+/// Opens the adapter the config asks for. Connecting happens on first use.
+pub fn open(config: &MailboxConfig) -> Result<Box<dyn Mailbox>, String> {
+    match config {
+        MailboxConfig::Imap(imap) => Ok(Box::new(imap::ImapMailbox::new(imap.clone())?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_labels_match_metrics() {
+        let all = [
+            MailboxStage::Connect,
+            MailboxStage::Tls,
+            MailboxStage::Greeting,
+            MailboxStage::Auth,
+            MailboxStage::Select,
+            MailboxStage::Search,
+            MailboxStage::Cleanup,
+            MailboxStage::Timeout,
+        ];
+        assert_eq!(
+            all.map(MailboxStage::as_str),
+            crate::metrics::MAILBOX_STAGES
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! The `mailcanary` binary: parse arguments, set up logging, load the config, dispatch.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use mailcanary::cli::{Cli, Command, LogFormat};
+use mailcanary::cmd::{self, EXIT_CONFIG};
+use mailcanary::config::Config;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli) {
+        eprintln!("mailcanary: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mailcanary: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mailcanary: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { listen } => cmd::run::run(&config, listen).await,
+            Command::Once { wait, textfile } => {
+                cmd::once::run(&config, wait, textfile.as_deref()).await
+            }
+            Command::Check { no_login } => cmd::check::run(&config, no_login).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mailcanary: {e:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) -> Result<(), String> {
+    let filter = EnvFilter::try_new(&cli.log_level)
+        .map_err(|e| format!("--log-level {:?}: {e}", cli.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}

@@ -1,0 +1,301 @@
+//! Submitting a canary over SMTP, reporting the stage that failed.
+//!
+//! The transaction is driven step by step over lettre's connection (connect, STARTTLS, AUTH,
+//! MAIL/RCPT/DATA) instead of through its transport, because the step that failed *is* the
+//! diagnosis an SRE needs ("auth" vs "rejected" vs "tls") and lettre's transport only returns the
+//! last error. The whole transaction runs under one timeout: lettre's own covers the connect only.
+
+use std::time::{Duration, Instant};
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials as SmtpCredentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+
+use crate::config::{Credentials, SmtpConfig, TlsMode};
+
+/// Where a submission failed, as in `send_failures_total{stage}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStage {
+    /// TCP connect, greeting, EHLO.
+    Connect,
+    /// TLS handshake, certificate verification, or STARTTLS missing.
+    Tls,
+    /// AUTH refused or no common mechanism.
+    Auth,
+    /// The server refused the envelope or the message (4xx/5xx).
+    Rejected,
+    /// The server did not answer within the configured timeout.
+    Timeout,
+}
+
+impl SendStage {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendStage::Connect => "connect",
+            SendStage::Tls => "tls",
+            SendStage::Auth => "auth",
+            SendStage::Rejected => "rejected",
+            SendStage::Timeout => "timeout",
+        }
+    }
+}
+
+/// A failed submission.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{stage}: {message}", stage = .stage.as_str())]
+pub struct SendError {
+    /// The step that failed.
+    pub stage: SendStage,
+    /// What the server or the network said.
+    pub message: String,
+}
+
+/// A submission the server accepted.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// Queue id from the final reply (`250 2.0.0 Ok: queued as 4XyZ1`), when the server names one.
+    pub queue_id: Option<String>,
+    /// Connect to accepted.
+    pub duration: Duration,
+}
+
+/// An SMTP submission account, ready to send.
+pub struct Submitter {
+    config: SmtpConfig,
+    tls: Option<TlsParameters>,
+    hello: ClientId,
+}
+
+impl Submitter {
+    /// Prepares TLS parameters once (reads `ca_file`), so each send only connects.
+    pub fn new(config: &SmtpConfig) -> Result<Submitter, String> {
+        let endpoint = &config.endpoint;
+        let tls = match endpoint.tls {
+            TlsMode::None => None,
+            TlsMode::Tls | TlsMode::StartTls => {
+                let mut builder = TlsParameters::builder(endpoint.host.clone())
+                    .dangerous_accept_invalid_certs(!endpoint.tls_verify)
+                    .dangerous_accept_invalid_hostnames(!endpoint.tls_verify);
+                if let Some(path) = &endpoint.ca_file {
+                    let pem = std::fs::read(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    let cert = Certificate::from_pem(&pem)
+                        .map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
+                    builder = builder.add_root_certificate(cert);
+                }
+                Some(
+                    builder
+                        .build_native()
+                        .map_err(|e| format!("TLS setup: {e}"))?,
+                )
+            }
+        };
+        Ok(Submitter {
+            config: config.clone(),
+            tls,
+            hello: ClientId::default(),
+        })
+    }
+
+    /// Submits one message; the caller takes `sent` before calling.
+    pub async fn send(&self, from: &str, to: &str, message: &[u8]) -> Result<Accepted, SendError> {
+        let envelope = envelope(from, to)?;
+        let start = Instant::now();
+        let transaction = async {
+            let mut conn = self.open().await?;
+            let reply = conn
+                .send(&envelope, message)
+                .await
+                .map_err(|e| classify(SendStage::Rejected, e));
+            match reply {
+                Ok(reply) => {
+                    // The canary is accepted at this point; a failing QUIT changes nothing.
+                    let _ = conn.quit().await;
+                    Ok(queue_id(&reply.message().collect::<Vec<_>>().join(" ")))
+                }
+                Err(e) => {
+                    conn.abort().await;
+                    Err(e)
+                }
+            }
+        };
+        let queue_id = self.bounded(transaction).await?;
+        Ok(Accepted {
+            queue_id,
+            duration: start.elapsed(),
+        })
+    }
+
+    /// Connects, secures and authenticates, then quits: what `check` needs to know.
+    pub async fn check_login(&self) -> Result<(), SendError> {
+        self.bounded(async {
+            let mut conn = self.open().await?;
+            let _ = conn.quit().await;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, SendError>>,
+    ) -> Result<T, SendError> {
+        let limit = self.config.endpoint.timeout;
+        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(SendError {
+                stage: SendStage::Timeout,
+                message: format!("no answer from {} within {limit:?}", self.config.endpoint),
+            })
+        })
+    }
+
+    /// Connect (with implicit TLS when configured), STARTTLS when configured, AUTH.
+    async fn open(&self) -> Result<AsyncSmtpConnection, SendError> {
+        let endpoint = &self.config.endpoint;
+        let wrapper = match endpoint.tls {
+            TlsMode::Tls => self.tls.clone(),
+            _ => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (endpoint.host.as_str(), endpoint.port),
+            Some(endpoint.timeout),
+            &self.hello,
+            wrapper,
+            None,
+        )
+        .await
+        .map_err(|e| classify(SendStage::Connect, e))?;
+        if endpoint.tls == TlsMode::StartTls {
+            let params = self.tls.clone().expect("TLS parameters exist for starttls");
+            if !conn.can_starttls() {
+                conn.abort().await;
+                return Err(SendError {
+                    stage: SendStage::Tls,
+                    message: format!(
+                        "{endpoint} does not offer STARTTLS, which the config requires"
+                    ),
+                });
+            }
+            if let Err(e) = conn.starttls(params, &self.hello).await {
+                conn.abort().await;
+                return Err(classify(SendStage::Tls, e));
+            }
+        }
+        if let Some(creds) = &self.config.credentials
+            && let Err(e) = authenticate(&mut conn, creds).await
+        {
+            conn.abort().await;
+            return Err(e);
+        }
+        Ok(conn)
+    }
+}
+
+async fn authenticate(
+    conn: &mut AsyncSmtpConnection,
+    creds: &Credentials,
+) -> Result<(), SendError> {
+    let creds = SmtpCredentials::new(creds.username.clone(), creds.password.expose().to_string());
+    let reply = conn
+        .auth(&[Mechanism::Plain, Mechanism::Login], &creds)
+        .await
+        .map_err(|e| classify(SendStage::Auth, e))?;
+    if reply.is_positive() {
+        Ok(())
+    } else {
+        Err(SendError {
+            stage: SendStage::Auth,
+            message: format!("server answered {}", reply.code()),
+        })
+    }
+}
+
+fn envelope(from: &str, to: &str) -> Result<Envelope, SendError> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| SendError {
+        stage: SendStage::Rejected,
+        message: format!("invalid {what} address: {e}"),
+    };
+    let from = from.parse().map_err(|e| bad("from", &e))?;
+    let to = to.parse().map_err(|e| bad("to", &e))?;
+    Envelope::new(Some(from), vec![to]).map_err(|e| bad("envelope", &e))
+}
+
+/// Maps a lettre error raised during `stage` to the stage it really belongs to: a timeout or a
+/// TLS failure is reported as such wherever it happened.
+fn classify(stage: SendStage, e: lettre::transport::smtp::Error) -> SendError {
+    let stage = if e.is_timeout() {
+        SendStage::Timeout
+    } else if e.is_tls() {
+        SendStage::Tls
+    } else {
+        stage
+    };
+    SendError {
+        stage,
+        message: error_chain(&e),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Extracts the queue id from the text of a final `250` reply.
+///
+/// Postfix says `Ok: queued as 4XyZ1`, Exim `OK id=1abcDE-000Xyz-Ab`, Exchange
+/// `Queued mail for delivery` (no id); the id is a diagnostic, so absence is fine.
+pub fn queue_id(reply: &str) -> Option<String> {
+    let lower = reply.to_ascii_lowercase();
+    let start = ["queued as ", "id="]
+        .iter()
+        .find_map(|marker| lower.find(marker).map(|i| i + marker.len()))?;
+    let id: String = reply[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        .collect();
+    (!id.is_empty()).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_id_from_common_servers() {
+        assert_eq!(
+            queue_id("2.0.0 Ok: queued as 4XyZ1AbC").as_deref(),
+            Some("4XyZ1AbC")
+        );
+        assert_eq!(
+            queue_id("OK id=1abcDE-000Xyz-Ab").as_deref(),
+            Some("1abcDE-000Xyz-Ab")
+        );
+        assert_eq!(queue_id("2.6.0 Queued mail for delivery"), None);
+        assert_eq!(queue_id("Ok: queued as "), None);
+        assert_eq!(queue_id(""), None);
+    }
+
+    #[test]
+    fn stage_labels_match_design() {
+        let all = [
+            SendStage::Connect,
+            SendStage::Tls,
+            SendStage::Auth,
+            SendStage::Rejected,
+            SendStage::Timeout,
+        ];
+        assert_eq!(all.map(SendStage::as_str), crate::metrics::SEND_STAGES);
+    }
+}
