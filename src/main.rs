@@ -1,5 +1,6 @@
 //! The `mailcanary` binary: parse arguments, set up logging, load the config, dispatch.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -54,6 +55,7 @@ fn init_logging(cli: &Cli) -> Result<(), String> {
         .map_err(|e| format!("--log-level {:?}: {e}", cli.log_level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),

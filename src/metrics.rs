@@ -53,7 +53,14 @@ pub struct Metrics {
     forged: IntCounterVec,
     mailbox_up: GaugeVec,
     mailbox_errors: IntCounterVec,
-    watched: Mutex<Vec<(String, Vec<String>, Arc<InFlight>)>>,
+    watched: Mutex<Vec<Watched>>,
+}
+
+/// A probe whose in-flight set feeds the in-flight gauges at render time.
+struct Watched {
+    probe: String,
+    classes: Vec<String>,
+    in_flight: Arc<InFlight>,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -159,12 +166,11 @@ impl Metrics {
             .iter()
             .map(|c| (c.name.clone(), self.class(name, &c.name)))
             .collect();
-        let classes_named = probe.classes.iter().map(|c| c.name.clone()).collect();
-        self.watched.lock().expect("metrics lock").push((
-            name.to_string(),
-            classes_named,
+        self.watched.lock().expect("metrics lock").push(Watched {
+            probe: name.to_string(),
+            classes: probe.classes.iter().map(|c| c.name.clone()).collect(),
             in_flight,
-        ));
+        });
         let protocol = probe.mailbox.protocol();
         ProbeMetrics {
             classes,
@@ -192,22 +198,19 @@ impl Metrics {
 
     /// Renders every family in the text exposition format, in-flight gauges as of `now_ms`.
     pub fn render(&self, now_ms: u64) -> String {
-        for (probe, classes, in_flight) in self.watched.lock().expect("metrics lock").iter() {
-            let by_class = in_flight.by_class();
-            for class in classes
-                .iter()
-                .map(String::as_str)
-                .chain(by_class.keys().map(String::as_str))
-            {
-                let (count, sent) = by_class
-                    .get(class)
-                    .map_or((0, Vec::new()), |v| (v.len(), v.clone()));
+        for w in self.watched.lock().expect("metrics lock").iter() {
+            let (probe, by_class) = (w.probe.as_str(), w.in_flight.by_class());
+            // Only this probe's own sends enter its in-flight set, so its configured classes
+            // cover every class that can be in flight.
+            for class in &w.classes {
+                let sent = by_class.get(class).map_or(&[][..], Vec::as_slice);
+                let labels = [probe, class.as_str()];
                 self.in_flight
-                    .with_label_values(&[probe, class])
-                    .set(count as f64);
+                    .with_label_values(&labels)
+                    .set(sent.len() as f64);
                 self.oldest_age
-                    .with_label_values(&[probe, class])
-                    .set(delay::oldest_age(sent, now_ms));
+                    .with_label_values(&labels)
+                    .set(delay::oldest_age(sent.iter().copied(), now_ms));
             }
         }
         let mut out = Vec::new();

@@ -1,0 +1,219 @@
+//! Faults a monitor must survive and report: bad credentials, a mailbox server going away,
+//! forged canaries.
+
+use std::path::Path;
+use std::time::Duration;
+
+use mailcanary::canary::{Canary, SigningKey};
+
+use crate::support::*;
+
+#[test]
+fn wrong_smtp_password_is_an_auth_failure_and_other_probes_keep_working() {
+    let stack = Stack::shared();
+    for user in ["box03@example.test", "box04@example.test"] {
+        empty_mailbox(stack, user);
+    }
+    let probes = probe_section(stack, "bad", "box03@example.test", "MC_WRONG_PASSWORD")
+        + &probe_section(stack, "good", "box04@example.test", "MC_PROBE1_PASSWORD");
+    let work = Workdir::new("it-auth", &probes);
+    let textfile = work.dir.path().join("out.prom");
+    let out = work.run(
+        stack,
+        &[
+            "once",
+            "--wait",
+            "20s",
+            "--textfile",
+            textfile.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a probe that cannot send exits 2: {}",
+        output_text(&out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !stderr.contains("not-the-password"),
+        "the password leaked into the log"
+    );
+
+    let text =
+        std::fs::read_to_string(&textfile).expect("metrics are written even when a probe fails");
+    for class in ["interpersonal", "transactional", "bulk"] {
+        let bad = format!("class=\"{class}\",probe=\"bad\"");
+        let good = format!("class=\"{class}\",probe=\"good\"");
+        assert_eq!(
+            metric(
+                &text,
+                &format!("mailcanary_send_failures_total{{{bad},stage=\"auth\"}}")
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            metric(&text, &format!("mailcanary_sent_total{{{bad}}}")),
+            Some(0.0)
+        );
+        assert_eq!(
+            metric(
+                &text,
+                &format!("mailcanary_delivered_total{{{good},folder=\"INBOX\"}}")
+            ),
+            Some(1.0),
+            "{text}"
+        );
+    }
+}
+
+/// Stops this test's private stack when the test ends, pass or fail.
+struct StackGuard(Stack);
+
+impl Drop for StackGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(script("mailstack"))
+            .arg("down")
+            .arg(&self.0.dir)
+            .output();
+    }
+}
+
+#[test]
+fn mailbox_down_and_back_is_seen_without_a_restart() {
+    // Stopping Dovecot would disturb every other test, so this one has a stack of its own.
+    let stack = StackGuard(Stack::up(
+        Path::new("/tmp/mailcanary-it-restart"),
+        Some(21000),
+    ));
+    let stack = &stack.0;
+    let user = "box01@example.test";
+    let section = probe_section(stack, "restart", user, "MC_PROBE1_PASSWORD");
+    let work = Workdir::new("it-restart", &section);
+    let daemon = work.daemon(stack);
+    let up = "mailcanary_mailbox_up{probe=\"restart\",protocol=\"imap\"}";
+    daemon.wait_metric(up, 1.0, Duration::from_secs(10));
+
+    stack.ctl("stop-dovecot", &[]);
+    daemon.wait_metric(up, 0.0, Duration::from_secs(15));
+    let errors = ["connect", "timeout", "search", "select", "greeting", "tls"]
+        .iter()
+        .filter_map(|s| {
+            metric(
+                &daemon.scrape(),
+                &format!("mailcanary_mailbox_errors_total{{probe=\"restart\",stage=\"{s}\"}}"),
+            )
+        })
+        .sum::<f64>();
+    assert!(
+        errors >= 1.0,
+        "the outage is counted in mailbox_errors_total"
+    );
+
+    stack.ctl("start-dovecot", &[]);
+    daemon.wait_metric(up, 1.0, Duration::from_secs(15));
+    // The probe still measures after the outage.
+    daemon.wait_metric(
+        "mailcanary_in_flight{class=\"bulk\",probe=\"restart\"}",
+        0.0,
+        Duration::from_secs(15),
+    );
+}
+
+#[test]
+fn forged_and_foreign_canaries_are_counted_or_ignored_but_never_touched() {
+    let stack = Stack::shared();
+    let user = "box05@example.test";
+    let maildir = stack.maildir(user);
+    empty_mailbox(stack, user);
+    let forged_key = SigningKey::new(b"not the agent's key".to_vec()).unwrap();
+    let claim = |agent: &str, id: &str| Canary {
+        id: id.into(),
+        probe: "forged".into(),
+        class: "interpersonal".into(),
+        seq: 1,
+        sent_ms: 1_795_000_000_000,
+        agent: agent.into(),
+    };
+    let mail = |agent: &str, id: &str, tag: &str| {
+        format!(
+            "From: probe1@example.test\nTo: {user}\nSubject: {tag}\nMessage-ID: <{tag}@example.test>\n\
+             X-Mailcanary: {}\n\nmailcanary-id: {id}\n",
+            claim(agent, id).header_value(&forged_key)
+        )
+    };
+    inject(
+        stack,
+        "probe1@example.test",
+        user,
+        &mail("it-forged", "01JDQ8ZK3V6R9X1T2Y3Z4A5B6C", "forged-1"),
+    );
+    inject(
+        stack,
+        "probe1@example.test",
+        user,
+        &mail("someone-else", "01JDQ8ZK3V6R9X1T2Y3Z4A5B6D", "foreign-1"),
+    );
+    let (_, forged_before) = wait_for_mail(&maildir, "forged-1@example.test");
+    let (_, foreign_before) = wait_for_mail(&maildir, "foreign-1@example.test");
+
+    let section = probe_section(stack, "forged", user, "MC_PROBE1_PASSWORD").replace(
+        "[probe.smtp]",
+        "classes = [\"interpersonal\"]\n  [probe.smtp]",
+    );
+    let work = Workdir::new("it-forged", &section);
+    let textfile = work.dir.path().join("out.prom");
+    let out = work.run(
+        stack,
+        &[
+            "once",
+            "--wait",
+            "20s",
+            "--textfile",
+            textfile.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", output_text(&out));
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    let labels = "class=\"interpersonal\",probe=\"forged\"";
+    assert_eq!(
+        metric(&text, &format!("mailcanary_forged_total{{{labels}}}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("mailcanary_delivered_total{{{labels},folder=\"INBOX\"}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("mailcanary_delivery_delay_seconds_count{{{labels}}}")
+        ),
+        Some(1.0)
+    );
+
+    let files = mail_files(&maildir);
+    let content = |tag: &str| {
+        files
+            .iter()
+            .find(|(_, t)| t.contains(tag))
+            .map(|(_, t)| t.clone())
+    };
+    assert_eq!(
+        content("forged-1@example.test"),
+        Some(forged_before),
+        "the forged mail must stay untouched"
+    );
+    assert_eq!(
+        content("foreign-1@example.test"),
+        Some(foreign_before),
+        "another agent's canary must stay untouched"
+    );
+    assert_eq!(files.len(), 2, "only the real canary was removed");
+}

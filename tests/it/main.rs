@@ -1,0 +1,7 @@
+//! Integration tests against the real local mail stack (`scripts/mailstack`): one binary, one
+//! module per area.
+
+mod check;
+mod faults;
+mod roundtrip;
+mod support;

@@ -1,0 +1,365 @@
+//! Shared test plumbing: the real mail stack, configs, the agent binary, metrics, Maildirs.
+//!
+//! Every test gets its own mailbox user (`box01`…`box16`), its own agent id and signing key,
+//! and its own state directory, so tests run in parallel on one stack without seeing each
+//! other's canaries.
+
+use std::collections::HashMap;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Directory of the stack shared by most tests: the default one, so the shipped `probes.toml`
+/// (which names its ports and CA) works against it.
+pub const SHARED_STACK: &str = "/tmp/mailcanary-stack";
+
+/// A running mail stack, as described by its `stack.env`.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub dir: PathBuf,
+    pub env: HashMap<String, String>,
+}
+
+impl Stack {
+    /// The shared stack, started once per test binary (idempotent if already running).
+    pub fn shared() -> &'static Stack {
+        static STACK: OnceLock<Stack> = OnceLock::new();
+        STACK.get_or_init(|| Stack::up(Path::new(SHARED_STACK), None))
+    }
+
+    /// Starts (or reuses) the stack in `dir`, with `port_base` on its first start.
+    pub fn up(dir: &Path, port_base: Option<u16>) -> Stack {
+        let mut cmd = Command::new(script("mailstack"));
+        cmd.arg("up").arg(dir);
+        if let Some(base) = port_base {
+            cmd.env("MAILSTACK_PORT_BASE", base.to_string());
+        }
+        let out = cmd.output().expect("run scripts/mailstack");
+        assert!(
+            out.status.success(),
+            "mailstack up failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(dir.join("stack.env")).expect("stack.env");
+        let env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Stack {
+            dir: dir.to_path_buf(),
+            env,
+        }
+    }
+
+    /// Runs a `scripts/mailstack` subcommand on this stack.
+    pub fn ctl(&self, action: &str, extra: &[&str]) {
+        let out = Command::new(script("mailstack"))
+            .arg(action)
+            .arg(&self.dir)
+            .args(extra)
+            .output()
+            .expect("run scripts/mailstack");
+        assert!(
+            out.status.success(),
+            "mailstack {action} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A value from `stack.env`.
+    pub fn get(&self, key: &str) -> &str {
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from stack.env"))
+    }
+
+    /// A port from `stack.env`.
+    pub fn port(&self, key: &str) -> u16 {
+        self.get(key).parse().expect("port number")
+    }
+
+    /// The Maildir of a user.
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        PathBuf::from(self.get("MAILSTACK_MAILDIR_TEMPLATE").replace("%u", user))
+    }
+}
+
+/// A path under the repository's `scripts/`.
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name)
+}
+
+/// A `[[probe]]` section: submission (STARTTLS + AUTH as probe1) to `user`, watched over IMAPS.
+pub fn probe_section(stack: &Stack, name: &str, user: &str, smtp_password_env: &str) -> String {
+    format!(
+        r#"
+[[probe]]
+name = "{name}"
+from = "probe1@example.test"
+to = "{user}"
+  [probe.smtp]
+  host = "127.0.0.1"
+  port = {submission}
+  tls = "starttls"
+  username = "probe1@example.test"
+  password_env = "{smtp_password_env}"
+  ca_file = "{ca}"
+  timeout = "10s"
+  [probe.mailbox]
+  protocol = "imap"
+  host = "127.0.0.1"
+  port = {imaps}
+  tls = "tls"
+  username = "{user}"
+  password_env = "MAILSTACK_TEST_PASSWORD"
+  ca_file = "{ca}"
+  folders = ["INBOX", "Junk"]
+  poll_interval = "250ms"
+  timeout = "5s"
+"#,
+        submission = stack.port("MAILSTACK_SUBMISSION_PORT"),
+        imaps = stack.port("MAILSTACK_IMAPS_PORT"),
+        ca = stack.get("MAILSTACK_CA_FILE"),
+    )
+}
+
+/// A test's working directory with a config file in it.
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    /// Writes `probes.toml` with an `[agent]` section named after the test, then `probes`.
+    pub fn new(agent: &str, probes: &str) -> Workdir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!("[agent]\nid = \"{agent}\"\n\n[defaults]\ninterval = \"1h\"\n{probes}");
+        std::fs::write(dir.path().join("probes.toml"), text).expect("write config");
+        Workdir { dir }
+    }
+
+    /// Path of the config file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("probes.toml")
+    }
+
+    /// A `mailcanary` command with this config and the stack's environment.
+    pub fn command(&self, stack: &Stack, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailcanary"));
+        cmd.arg("--config").arg(self.config()).args(args);
+        cmd.envs(&stack.env)
+            .env("MC_WRONG_PASSWORD", "not-the-password");
+        cmd.current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Runs a command to completion.
+    pub fn run(&self, stack: &Stack, args: &[&str]) -> Output {
+        self.command(stack, args).output().expect("run mailcanary")
+    }
+
+    /// Starts `mailcanary run` on a free port; it is killed when the handle drops.
+    pub fn daemon(&self, stack: &Stack) -> Daemon {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let log = self.dir.path().join("daemon.log");
+        let child = self
+            .command(stack, &["run", "--web.listen-address", &listen])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn mailcanary run");
+        let daemon = Daemon { child, port, log };
+        daemon.wait_for("ready", Duration::from_secs(10), || {
+            http_get(port, "/-/ready").is_some_and(|(status, _)| status == 200)
+        });
+        daemon
+    }
+}
+
+/// A running `mailcanary run`.
+pub struct Daemon {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// The body of `/metrics`.
+    pub fn scrape(&self) -> String {
+        match http_get(self.port, "/metrics") {
+            Some((200, body)) => body,
+            other => panic!("scrape failed: {other:?}\nlog:\n{}", self.log_text()),
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls `cond` every 50 ms until it holds; fails the test after `limit`, with the log.
+    pub fn wait_for(&self, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+        if !poll_until(limit, &mut cond) {
+            panic!(
+                "timed out after {limit:?} waiting for {what}\nlog:\n{}",
+                self.log_text()
+            );
+        }
+    }
+
+    /// Polls `/metrics` until `series` has `value`.
+    pub fn wait_metric(&self, series: &str, value: f64, limit: Duration) {
+        self.wait_for(&format!("{series} == {value}"), limit, || {
+            metric(&self.scrape(), series) == Some(value)
+        });
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Calls `cond` every 50 ms until it returns true or `limit` passes; bounded in time.
+pub fn poll_until(limit: Duration, cond: &mut impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// A minimal HTTP/1.0 GET; returns status and body, or `None` if nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// The value of one series in a text exposition, e.g.
+/// `mailcanary_sent_total{class="bulk",probe="p"}` (labels in any order).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    let (name, labels) = match series.split_once('{') {
+        Some((n, l)) => (n, l.trim_end_matches('}')),
+        None => (series, ""),
+    };
+    let wanted: Vec<&str> = labels.split(',').filter(|l| !l.is_empty()).collect();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (head, value) = line.rsplit_once(' ')?;
+            let (line_name, line_labels) = match head.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (head, ""),
+            };
+            let have: Vec<&str> = line_labels.split(',').filter(|l| !l.is_empty()).collect();
+            let same = line_name == name
+                && have.len() == wanted.len()
+                && wanted.iter().all(|w| have.contains(w));
+            same.then(|| value.parse().ok()).flatten()
+        })
+}
+
+/// Submits a raw message over the stack's plain SMTP port (no auth), as an outside sender would.
+pub fn inject(stack: &Stack, from: &str, to: &str, message: &str) {
+    use lettre::AsyncTransport as _;
+    let port = stack.port("MAILSTACK_SMTP_PORT");
+    let envelope = lettre::address::Envelope::new(
+        Some(from.parse().expect("from")),
+        vec![to.parse().expect("to")],
+    )
+    .expect("envelope");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let transport =
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+                .port(port)
+                .build();
+        transport
+            .send_raw(&envelope, message.replace('\n', "\r\n").as_bytes())
+            .await
+            .expect("inject a mail over plain SMTP");
+    });
+}
+
+/// Every mail file in a Maildir (INBOX and Junk), with its content.
+pub fn mail_files(maildir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for sub in ["new", "cur", ".Junk/new", ".Junk/cur"] {
+        let Ok(entries) = std::fs::read_dir(maildir.join(sub)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                out.push((entry.path(), text));
+            }
+        }
+    }
+    out
+}
+
+/// Waits until a mail containing `needle` is in the Maildir (delivery is asynchronous).
+pub fn wait_for_mail(maildir: &Path, needle: &str) -> (PathBuf, String) {
+    let mut found = None;
+    let ok = poll_until(Duration::from_secs(10), &mut || {
+        found = mail_files(maildir)
+            .into_iter()
+            .find(|(_, t)| t.contains(needle));
+        found.is_some()
+    });
+    assert!(
+        ok,
+        "no mail containing {needle:?} arrived in {}",
+        maildir.display()
+    );
+    found.expect("found")
+}
+
+/// Removes every mail of a user, so a test starts from an empty mailbox.
+pub fn empty_mailbox(stack: &Stack, user: &str) {
+    for (path, _) in mail_files(&stack.maildir(user)) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Standard output and error of a finished command, for assertion messages.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
