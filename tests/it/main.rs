@@ -1,6 +1,7 @@
 //! Integration tests against the real local mail stack (`scripts/mailstack`): one binary, one
 //! module per area.
 
+mod alerts;
 mod check;
 mod faults;
 mod roundtrip;
