@@ -53,11 +53,17 @@ pub enum Command {
         /// How long to wait for this run's canaries.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         wait: Duration,
-        /// Write metrics to this node_exporter textfile (atomically); without it they go to
-        /// standard output.
+        /// Write metrics to this node_exporter textfile (atomically); without it (and without
+        /// --push) they go to standard output.
         #[arg(long)]
         textfile: Option<PathBuf>,
+        /// PUT metrics to this Pushgateway (http://host:port), grouped by job="mailcanary" and
+        /// instance=<agent id>.
+        #[arg(long)]
+        push: Option<String>,
     },
+    /// Print the canaries in flight and the last results, from the state store.
+    Status,
     /// Validate the config and log in to every endpoint.
     Check {
         /// Only validate the config; do not connect.

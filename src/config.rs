@@ -69,6 +69,9 @@ pub struct AgentConfig {
     pub id: String,
     /// Durable store of in-flight canaries and counters.
     pub state_dir: PathBuf,
+    /// How long lost and delivered canaries are remembered, to recognise late arrivals and
+    /// duplicates.
+    pub forget_after: Duration,
     /// Where the HMAC signing key comes from.
     pub secret: SecretSource,
 }
@@ -178,6 +181,20 @@ impl MailboxConfig {
             MailboxConfig::Imap(_) => "imap",
         }
     }
+
+    /// Folders watched, the expected one first.
+    pub fn folders(&self) -> &[String] {
+        match self {
+            MailboxConfig::Imap(imap) => &imap.folders,
+        }
+    }
+
+    /// The server, for messages.
+    pub fn endpoint(&self) -> &Endpoint {
+        match self {
+            MailboxConfig::Imap(imap) => &imap.endpoint,
+        }
+    }
 }
 
 /// An IMAP mailbox.
@@ -210,6 +227,7 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_LOST_AFTER: Duration = Duration::from_secs(2 * 3600);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_POLL: Duration = Duration::from_secs(10);
+const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Config {
     /// Reads and validates a config file.
@@ -340,9 +358,14 @@ impl Context<'_> {
             .state_dir
             .as_ref()
             .map_or_else(|| self.resolve("state"), |s| self.resolve(s.get_ref()));
+        let forget_after = match &raw.forget_after {
+            Some(v) => self.duration(v, "agent.forget_after")?,
+            None => DEFAULT_FORGET_AFTER,
+        };
         Ok(AgentConfig {
             id,
             state_dir,
+            forget_after,
             secret,
         })
     }

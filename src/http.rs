@@ -20,20 +20,20 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::Agent;
 use crate::clock;
-use crate::delay;
-use crate::metrics::Metrics;
 use crate::probe::Probe;
+use crate::state::Store;
 
 /// Content type of the Prometheus text format this agent emits.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// What the endpoints read.
 pub struct WebState {
-    /// Rendered on `/metrics`.
-    pub metrics: Arc<Metrics>,
-    /// Shown on the status page.
+    /// Rendered on `/metrics` and the status page.
     pub probes: Vec<Arc<Probe>>,
+    /// Its error count is rendered too.
+    pub store: Store,
     /// Set once every probe task has started.
     pub ready: AtomicBool,
 }
@@ -83,7 +83,7 @@ pub fn respond<B>(req: &Request<B>, state: &WebState) -> Response<Full<Bytes>> {
         "/metrics" => text(
             StatusCode::OK,
             METRICS_CONTENT_TYPE,
-            state.metrics.render(clock::now_ms()),
+            Agent::render(&state.probes, &state.store),
         ),
         "/-/healthy" => text(StatusCode::OK, "text/plain", "Healthy\n".into()),
         "/-/ready" if state.ready.load(Ordering::Acquire) => {
@@ -117,24 +117,30 @@ fn status_page(probes: &[Arc<Probe>], now_ms: u64) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>mailcanary</title></head><body>\
          <h1>mailcanary</h1><p><a href=\"/metrics\">metrics</a></p><table border=\"1\">\
          <tr><th>probe</th><th>class</th><th>in flight</th><th>oldest in flight (s)</th>\
-         <th>last delay (s)</th><th>sent</th></tr>",
+         <th>last delay (s)</th><th>sent</th><th>lost</th></tr>",
     );
     for probe in probes {
-        let by_class = probe.in_flight().by_class();
-        for class in &probe.config().classes {
-            let sent = by_class.get(&class.name).cloned().unwrap_or_default();
-            let handles = probe.metrics().class(&class.name);
-            let _ = write!(
-                page,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.3}</td><td>{}</td></tr>",
-                escape(&probe.config().name),
-                escape(&class.name),
-                sent.len(),
-                delay::oldest_age(sent.iter().copied(), now_ms),
-                handles.last_delay.get(),
-                handles.sent.get(),
-            );
-        }
+        let name = escape(&probe.config().name);
+        probe.read_ledger(|ledger| {
+            for (class, t) in &ledger.classes {
+                let in_flight = ledger
+                    .in_flight
+                    .values()
+                    .filter(|c| &c.class == class)
+                    .count();
+                let _ = write!(
+                    page,
+                    "<tr><td>{name}</td><td>{}</td><td>{in_flight}</td><td>{:.1}</td><td>{}</td>\
+                     <td>{}</td><td>{}</td></tr>",
+                    escape(class),
+                    ledger.oldest_age(class, now_ms),
+                    t.last_delay_s
+                        .map_or("-".to_string(), |d| format!("{d:.3}")),
+                    t.sent,
+                    t.lost,
+                );
+            }
+        });
     }
     page.push_str("</table></body></html>\n");
     page
@@ -150,12 +156,15 @@ fn escape(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn state(ready: bool) -> WebState {
-        WebState {
-            metrics: Metrics::new(),
+    fn state(ready: bool) -> (WebState, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let opened = Store::open(dir.path()).unwrap();
+        let state = WebState {
             probes: Vec::new(),
+            store: opened.store,
             ready: AtomicBool::new(ready),
-        }
+        };
+        (state, dir)
     }
 
     fn get(path: &str, state: &WebState) -> Response<Full<Bytes>> {
@@ -164,7 +173,7 @@ mod tests {
 
     #[test]
     fn routes() {
-        let s = state(false);
+        let (s, _dir) = state(false);
         let metrics = get("/metrics", &s);
         assert_eq!(metrics.status(), StatusCode::OK);
         assert_eq!(metrics.headers()[CONTENT_TYPE], METRICS_CONTENT_TYPE);
@@ -173,7 +182,7 @@ mod tests {
             get("/-/ready", &s).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
-        assert_eq!(get("/-/ready", &state(true)).status(), StatusCode::OK);
+        assert_eq!(get("/-/ready", &state(true).0).status(), StatusCode::OK);
         assert_eq!(get("/nope", &s).status(), StatusCode::NOT_FOUND);
         assert_eq!(get("/", &s).status(), StatusCode::OK);
         let post = respond(&Request::post("/metrics").body(()).unwrap(), &s);

@@ -35,9 +35,18 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run { listen } => cmd::run::run(&config, listen).await,
-            Command::Once { wait, textfile } => {
-                cmd::once::run(&config, wait, textfile.as_deref()).await
+            Command::Once {
+                wait,
+                textfile,
+                push,
+            } => {
+                let outputs = cmd::once::Outputs {
+                    textfile: textfile.as_deref(),
+                    push: push.as_deref(),
+                };
+                cmd::once::run(&config, wait, outputs).await
             }
+            Command::Status => cmd::status::run(&config),
             Command::Check { no_login } => cmd::check::run(&config, no_login).await,
         }
     });

@@ -1,28 +1,25 @@
-//! One probe: send canaries of every class, watch the mailbox, account for what arrives.
+//! One probe: send canaries of every class, judge what the mailbox holds, keep the books.
 //!
-//! A probe is two tasks (sender and watcher) sharing only the probe's own in-flight set and
-//! metric handles, so 1,000 probes run side by side without a shared lock on the hot path.
-//! Whether a mail is ours is decided here and only here ([`judge`]): valid canaries of this
-//! agent's probe are counted and cleaned up; forged ones are counted and left alone; everything
-//! else is not ours and is never touched.
+//! A probe's sender and watcher share only the probe's own ledger (behind its own mutex, never
+//! held across an `.await`) and the store handle, so 1,000 probes run side by side without a
+//! shared lock on the hot path. Whether a mail is ours is decided here and only here
+//! ([`judge`]): verified canaries of this agent's probe are counted and cleaned up; forged ones
+//! are counted and left alone; everything else is not ours and is never touched.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
 use ulid::Ulid;
 
 use crate::canary::{Canary, SigningKey, parse_header};
 use crate::class::{self, Envelope};
 use crate::clock;
 use crate::config::{ClassConfig, ProbeConfig};
-use crate::delay;
-use crate::mailbox::{Arrival, MailId, Mailbox, MailboxError};
-use crate::metrics::{Metrics, ProbeMetrics};
+use crate::ledger::{Arrival, Ledger, Write};
+use crate::mailbox::{self, MailId};
 use crate::send::{SendError, Submitter};
-use crate::state::{InFlight, InFlightCanary};
+use crate::state::Store;
 
 /// What a mail with a canary header is, to this probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,41 +51,39 @@ pub fn judge(header: &str, key: &SigningKey, agent: &str, probe: &str) -> Judgem
     }
 }
 
-/// A probe's sending side and its accounting.
+/// A probe: its configuration, its SMTP account and its books.
 pub struct Probe {
     config: ProbeConfig,
     agent: String,
     key: SigningKey,
+    forget_after: Duration,
     submitter: Submitter,
-    metrics: ProbeMetrics,
-    in_flight: Arc<InFlight>,
-    sequences: HashMap<String, AtomicU64>,
+    ledger: Mutex<Ledger>,
+    store: Store,
+    mailbox_up: AtomicBool,
 }
 
 impl Probe {
-    /// Prepares a probe; fails on an unusable `ca_file`.
+    /// Prepares a probe with the books the store had for it; fails on an unusable `ca_file`.
     pub fn new(
         config: ProbeConfig,
         agent: &str,
         key: SigningKey,
-        metrics: &Arc<Metrics>,
+        forget_after: Duration,
+        ledger: Ledger,
+        store: Store,
     ) -> Result<Probe, String> {
         let submitter = Submitter::new(&config.smtp)
             .map_err(|e| format!("probe {}: smtp: {e}", config.name))?;
-        let in_flight = Arc::new(InFlight::default());
-        let sequences = config
-            .classes
-            .iter()
-            .map(|c| (c.name.clone(), AtomicU64::new(0)))
-            .collect();
         Ok(Probe {
-            metrics: metrics.probe(&config, Arc::clone(&in_flight)),
             config,
             agent: agent.to_string(),
             key,
+            forget_after,
             submitter,
-            in_flight,
-            sequences,
+            ledger: Mutex::new(ledger),
+            store,
+            mailbox_up: AtomicBool::new(false),
         })
     }
 
@@ -97,25 +92,62 @@ impl Probe {
         &self.config
     }
 
-    /// Canaries sent and not yet seen.
-    pub fn in_flight(&self) -> &InFlight {
-        &self.in_flight
+    /// Whether the last mailbox check succeeded.
+    pub fn mailbox_up(&self) -> bool {
+        self.mailbox_up.load(Ordering::Relaxed)
     }
 
-    /// The probe's metric handles.
-    pub fn metrics(&self) -> &ProbeMetrics {
-        &self.metrics
+    /// Reads the books (for metrics and the status page).
+    pub fn read_ledger<T>(&self, read: impl FnOnce(&Ledger) -> T) -> T {
+        read(&self.lock())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ledger> {
+        // Every ledger operation finishes its mutation before it can panic, so a poisoned
+        // lock still guards consistent books.
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies an operation to the books and waits until its writes are committed. The writes
+    /// are queued while the lock is held, so they reach the store in the order the books changed.
+    async fn record<T>(&self, op: impl FnOnce(&mut Ledger) -> (T, Vec<Write>)) -> T {
+        let (value, pending) = {
+            let mut ledger = self.lock();
+            let (value, writes) = op(&mut ledger);
+            (value, self.store.submit(&self.config.name, writes))
+        };
+        self.store.settle(pending).await;
+        value
+    }
+
+    /// Gives every configured class its (zero) totals, so all series exist from the start.
+    pub async fn open_books(&self) {
+        self.record(|l| {
+            let writes = self
+                .config
+                .classes
+                .iter()
+                .filter_map(|c| l.open_class(&c.name));
+            ((), writes.collect())
+        })
+        .await;
     }
 
     /// Sends one canary of `class`; returns its id once the server accepted it.
     pub async fn send(&self, class: &ClassConfig) -> Result<String, SendError> {
-        let seq = self.sequences[&class.name].fetch_add(1, Ordering::Relaxed) + 1;
-        // `sent` is taken immediately before the connection opens: what a user means by
-        // "I pressed send".
+        let booked_ms = clock::now_ms();
+        let id = Ulid::from_datetime(std::time::UNIX_EPOCH + Duration::from_millis(booked_ms))
+            .to_string();
+        // On the books, durably, before the transaction starts: a crash from here on cannot
+        // lose this canary.
+        let seq = self
+            .record(|l| l.begin_send(&id, &class.name, booked_ms))
+            .await;
+        // `sent` is taken immediately before the connection opens ("I pressed send"), after
+        // the commit, so the store's latency is not counted as mail delay.
         let sent_ms = clock::now_ms();
         let canary = Canary {
-            id: Ulid::from_datetime(std::time::UNIX_EPOCH + Duration::from_millis(sent_ms))
-                .to_string(),
+            id: id.clone(),
             probe: self.config.name.clone(),
             class: class.name.clone(),
             seq,
@@ -127,38 +159,25 @@ impl Probe {
             to: &self.config.to,
         };
         let message = class::render(class.template, &canary, &self.key, &envelope);
-        // Recorded before the transaction starts, so a canary that arrives before `send`
-        // returns is still matched.
-        self.in_flight.insert(InFlightCanary {
-            id: canary.id.clone(),
-            class: class.name.clone(),
-            seq,
-            sent_ms,
-            queue_id: None,
-        });
-        let handles = self.metrics.class(&class.name);
         match self
             .submitter
             .send(&self.config.from, &self.config.to, &message)
             .await
         {
             Ok(accepted) => {
-                handles.sent.inc();
-                handles
-                    .smtp_duration
-                    .observe(accepted.duration.as_secs_f64());
-                self.in_flight
-                    .set_queue_id(&canary.id, accepted.queue_id.clone());
+                let smtp_s = accepted.duration.as_secs_f64();
+                let queue_id = accepted.queue_id.clone();
+                self.record(|l| ((), l.accepted(&id, clock::now_ms(), queue_id, smtp_s)))
+                    .await;
                 tracing::info!(
-                    probe = %self.config.name, class = %class.name, id = %canary.id, seq,
-                    queue_id = accepted.queue_id.as_deref().unwrap_or("-"),
-                    smtp_s = accepted.duration.as_secs_f64(), "canary sent"
+                    probe = %self.config.name, class = %class.name, %id, seq,
+                    queue_id = accepted.queue_id.as_deref().unwrap_or("-"), smtp_s, "canary sent"
                 );
-                Ok(canary.id)
+                Ok(id)
             }
             Err(e) => {
-                self.in_flight.remove(&canary.id);
-                handles.send_failure(e.stage.as_str()).inc();
+                self.record(|l| ((), l.send_failed(&id, e.stage.as_str())))
+                    .await;
                 tracing::warn!(
                     probe = %self.config.name, class = %class.name, stage = e.stage.as_str(),
                     error = %e.message, "canary not sent"
@@ -179,141 +198,116 @@ impl Probe {
         ids
     }
 
-    /// Accounts for what a look at the mailbox found; returns the mails to clean up.
-    ///
-    /// `handled` remembers mails already accounted for, so a canary that could not be removed
-    /// (or is kept by config) and a forged mail left in place are counted once, not per look.
-    pub fn settle(&self, arrivals: Vec<Arrival>, handled: &mut HashSet<MailId>) -> Vec<MailId> {
-        let present: HashSet<MailId> = arrivals.iter().map(|a| a.id.clone()).collect();
-        handled.retain(|id| present.contains(id));
+    /// Whether a canary is still on the books as in flight.
+    pub fn is_in_flight(&self, id: &str) -> bool {
+        self.lock().in_flight.contains_key(id)
+    }
+
+    /// Accounts for canaries found in the mailbox; returns the mails to clean up (verified
+    /// canaries of this probe, and only those).
+    pub async fn settle(&self, arrivals: &[mailbox::Arrival]) -> Vec<MailId> {
+        let judged: Vec<(&mailbox::Arrival, Judgement)> = arrivals
+            .iter()
+            .map(|a| {
+                (
+                    a,
+                    judge(&a.header, &self.key, &self.agent, &self.config.name),
+                )
+            })
+            .filter(|(_, j)| *j != Judgement::NotOurs)
+            .collect();
+        if judged.is_empty() {
+            return Vec::new();
+        }
+        let outcomes = self
+            .record(|l| {
+                let mut writes = Vec::new();
+                let mut outcomes = Vec::new();
+                for (arrival, judgement) in &judged {
+                    match judgement {
+                        Judgement::Ours(canary) => {
+                            let mail = arrival.id.to_string();
+                            let (outcome, w) =
+                                l.arrived(canary, &arrival.id.folder, &mail, arrival.seen_ms);
+                            writes.extend(w);
+                            outcomes.push(Some(outcome));
+                        }
+                        Judgement::Forged { claimed_class } => {
+                            writes.extend(l.forged(claimed_class));
+                            outcomes.push(None);
+                        }
+                        Judgement::NotOurs => unreachable!("filtered above"),
+                    }
+                }
+                (outcomes, writes)
+            })
+            .await;
         let mut clean = Vec::new();
-        for arrival in arrivals {
-            if handled.contains(&arrival.id) {
-                continue;
-            }
-            match judge(&arrival.header, &self.key, &self.agent, &self.config.name) {
-                Judgement::Ours(canary) => {
-                    self.delivered(&canary, &arrival);
+        for ((arrival, judgement), outcome) in judged.iter().zip(outcomes) {
+            match (judgement, outcome) {
+                (Judgement::Ours(canary), Some(outcome)) => {
+                    self.log_arrival(canary, arrival, outcome);
                     clean.push(arrival.id.clone());
                 }
-                Judgement::Forged { claimed_class } => {
-                    self.metrics.forged(&claimed_class);
-                    tracing::warn!(
-                        probe = %self.config.name, mail = %arrival.id,
-                        "forged canary: signature does not verify; left in place"
-                    );
-                }
-                Judgement::NotOurs => {}
+                _ => tracing::warn!(
+                    probe = %self.config.name, mail = %arrival.id,
+                    "forged canary: signature does not verify; left in place"
+                ),
             }
-            handled.insert(arrival.id);
         }
         clean
     }
 
-    fn delivered(&self, canary: &Canary, arrival: &Arrival) {
-        let was_in_flight = self.in_flight.remove(&canary.id).is_some();
-        let delay = delay::delivery_delay(canary.sent_ms, arrival.seen_ms);
-        let handles = self.metrics.class(&canary.class);
-        handles.delivery_delay.observe(delay);
-        handles.last_delay.set(delay);
-        handles.last_timestamp.set(arrival.seen_ms as f64 / 1000.0);
-        self.metrics.delivered(&canary.class, &arrival.id.folder);
-        tracing::info!(
-            probe = %self.config.name, class = %canary.class, id = %canary.id, seq = canary.seq,
-            folder = %arrival.id.folder, delay_s = delay, was_in_flight, "canary delivered"
-        );
-    }
-}
-
-/// The receiving side of a probe: its mailbox and what it has already accounted for.
-pub struct Watcher {
-    probe: Arc<Probe>,
-    mailbox: Box<dyn Mailbox>,
-    handled: HashSet<MailId>,
-}
-
-impl Watcher {
-    /// Watches `mailbox` for `probe`.
-    pub fn new(probe: Arc<Probe>, mailbox: Box<dyn Mailbox>) -> Watcher {
-        Watcher {
-            probe,
-            mailbox,
-            handled: HashSet::new(),
+    fn log_arrival(&self, canary: &Canary, arrival: &mailbox::Arrival, outcome: Arrival) {
+        let (probe, class, id) = (&self.config.name, &canary.class, &canary.id);
+        let folder = &arrival.id.folder;
+        match outcome {
+            Arrival::OnTime { delay_s } => tracing::info!(
+                %probe, %class, %id, seq = canary.seq, %folder, delay_s, "canary delivered"
+            ),
+            Arrival::Late { delay_s } => tracing::warn!(
+                %probe, %class, %id, seq = canary.seq, %folder, delay_s,
+                "canary delivered late, after it was counted lost"
+            ),
+            Arrival::Unexpected { delay_s } => tracing::warn!(
+                %probe, %class, %id, seq = canary.seq, %folder, delay_s,
+                "canary delivered that the books do not know (state reset or forgotten)"
+            ),
+            Arrival::Duplicate => tracing::warn!(
+                %probe, %class, %id, mail = %arrival.id, "duplicate of a delivered canary"
+            ),
+            Arrival::AlreadyCounted => {}
         }
     }
 
-    /// One look: find canaries, account for them, clean up. Mailbox health is recorded here,
-    /// once, rather than in each adapter.
-    pub async fn look(&mut self) -> Result<(), MailboxError> {
-        let result = self.try_look().await;
-        let metrics = self.probe.metrics();
-        match &result {
-            Ok(()) => metrics.mailbox_up.set(1.0),
-            Err(e) => {
-                metrics.mailbox_up.set(0.0);
-                metrics.mailbox_error(e.stage.as_str());
-                tracing::warn!(
-                    probe = %self.probe.config().name, protocol = self.mailbox.protocol(),
-                    stage = e.stage.as_str(), error = %e.message, "mailbox check failed"
-                );
-            }
+    /// Counts canaries overdue as lost and forgets old history.
+    pub async fn expire(&self) {
+        let lost_after = self.config.lost_after;
+        let forget_after = self.forget_after;
+        let declared = self
+            .record(|l| l.expire(clock::now_ms(), |_| lost_after, forget_after))
+            .await;
+        for c in declared {
+            tracing::warn!(
+                probe = %self.config.name, class = %c.class, id = %c.id, seq = c.seq,
+                queue_id = c.queue_id.as_deref().unwrap_or("-"), ?lost_after,
+                "canary lost: not seen within lost_after"
+            );
         }
-        result
     }
 
-    async fn try_look(&mut self) -> Result<(), MailboxError> {
-        let arrivals = self.mailbox.canaries().await?;
-        let clean = self.probe.settle(arrivals, &mut self.handled);
-        self.mailbox.clean_up(&clean).await
-    }
-
-    /// Time between looks.
-    pub fn poll_interval(&self) -> Duration {
-        self.mailbox.poll_interval()
-    }
-
-    /// Logs out.
-    pub async fn close(&mut self) {
-        self.mailbox.close().await;
-    }
-}
-
-/// Runs a probe until `shutdown`: a canary of every class each `interval`, a look at the
-/// mailbox each poll interval.
-pub async fn run(probe: Arc<Probe>, mailbox: Box<dyn Mailbox>, shutdown: CancellationToken) {
-    let sender = {
-        let probe = Arc::clone(&probe);
-        let shutdown = shutdown.clone();
-        async move {
-            let mut ticks = tokio::time::interval(probe.config().interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = ticks.tick() => {}
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = probe.send_round() => {}
-                }
-            }
+    /// Records the outcome of a mailbox check.
+    pub async fn mailbox_checked(&self, result: &Result<(), mailbox::MailboxError>) {
+        self.mailbox_up.store(result.is_ok(), Ordering::Relaxed);
+        if let Err(e) = result {
+            tracing::warn!(
+                probe = %self.config.name, protocol = self.config.mailbox.protocol(),
+                stage = e.stage.as_str(), error = %e.message, "mailbox check failed"
+            );
+            self.record(|l| ((), l.mailbox_error(e.stage.as_str())))
+                .await;
         }
-    };
-    let watcher = async {
-        let mut watcher = Watcher::new(Arc::clone(&probe), mailbox);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = watcher.look() => {}
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(watcher.poll_interval()) => {}
-            }
-        }
-        watcher.close().await;
-    };
-    tokio::join!(sender, watcher);
+    }
 }
 
 #[cfg(test)]

@@ -1,117 +1,394 @@
-//! What the agent knows about canaries it sent and has not yet seen.
+//! The durable store of every probe's books, in `agent.state_dir` (redb).
 //!
-//! Each probe owns one [`InFlight`] set; only that probe's tasks and the metrics renderer touch
-//! it, and never across an `.await`, so a plain mutex is enough and 1,000 probes never contend.
-//! This slice keeps the set in memory; the durable store replaces the inside of this type, not
-//! its callers.
+//! One writer thread owns the database and commits writes in groups: whatever arrived while
+//! the previous commit was syncing goes into the next transaction. A caller waits for the
+//! commit of its own writes before acting (a canary is stored before its SMTP transaction
+//! starts), yet 1,000 probes share one fsync instead of queueing for 1,000.
+//!
+//! One process per state directory: a lock file is taken first, so a second `run` or `once`
+//! fails at once with a message naming the lock instead of waiting on or damaging the store.
+//! The database is opened in redb's single-writer mode, which lets `mailcanary status` read it
+//! while the daemon writes.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A canary that was handed to SMTP and has not been seen in the mailbox yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InFlightCanary {
-    /// Canary id.
-    pub id: String,
-    /// Class it was sent as.
-    pub class: String,
-    /// Its sequence number.
-    pub seq: u64,
-    /// Unix ms taken before the SMTP connection opened.
-    pub sent_ms: u64,
-    /// Queue id the server named when it accepted the canary.
-    pub queue_id: Option<String>,
+use redb::{ConcurrencyMode, Database, ReadableTable as _, TableDefinition};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ledger::{Ledger, Write};
+
+/// Every table maps `probe/…` keys to JSON records.
+type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+
+const IN_FLIGHT: Table = TableDefinition::new("in_flight");
+const LOST: Table = TableDefinition::new("lost");
+const SEEN: Table = TableDefinition::new("seen");
+const CLASSES: Table = TableDefinition::new("classes");
+const PROBES: Table = TableDefinition::new("probes");
+
+/// File name of the database inside the state directory.
+pub const STORE_FILE: &str = "mailcanary.redb";
+/// File name of the lock inside the state directory.
+pub const LOCK_FILE: &str = "lock";
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process holds the state directory.
+    #[error(
+        "state directory {dir} is locked by another mailcanary process{holder} (lock file {lock}); \
+         only one `run` or `once` may use a state directory at a time"
+    )]
+    Locked {
+        /// The state directory.
+        dir: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// " (pid N)" when the lock file names its holder.
+        holder: String,
+    },
+    /// The database exists but cannot be used.
+    #[error(
+        "cannot open the state store {path}: {reason}. If the file is damaged, move it aside \
+         (mv {path} {path}.broken) and start again: canaries in flight and counters then start \
+         from zero"
+    )]
+    Unusable {
+        /// The database file.
+        path: PathBuf,
+        /// What redb or the file system said.
+        reason: String,
+    },
+    /// The directory or lock file cannot be created.
+    #[error("cannot use state directory {dir}: {reason}")]
+    Directory {
+        /// The state directory.
+        dir: PathBuf,
+        /// What the file system said.
+        reason: String,
+    },
 }
 
-/// The in-flight canaries of one probe, by id.
-#[derive(Debug, Default)]
-pub struct InFlight {
-    canaries: Mutex<BTreeMap<String, InFlightCanary>>,
+/// The result of a commit, as the waiting caller sees it.
+pub type Committed = Result<(), String>;
+
+struct Batch {
+    probe: String,
+    writes: Vec<Write>,
+    done: oneshot::Sender<Committed>,
 }
 
-impl InFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, InFlightCanary>> {
-        // A panic while holding this lock cannot leave the map half-updated (every operation is
-        // one map call), so a poisoned lock is still safe to use.
-        self.canaries.lock().unwrap_or_else(|p| p.into_inner())
+/// What the writer thread is asked to do.
+enum Job {
+    /// Commit these writes.
+    Write(Batch),
+    /// Commit what came before, then stop.
+    Stop,
+}
+
+/// A handle to the store's writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    queue: mpsc::UnboundedSender<Job>,
+    errors: Arc<AtomicU64>,
+}
+
+/// The open store: the handle, the books as stored, and the means to shut it down cleanly.
+pub struct Opened {
+    /// Submit writes here.
+    pub store: Store,
+    /// Every probe's books, by probe name, as of the last commit.
+    pub ledgers: BTreeMap<String, Ledger>,
+    /// The writer thread; see [`Store::stop`].
+    pub writer: std::thread::JoinHandle<()>,
+    /// Held for as long as the process uses the state directory.
+    pub lock: File,
+}
+
+impl Store {
+    /// Locks `dir`, opens (or creates) the store and loads every probe's books.
+    pub fn open(dir: &Path) -> Result<Opened, OpenError> {
+        std::fs::create_dir_all(dir).map_err(|e| OpenError::Directory {
+            dir: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let lock = take_lock(dir)?;
+        let path = dir.join(STORE_FILE);
+        let unusable = |reason: String| OpenError::Unusable {
+            path: path.clone(),
+            reason,
+        };
+        // A damaged file must give an error, not a panic deep inside the database.
+        let db = std::panic::catch_unwind(|| {
+            Database::builder()
+                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+                .set_check_integrity_on_open(true)
+                .create(&path)
+        })
+        .map_err(|_| unusable("the database panicked while opening it".into()))?
+        .map_err(|e| unusable(e.to_string()))?;
+        create_tables(&db).map_err(unusable)?;
+        let ledgers = load(&db).map_err(unusable)?;
+        let (queue, rx) = mpsc::unbounded_channel();
+        let errors = Arc::new(AtomicU64::new(0));
+        let writer = std::thread::Builder::new()
+            .name("mailcanary-store".into())
+            .spawn(move || write_loop(db, rx))
+            .map_err(|e| unusable(format!("cannot start the writer thread: {e}")))?;
+        Ok(Opened {
+            store: Store { queue, errors },
+            ledgers,
+            writer,
+            lock,
+        })
     }
 
-    /// Records a canary before its SMTP transaction starts.
-    pub fn insert(&self, canary: InFlightCanary) {
-        self.lock().insert(canary.id.clone(), canary);
+    /// Queues writes for `probe`; the receiver resolves once they are committed (or not).
+    ///
+    /// Queuing does not wait, so callers can queue while holding their ledger's lock: writes
+    /// then reach the store in the order the ledger changed.
+    pub fn submit(&self, probe: &str, writes: Vec<Write>) -> oneshot::Receiver<Committed> {
+        let (done, rx) = oneshot::channel();
+        if writes.is_empty() {
+            let _ = done.send(Ok(()));
+        } else {
+            let batch = Batch {
+                probe: probe.to_string(),
+                writes,
+                done,
+            };
+            if let Err(mpsc::error::SendError(Job::Write(batch))) =
+                self.queue.send(Job::Write(batch))
+            {
+                let _ = batch.done.send(Err("the store writer has stopped".into()));
+            }
+        }
+        rx
     }
 
-    /// Notes the queue id the server gave the canary.
-    pub fn set_queue_id(&self, id: &str, queue_id: Option<String>) {
-        if let Some(c) = self.lock().get_mut(id) {
-            c.queue_id = queue_id;
+    /// Waits for a commit; a failure is logged and counted, never fatal: the agent keeps
+    /// probing with its books in memory.
+    pub async fn settle(&self, pending: oneshot::Receiver<Committed>) -> bool {
+        let result = pending
+            .await
+            .unwrap_or_else(|_| Err("the store writer has stopped".into()));
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "state store write failed; continuing in memory");
+                false
+            }
         }
     }
 
-    /// Removes a canary that arrived or was never accepted; returns it if it was in flight.
-    pub fn remove(&self, id: &str) -> Option<InFlightCanary> {
-        self.lock().remove(id)
-    }
-
-    /// Whether a canary is still in flight.
-    pub fn contains(&self, id: &str) -> bool {
-        self.lock().contains_key(id)
-    }
-
-    /// Number of canaries in flight.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether nothing is in flight.
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
-    }
-
-    /// `sent` times of the in-flight canaries, by class.
-    pub fn by_class(&self) -> HashMap<String, Vec<u64>> {
-        let mut out: HashMap<String, Vec<u64>> = HashMap::new();
-        for c in self.lock().values() {
-            out.entry(c.class.clone()).or_default().push(c.sent_ms);
+    /// Lets the writer commit everything queued so far, then stop; waits for it. Writes
+    /// submitted afterwards fail (and are counted as state errors).
+    pub fn stop(&self, writer: std::thread::JoinHandle<()>) {
+        let _ = self.queue.send(Job::Stop);
+        if writer.join().is_err() {
+            tracing::error!("the state store writer panicked");
         }
-        out
     }
 
-    /// A copy of every in-flight canary, oldest id first.
-    pub fn snapshot(&self) -> Vec<InFlightCanary> {
-        self.lock().values().cloned().collect()
+    /// Failed commits since start (`mailcanary_state_errors_total`).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
     }
+}
+
+/// Reads every probe's books without taking the lock: for `mailcanary status`, also while a
+/// daemon is writing.
+pub fn read(dir: &Path) -> Result<BTreeMap<String, Ledger>, OpenError> {
+    let path = dir.join(STORE_FILE);
+    let unusable = |reason: String| OpenError::Unusable {
+        path: path.clone(),
+        reason,
+    };
+    if !path.exists() {
+        return Err(unusable(
+            "no state store here yet (nothing has run with this state_dir)".into(),
+        ));
+    }
+    let db = Database::builder()
+        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+        .open_read_only(&path)
+        .map_err(|e| unusable(e.to_string()))?;
+    load(&db).map_err(unusable)
+}
+
+fn take_lock(dir: &Path) -> Result<File, OpenError> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| OpenError::Directory {
+            dir: dir.to_path_buf(),
+            reason: format!("lock file {}: {e}", path.display()),
+        })?;
+    match file.try_lock() {
+        Ok(()) => {
+            // Diagnostics only: the lock itself is the flock, released by the kernel on exit.
+            let _ = file.set_len(0);
+            let _ = writeln!(file, "{}", std::process::id());
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            let pid = pid.trim();
+            Err(OpenError::Locked {
+                dir: dir.to_path_buf(),
+                lock: path.clone(),
+                holder: if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                },
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(OpenError::Directory {
+            dir: dir.to_path_buf(),
+            reason: format!("lock file {}: {e}", path.display()),
+        }),
+    }
+}
+
+fn create_tables(db: &Database) -> Result<(), String> {
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    for table in [IN_FLIGHT, LOST, SEEN, CLASSES, PROBES] {
+        txn.open_table(table).map_err(|e| e.to_string())?;
+    }
+    txn.commit().map_err(|e| e.to_string())
+}
+
+/// Keys are `probe/…`: probe names cannot contain `/`, so a prefix scan is exact.
+fn key(probe: &str, rest: &str) -> String {
+    format!("{probe}/{rest}")
+}
+
+/// Turns a stored record (with the key's part after the probe) back into a write.
+type Decode = fn(&str, &[u8]) -> serde_json::Result<Write>;
+
+/// Every table, what its records are called in errors, and how to read them.
+const TABLES: [(Table, &str, Decode); 5] = [
+    (IN_FLIGHT, "in-flight", |_, v| {
+        serde_json::from_slice(v).map(Write::InFlight)
+    }),
+    (LOST, "lost", |_, v| {
+        serde_json::from_slice(v).map(Write::Lost)
+    }),
+    (SEEN, "seen", |id, v| {
+        serde_json::from_slice(v).map(|s| Write::Seen(id.into(), s))
+    }),
+    (CLASSES, "class", |class, v| {
+        serde_json::from_slice(v).map(|t| Write::Class(class.into(), Box::new(t)))
+    }),
+    (PROBES, "probe", |_, v| {
+        serde_json::from_slice(v).map(Write::Probe)
+    }),
+];
+
+fn load(db: &impl redb::ReadableDatabase) -> Result<BTreeMap<String, Ledger>, String> {
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    let mut ledgers: BTreeMap<String, Ledger> = BTreeMap::new();
+    for (definition, what, decode) in TABLES {
+        let table = txn.open_table(definition).map_err(|e| e.to_string())?;
+        for entry in table.iter().map_err(|e| e.to_string())? {
+            let (k, v) = entry.map_err(|e| e.to_string())?;
+            let key = k.value();
+            let (probe, rest) = key
+                .split_once('/')
+                .ok_or_else(|| format!("malformed {what} key {key:?}"))?;
+            let write = decode(rest, v.value())
+                .map_err(|e| format!("malformed {what} record {key:?}: {e}"))?;
+            ledgers.entry(probe.to_string()).or_default().replay(write);
+        }
+    }
+    Ok(ledgers)
+}
+
+/// Most batches folded into one transaction; bounds the latency a batch can add to others.
+const MAX_GROUP: usize = 1024;
+
+fn write_loop(db: Database, mut queue: mpsc::UnboundedReceiver<Job>) {
+    let mut stopping = false;
+    while !stopping {
+        let Some(Job::Write(first)) = queue.blocking_recv() else {
+            break;
+        };
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(Job::Write(b)) => group.push(b),
+                Ok(Job::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let result = commit(&db, &group).map_err(|e| e.to_string());
+        for batch in group {
+            let _ = batch.done.send(result.clone());
+        }
+    }
+}
+
+fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut in_flight = txn.open_table(IN_FLIGHT)?;
+        let mut lost = txn.open_table(LOST)?;
+        let mut seen = txn.open_table(SEEN)?;
+        let mut classes = txn.open_table(CLASSES)?;
+        let mut probes = txn.open_table(PROBES)?;
+        for batch in group {
+            let p = batch.probe.as_str();
+            for write in &batch.writes {
+                match write {
+                    Write::InFlight(c) => {
+                        in_flight.insert(key(p, &c.id).as_str(), json(c).as_slice())?;
+                    }
+                    Write::Landed(id) => {
+                        in_flight.remove(key(p, id).as_str())?;
+                    }
+                    Write::Lost(l) => {
+                        lost.insert(key(p, &l.canary.id).as_str(), json(l).as_slice())?;
+                    }
+                    Write::Unlost(id) => {
+                        lost.remove(key(p, id).as_str())?;
+                    }
+                    Write::Seen(id, s) => {
+                        seen.insert(key(p, id).as_str(), json(s).as_slice())?;
+                    }
+                    Write::Unseen(id) => {
+                        seen.remove(key(p, id).as_str())?;
+                    }
+                    Write::Class(class, t) => {
+                        classes.insert(key(p, class).as_str(), json(t.as_ref()).as_slice())?;
+                    }
+                    Write::Probe(t) => {
+                        probes.insert(key(p, "").as_str(), json(t).as_slice())?;
+                    }
+                }
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn json<T: serde::Serialize>(record: &T) -> Vec<u8> {
+    serde_json::to_vec(record).expect("ledger records serialise")
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn canary(id: &str, class: &str, sent_ms: u64) -> InFlightCanary {
-        InFlightCanary {
-            id: id.into(),
-            class: class.into(),
-            seq: 1,
-            sent_ms,
-            queue_id: None,
-        }
-    }
-
-    #[test]
-    fn insert_queue_id_remove() {
-        let set = InFlight::default();
-        set.insert(canary("a", "bulk", 10));
-        set.insert(canary("b", "bulk", 5));
-        set.insert(canary("c", "interpersonal", 7));
-        set.set_queue_id("a", Some("4XyZ".into()));
-        assert_eq!(set.len(), 3);
-        assert_eq!(set.snapshot()[0].queue_id.as_deref(), Some("4XyZ"));
-        let mut by_class = set.by_class();
-        by_class.get_mut("bulk").unwrap().sort();
-        assert_eq!(by_class["bulk"], vec![5, 10]);
-        assert_eq!(by_class["interpersonal"], vec![7]);
-        assert_eq!(set.remove("b").unwrap().sent_ms, 5);
-        assert!(set.remove("b").is_none());
-        assert!(!set.contains("b") && set.contains("a"));
-    }
-}
+mod tests;

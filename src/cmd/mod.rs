@@ -3,6 +3,7 @@
 pub mod check;
 pub mod once;
 pub mod run;
+pub mod status;
 
 use std::process::ExitCode;
 

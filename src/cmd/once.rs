@@ -1,4 +1,4 @@
-//! `mailcanary once`: one round for cron.
+//! `mailcanary once`: one round for cron, on the same books as the daemon.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,11 +10,19 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::agent::Agent;
-use crate::clock;
 use crate::config::Config;
 use crate::export;
 use crate::mailbox::Mailbox;
-use crate::probe::{Probe, Watcher};
+use crate::probe::Probe;
+use crate::watch::Watcher;
+
+/// Where `once` delivers its metrics.
+pub struct Outputs<'a> {
+    /// node_exporter textfile.
+    pub textfile: Option<&'a Path>,
+    /// Pushgateway base URL.
+    pub push: Option<&'a str>,
+}
 
 /// How one probe's round went.
 struct Outcome {
@@ -23,12 +31,14 @@ struct Outcome {
     read_any: bool,
 }
 
-/// Sends one canary per probe×class, waits up to `wait` for them, writes the metrics.
-pub async fn run(config: &Config, wait: Duration, textfile: Option<&Path>) -> Result<ExitCode> {
-    let agent = Agent::new(config)?;
+/// Sends one canary per probe×class, waits up to `wait` for them (collecting earlier runs'
+/// canaries on the way), and writes the metrics.
+pub async fn run(config: &Config, wait: Duration, outputs: Outputs<'_>) -> Result<ExitCode> {
+    let mut agent = Agent::open(config).await?;
+    let probes = agent.probe_list();
     let deadline = Instant::now() + wait;
     let mut rounds = JoinSet::new();
-    for (probe, mailbox) in agent.probes {
+    for (probe, mailbox) in std::mem::take(&mut agent.probes) {
         rounds.spawn(round(probe, mailbox, deadline));
     }
     let mut failed = false;
@@ -42,24 +52,32 @@ pub async fn run(config: &Config, wait: Duration, textfile: Option<&Path>) -> Re
             );
         }
     }
-    let text = agent.metrics.render(clock::now_ms());
-    match textfile {
-        Some(path) => export::write_textfile(path, &text)
-            .with_context(|| format!("writing textfile {}", path.display()))?,
-        None => print!("{text}"),
+    let text = Agent::render(&probes, &agent.store);
+    agent.close();
+    if let Some(path) = outputs.textfile {
+        export::write_textfile(path, &text)
+            .with_context(|| format!("writing textfile {}", path.display()))?;
+    }
+    if let Some(url) = outputs.push {
+        export::push(url, &config.agent.id, &text)
+            .await
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("pushing to {url}"))?;
+    }
+    if outputs.textfile.is_none() && outputs.push.is_none() {
+        print!("{text}");
     }
     Ok(super::exit_code(failed))
 }
 
 /// Sends, then looks at the mailbox until this round's canaries are in or the deadline passes.
-/// Canaries of earlier runs that are found on the way are accounted for too.
 async fn round(probe: Arc<Probe>, mailbox: Box<dyn Mailbox>, deadline: Instant) -> Outcome {
     let sent = probe.send_round().await;
     let mut watcher = Watcher::new(Arc::clone(&probe), mailbox);
     let mut read_any = false;
     loop {
         read_any |= watcher.look().await.is_ok();
-        let pending = sent.iter().any(|id| probe.in_flight().contains(id));
+        let pending = sent.iter().any(|id| probe.is_in_flight(id));
         let now = Instant::now();
         if !pending || now >= deadline {
             break;

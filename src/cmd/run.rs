@@ -13,24 +13,24 @@ use tokio_util::task::TaskTracker;
 use crate::agent::Agent;
 use crate::config::Config;
 use crate::http::{self, WebState};
-use crate::probe;
+use crate::watch;
 
 /// Runs every probe and the HTTP endpoints until SIGINT or SIGTERM.
 pub async fn run(config: &Config, listen: SocketAddr) -> Result<ExitCode> {
-    let agent = Agent::new(config)?;
+    let mut agent = Agent::open(config).await?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let state = Arc::new(WebState {
-        metrics: Arc::clone(&agent.metrics),
-        probes: agent.probes.iter().map(|(p, _)| Arc::clone(p)).collect(),
+        probes: agent.probe_list(),
+        store: agent.store.clone(),
         ready: AtomicBool::new(false),
     });
     tasks.spawn(http::serve(listener, Arc::clone(&state), shutdown.clone()));
-    for (probe, mailbox) in agent.probes {
-        tasks.spawn(probe::run(probe, mailbox, shutdown.clone()));
+    for (probe, mailbox) in std::mem::take(&mut agent.probes) {
+        tasks.spawn(watch::run(probe, mailbox, shutdown.clone()));
     }
     state.ready.store(true, Ordering::Release);
     tracing::info!(%listen, probes = config.probes.len(), agent = %config.agent.id, "mailcanary running");
@@ -39,6 +39,7 @@ pub async fn run(config: &Config, listen: SocketAddr) -> Result<ExitCode> {
     shutdown.cancel();
     tasks.close();
     tasks.wait().await;
+    agent.close();
     Ok(ExitCode::SUCCESS)
 }
 

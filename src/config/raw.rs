@@ -22,6 +22,7 @@ pub struct RawConfig {
 pub struct RawAgent {
     pub id: Option<Spanned<String>>,
     pub state_dir: Option<Spanned<String>>,
+    pub forget_after: Option<Spanned<String>>,
     pub secret_file: Option<Spanned<String>>,
     pub secret_env: Option<Spanned<String>>,
 }

@@ -1,0 +1,456 @@
+//! A probe's books: what it sent, what is in flight, what arrived, and the running totals.
+//!
+//! Pure accounting, no I/O: every operation takes `now` as a parameter, mutates the ledger and
+//! returns the [`Write`]s that make the change durable. The caller commits those writes before
+//! acting on the change (a canary is on the books before its SMTP transaction starts), and the
+//! same ledger is rebuilt from the store after a restart, so counters never go backwards and a
+//! canary in flight is never forgotten.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::canary::Canary;
+use crate::delay;
+
+/// Buckets of the delay histograms: 1 s up to 48 h, so a multi-day incident still has a bucket.
+pub const DELAY_BUCKETS: [f64; 19] = [
+    1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+    14400.0, 21600.0, 43200.0, 86400.0, 172800.0,
+];
+
+/// Buckets of the SMTP transaction duration.
+pub const SMTP_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+
+/// A canary handed to SMTP and not yet seen in the mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlightCanary {
+    /// Canary id.
+    pub id: String,
+    /// Class it was sent as.
+    pub class: String,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Unix ms taken before the SMTP connection opened.
+    pub sent_ms: u64,
+    /// Unix ms at which the server accepted it; `None` while the transaction runs.
+    pub accepted_ms: Option<u64>,
+    /// Queue id the server named when it accepted the canary.
+    pub queue_id: Option<String>,
+}
+
+/// A canary counted lost, kept for a while to recognise it if it arrives late.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostCanary {
+    /// The canary as it was in flight.
+    pub canary: InFlightCanary,
+    /// When it was declared lost.
+    pub lost_ms: u64,
+}
+
+/// A canary already counted as delivered, kept to recognise duplicates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenCanary {
+    /// Its class.
+    pub class: String,
+    /// When it was seen.
+    pub seen_ms: u64,
+    /// The mail it was seen as (folder and mailbox key): the same mail read again is not a
+    /// duplicate, a second mail with the same canary is.
+    pub mail: String,
+}
+
+/// Cumulative histogram state: per-bucket counts (the last one is `+Inf`) and the sum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Non-cumulative count per bucket, `bounds.len() + 1` entries.
+    pub counts: Vec<u64>,
+    /// Sum of the observed values.
+    pub sum: f64,
+}
+
+impl Histogram {
+    /// An empty histogram over `bounds`.
+    pub fn new(bounds: &[f64]) -> Histogram {
+        Histogram {
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+        }
+    }
+
+    /// Adds one observation.
+    pub fn observe(&mut self, bounds: &[f64], value: f64) {
+        if self.counts.len() != bounds.len() + 1 {
+            // Stored with other buckets by another version: restart rather than mislabel.
+            *self = Histogram::new(bounds);
+        }
+        let i = bounds
+            .iter()
+            .position(|b| value <= *b)
+            .unwrap_or(bounds.len());
+        self.counts[i] += 1;
+        self.sum += value;
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// Running totals of one probe×class. Every counter metric of the class lives here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassTally {
+    /// Sequence number of the last canary sent.
+    pub last_seq_sent: u64,
+    /// Highest sequence number the receiver has seen.
+    pub highest_seq_seen: u64,
+    /// Canaries accepted by the SMTP server.
+    pub sent: u64,
+    /// Failed submissions by stage.
+    pub send_failures: BTreeMap<String, u64>,
+    /// Deliveries by folder.
+    pub delivered: BTreeMap<String, u64>,
+    /// Canaries not seen within `lost_after`.
+    pub lost: u64,
+    /// Canaries that arrived after being counted lost.
+    pub late: u64,
+    /// Second mails carrying an already delivered canary.
+    pub duplicates: u64,
+    /// Sequence numbers the receiver saw skipped.
+    pub sequence_gaps: u64,
+    /// Forged canaries claiming this class.
+    pub forged: u64,
+    /// SMTP transaction durations.
+    pub smtp_duration: Histogram,
+    /// Delivery delays.
+    pub delivery_delay: Histogram,
+    /// Delay of the most recent delivery, seconds.
+    pub last_delay_s: Option<f64>,
+    /// When the most recent delivery was seen, Unix ms.
+    pub last_delivery_ms: Option<u64>,
+}
+
+impl Default for ClassTally {
+    fn default() -> ClassTally {
+        ClassTally {
+            last_seq_sent: 0,
+            highest_seq_seen: 0,
+            sent: 0,
+            send_failures: BTreeMap::new(),
+            delivered: BTreeMap::new(),
+            lost: 0,
+            late: 0,
+            duplicates: 0,
+            sequence_gaps: 0,
+            forged: 0,
+            smtp_duration: Histogram::new(&SMTP_BUCKETS),
+            delivery_delay: Histogram::new(&DELAY_BUCKETS),
+            last_delay_s: None,
+            last_delivery_ms: None,
+        }
+    }
+}
+
+/// Running totals of a probe that belong to no class.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeTally {
+    /// Failed mailbox checks by stage.
+    pub mailbox_errors: BTreeMap<String, u64>,
+    /// Forged canaries claiming a class this probe does not send.
+    pub forged_unknown_class: u64,
+}
+
+/// One change to the durable store, for one probe.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Insert or replace an in-flight canary.
+    InFlight(InFlightCanary),
+    /// Remove an in-flight canary.
+    Landed(String),
+    /// Insert a lost canary.
+    Lost(LostCanary),
+    /// Remove a lost canary.
+    Unlost(String),
+    /// Insert a seen canary under its id.
+    Seen(String, SeenCanary),
+    /// Remove a seen canary.
+    Unseen(String),
+    /// Replace a class's totals.
+    Class(String, Box<ClassTally>),
+    /// Replace the probe's own totals.
+    Probe(ProbeTally),
+}
+
+/// What a verified canary's arrival turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Arrival {
+    /// Delivered while in flight.
+    OnTime { delay_s: f64 },
+    /// Delivered after it had been counted lost.
+    Late { delay_s: f64 },
+    /// Delivered, but the books had no record of sending it (state reset or forgotten).
+    Unexpected { delay_s: f64 },
+    /// A second mail with a canary already delivered.
+    Duplicate,
+    /// The same mail, already counted (read again, e.g. after a restart with `cleanup = keep`).
+    AlreadyCounted,
+}
+
+/// Everything one probe has on its books.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ledger {
+    /// Canaries in flight, by id.
+    pub in_flight: BTreeMap<String, InFlightCanary>,
+    /// Canaries counted lost, by id.
+    pub lost: BTreeMap<String, LostCanary>,
+    /// Canaries delivered, by id.
+    pub seen: BTreeMap<String, SeenCanary>,
+    /// Totals per class.
+    pub classes: BTreeMap<String, ClassTally>,
+    /// Totals of the probe.
+    pub probe: ProbeTally,
+}
+
+impl Ledger {
+    /// Makes sure a class has totals (so its series exist from the start); returns the write
+    /// when it was new.
+    pub fn open_class(&mut self, class: &str) -> Option<Write> {
+        if self.classes.contains_key(class) {
+            return None;
+        }
+        self.classes
+            .insert(class.to_string(), ClassTally::default());
+        Some(self.class_write(class))
+    }
+
+    fn class_write(&self, class: &str) -> Write {
+        Write::Class(class.to_string(), Box::new(self.classes[class].clone()))
+    }
+
+    fn tally(&mut self, class: &str) -> &mut ClassTally {
+        self.classes.entry(class.to_string()).or_default()
+    }
+
+    /// Puts a canary on the books before it is submitted; returns its sequence number.
+    pub fn begin_send(&mut self, id: &str, class: &str, sent_ms: u64) -> (u64, Vec<Write>) {
+        let tally = self.tally(class);
+        tally.last_seq_sent += 1;
+        let seq = tally.last_seq_sent;
+        let canary = InFlightCanary {
+            id: id.to_string(),
+            class: class.to_string(),
+            seq,
+            sent_ms,
+            accepted_ms: None,
+            queue_id: None,
+        };
+        self.in_flight.insert(id.to_string(), canary.clone());
+        (seq, vec![self.class_write(class), Write::InFlight(canary)])
+    }
+
+    /// The server accepted the canary.
+    pub fn accepted(
+        &mut self,
+        id: &str,
+        accepted_ms: u64,
+        queue_id: Option<String>,
+        smtp_s: f64,
+    ) -> Vec<Write> {
+        let Some(canary) = self.in_flight.get_mut(id) else {
+            return Vec::new();
+        };
+        canary.accepted_ms = Some(accepted_ms);
+        canary.queue_id = queue_id;
+        let canary = canary.clone();
+        let tally = self.tally(&canary.class);
+        tally.sent += 1;
+        tally.smtp_duration.observe(&SMTP_BUCKETS, smtp_s);
+        vec![self.class_write(&canary.class), Write::InFlight(canary)]
+    }
+
+    /// The submission failed at `stage`; the canary was never accepted, so it leaves the books.
+    ///
+    /// Its sequence number is handed out again unless the failure was a timeout (after which
+    /// the server may still have accepted it), so receivers do not see a gap for mail that was
+    /// never sent.
+    pub fn send_failed(&mut self, id: &str, stage: &str) -> Vec<Write> {
+        let Some(canary) = self.in_flight.remove(id) else {
+            return Vec::new();
+        };
+        let tally = self.tally(&canary.class);
+        *tally.send_failures.entry(stage.to_string()).or_default() += 1;
+        if stage != "timeout" && tally.last_seq_sent == canary.seq {
+            tally.last_seq_sent -= 1;
+        }
+        vec![
+            self.class_write(&canary.class),
+            Write::Landed(id.to_string()),
+        ]
+    }
+
+    /// A verified canary of this probe was found in `folder` as `mail`, at `seen_ms`.
+    pub fn arrived(
+        &mut self,
+        canary: &Canary,
+        folder: &str,
+        mail: &str,
+        seen_ms: u64,
+    ) -> (Arrival, Vec<Write>) {
+        if let Some(seen) = self.seen.get(&canary.id) {
+            if seen.mail == mail {
+                return (Arrival::AlreadyCounted, Vec::new());
+            }
+            self.tally(&canary.class).duplicates += 1;
+            return (Arrival::Duplicate, vec![self.class_write(&canary.class)]);
+        }
+        let delay_s = delay::delivery_delay(canary.sent_ms, seen_ms);
+        let mut writes = Vec::new();
+        let arrival = if self.in_flight.remove(&canary.id).is_some() {
+            writes.push(Write::Landed(canary.id.clone()));
+            Arrival::OnTime { delay_s }
+        } else if self.lost.remove(&canary.id).is_some() {
+            writes.push(Write::Unlost(canary.id.clone()));
+            self.tally(&canary.class).late += 1;
+            Arrival::Late { delay_s }
+        } else {
+            Arrival::Unexpected { delay_s }
+        };
+        let tally = self.tally(&canary.class);
+        *tally.delivered.entry(folder.to_string()).or_default() += 1;
+        tally.delivery_delay.observe(&DELAY_BUCKETS, delay_s);
+        tally.last_delay_s = Some(delay_s);
+        tally.last_delivery_ms = Some(seen_ms);
+        if canary.seq > tally.highest_seq_seen + 1 {
+            tally.sequence_gaps += canary.seq - tally.highest_seq_seen - 1;
+        }
+        tally.highest_seq_seen = tally.highest_seq_seen.max(canary.seq);
+        let seen = SeenCanary {
+            class: canary.class.clone(),
+            seen_ms,
+            mail: mail.to_string(),
+        };
+        self.seen.insert(canary.id.clone(), seen.clone());
+        writes.push(Write::Seen(canary.id.clone(), seen));
+        writes.push(self.class_write(&canary.class));
+        (arrival, writes)
+    }
+
+    /// A mail claims to be this probe's canary but its signature fails.
+    pub fn forged(&mut self, claimed_class: &str) -> Vec<Write> {
+        match self.classes.get_mut(claimed_class) {
+            Some(tally) => {
+                tally.forged += 1;
+                vec![self.class_write(claimed_class)]
+            }
+            None => {
+                self.probe.forged_unknown_class += 1;
+                vec![Write::Probe(self.probe.clone())]
+            }
+        }
+    }
+
+    /// A mailbox check failed at `stage`.
+    pub fn mailbox_error(&mut self, stage: &str) -> Vec<Write> {
+        *self
+            .probe
+            .mailbox_errors
+            .entry(stage.to_string())
+            .or_default() += 1;
+        vec![Write::Probe(self.probe.clone())]
+    }
+
+    /// Declares canaries older than their class's `lost_after` lost, and forgets lost and seen
+    /// canaries older than `forget_after`. Returns the ids declared lost and the writes.
+    pub fn expire(
+        &mut self,
+        now_ms: u64,
+        lost_after: impl Fn(&str) -> Duration,
+        forget_after: Duration,
+    ) -> (Vec<InFlightCanary>, Vec<Write>) {
+        let age_ms = |since: u64| now_ms.saturating_sub(since);
+        let overdue: Vec<String> = self
+            .in_flight
+            .values()
+            .filter(|c| u128::from(age_ms(c.sent_ms)) >= lost_after(&c.class).as_millis())
+            .map(|c| c.id.clone())
+            .collect();
+        let mut writes = Vec::new();
+        let mut declared = Vec::new();
+        for id in overdue {
+            let canary = self.in_flight.remove(&id).expect("listed above");
+            self.tally(&canary.class).lost += 1;
+            let lost = LostCanary {
+                canary: canary.clone(),
+                lost_ms: now_ms,
+            };
+            self.lost.insert(id.clone(), lost.clone());
+            writes.push(Write::Lost(lost));
+            writes.push(Write::Landed(id));
+            writes.push(self.class_write(&canary.class));
+            declared.push(canary);
+        }
+        let forget_ms = u64::try_from(forget_after.as_millis()).unwrap_or(u64::MAX);
+        self.lost.retain(|id, l| {
+            let keep = age_ms(l.lost_ms) < forget_ms;
+            if !keep {
+                writes.push(Write::Unlost(id.clone()));
+            }
+            keep
+        });
+        self.seen.retain(|id, s| {
+            let keep = age_ms(s.seen_ms) < forget_ms;
+            if !keep {
+                writes.push(Write::Unseen(id.clone()));
+            }
+            keep
+        });
+        (declared, writes)
+    }
+
+    /// `sent` times of the in-flight canaries of `class`.
+    pub fn in_flight_sent(&self, class: &str) -> Vec<u64> {
+        self.in_flight
+            .values()
+            .filter(|c| c.class == class)
+            .map(|c| c.sent_ms)
+            .collect()
+    }
+
+    /// Applies a write to this ledger: how a ledger is rebuilt from the store at start-up.
+    pub fn replay(&mut self, write: Write) {
+        match write {
+            Write::InFlight(c) => {
+                self.in_flight.insert(c.id.clone(), c);
+            }
+            Write::Landed(id) => {
+                self.in_flight.remove(&id);
+            }
+            Write::Lost(l) => {
+                self.lost.insert(l.canary.id.clone(), l);
+            }
+            Write::Unlost(id) => {
+                self.lost.remove(&id);
+            }
+            Write::Seen(id, s) => {
+                self.seen.insert(id, s);
+            }
+            Write::Unseen(id) => {
+                self.seen.remove(&id);
+            }
+            Write::Class(class, tally) => {
+                self.classes.insert(class, *tally);
+            }
+            Write::Probe(p) => self.probe = p,
+        }
+    }
+
+    /// Age of the oldest in-flight canary of `class` at `now_ms`; 0 when none.
+    pub fn oldest_age(&self, class: &str, now_ms: u64) -> f64 {
+        delay::oldest_age(self.in_flight_sent(class), now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+use super::*;
+use crate::canary::Canary;
+
+fn canary(id: &str) -> Canary {
+    Canary {
+        id: id.into(),
+        probe: "p1".into(),
+        class: "bulk".into(),
+        seq: 1,
+        sent_ms: 1_000,
+        agent: "a".into(),
+    }
+}
+
+async fn commit(store: &Store, probe: &str, writes: Vec<Write>) {
+    assert!(
+        store.settle(store.submit(probe, writes)).await,
+        "commit failed"
+    );
+}
+
+fn close(opened: Opened) -> BTreeMap<String, Ledger> {
+    let Opened {
+        store,
+        ledgers,
+        writer,
+        lock,
+    } = opened;
+    store.stop(writer);
+    drop(lock);
+    ledgers
+}
+
+#[tokio::test]
+async fn books_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = Store::open(dir.path()).unwrap();
+    assert!(opened.ledgers.is_empty());
+    let mut live = Ledger::default();
+    let store = opened.store.clone();
+    let w = live.open_class("bulk").into_iter().collect();
+    commit(&store, "p1", w).await;
+    for id in ["A", "B", "C"] {
+        let (_, w) = live.begin_send(id, "bulk", 1_000);
+        commit(&store, "p1", w).await;
+    }
+    let (_, w) = live.arrived(&canary("A"), "INBOX", "INBOX/1.1", 5_000);
+    commit(&store, "p1", w).await;
+    let (_, w) = live.expire(
+        10_000_000,
+        |_| std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(86_400),
+    );
+    commit(&store, "p1", w).await;
+    let w = live.mailbox_error("connect");
+    commit(&store, "p1", w).await;
+    let mut other = Ledger::default();
+    let (_, w) = other.begin_send("Z", "interpersonal", 7);
+    commit(&store, "p2", w).await;
+    drop(store);
+    close(opened);
+
+    let again = close(Store::open(dir.path()).unwrap());
+    assert_eq!(again["p1"], live);
+    assert_eq!(again["p2"], other);
+}
+
+#[tokio::test]
+async fn a_second_opener_is_refused_with_the_lock_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(dir.path()).unwrap();
+    let err = Store::open(dir.path())
+        .err()
+        .expect("second open must fail");
+    let text = err.to_string();
+    assert!(matches!(err, OpenError::Locked { .. }), "{text}");
+    assert!(
+        text.contains("locked by another mailcanary process"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("(pid {})", std::process::id())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&dir.path().join(LOCK_FILE).display().to_string()),
+        "{text}"
+    );
+    close(first);
+    close(Store::open(dir.path()).expect("free again once the first is closed"));
+}
+
+#[tokio::test]
+async fn the_store_can_be_read_while_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = Store::open(dir.path()).unwrap();
+    let mut live = Ledger::default();
+    let (_, w) = live.begin_send("A", "bulk", 1);
+    commit(&opened.store, "p1", w).await;
+    let seen = read(dir.path()).unwrap();
+    assert_eq!(seen["p1"].in_flight.len(), 1);
+    close(opened);
+}
+
+#[test]
+fn damaged_files_give_a_clear_error() {
+    for (what, bytes) in [
+        (
+            "garbage",
+            b"this is not a database at all, just text".repeat(200),
+        ),
+        ("truncated", Vec::new()),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        if what == "truncated" {
+            // A real store cut short, as a full disk or a bad copy leaves it.
+            let opened = Store::open(dir.path()).unwrap();
+            let mut live = Ledger::default();
+            for i in 0..200 {
+                let (_, w) = live.begin_send(&format!("C{i:04}"), "bulk", i);
+                runtime.block_on(commit(&opened.store, "p1", w));
+            }
+            close(opened);
+            let path = dir.path().join(STORE_FILE);
+            let len = std::fs::metadata(&path).unwrap().len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(len / 3)
+                .unwrap();
+        } else {
+            std::fs::write(dir.path().join(STORE_FILE), &bytes).unwrap();
+        }
+        let err = Store::open(dir.path())
+            .err()
+            .unwrap_or_else(|| panic!("{what}: must not open"));
+        let text = err.to_string();
+        assert!(matches!(err, OpenError::Unusable { .. }), "{what}: {text}");
+        assert!(text.contains("move it aside"), "{what}: {text}");
+    }
+}
