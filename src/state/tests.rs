@@ -141,3 +141,24 @@ fn damaged_files_give_a_clear_error() {
         assert!(text.contains("move it aside"), "{what}: {text}");
     }
 }
+
+#[tokio::test]
+async fn a_failed_commit_is_counted_and_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let Opened {
+        store,
+        writer,
+        lock,
+        ..
+    } = Store::open(dir.path()).unwrap();
+    store.stop(writer);
+    let mut live = Ledger::default();
+    let (_, w) = live.begin_send("A", "bulk", 1);
+    assert!(
+        !store.settle(store.submit("p1", w)).await,
+        "the writer is gone"
+    );
+    assert_eq!(store.errors(), 1);
+    assert_eq!(live.in_flight.len(), 1, "the books in memory carry on");
+    drop(lock);
+}

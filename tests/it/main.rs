@@ -5,4 +5,5 @@ mod alerts;
 mod check;
 mod faults;
 mod roundtrip;
+mod state;
 mod support;

@@ -138,10 +138,17 @@ pub struct Workdir {
 impl Workdir {
     /// Writes `probes.toml` with an `[agent]` section named after the test, then `probes`.
     pub fn new(agent: &str, probes: &str) -> Workdir {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let work = Workdir {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        work.rewrite(agent, probes);
+        work
+    }
+
+    /// Replaces the probes of the config (same agent, same state directory).
+    pub fn rewrite(&self, agent: &str, probes: &str) {
         let text = format!("[agent]\nid = \"{agent}\"\n\n[defaults]\ninterval = \"1h\"\n{probes}");
-        std::fs::write(dir.path().join("probes.toml"), text).expect("write config");
-        Workdir { dir }
+        std::fs::write(self.config(), text).expect("write config");
     }
 
     /// Path of the config file.
@@ -223,6 +230,46 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGKILL, like a crash: tests that restart a daemon rely on nothing being flushed here.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A helper server (node_exporter, Pushgateway) on a free loopback port, killed on drop.
+pub struct Service {
+    child: Child,
+    pub port: u16,
+}
+
+impl Service {
+    /// Starts `program` with `--web.listen-address=127.0.0.1:<free port>` plus `args`, and
+    /// waits until it answers on `/metrics`.
+    pub fn start(program: &str, args: &[&str]) -> Service {
+        let port = free_port();
+        let child = Command::new(program)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program} (scripts/mailstack install --all): {e}"));
+        let service = Service { child, port };
+        let ok = poll_until(Duration::from_secs(15), &mut || {
+            http_get(port, "/metrics").is_some_and(|(s, _)| s == 200)
+        });
+        assert!(ok, "{program} did not come up on port {port}");
+        service
+    }
+
+    /// The body of `/metrics`.
+    pub fn scrape(&self) -> String {
+        http_get(self.port, "/metrics").expect("scrape").1
+    }
+}
+
+impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -352,6 +399,26 @@ pub fn empty_mailbox(stack: &Stack, user: &str) {
     for (path, _) in mail_files(&stack.maildir(user)) {
         let _ = std::fs::remove_file(path);
     }
+}
+
+/// Every counter-like sample (`_total`, `_bucket`, `_count`, `_sum`) of an exposition.
+pub fn cumulative_samples(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let name = series.split('{').next().unwrap_or_default();
+            ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .any(|s| name.ends_with(s))
+        })
+        .filter_map(|(series, v)| Some((series.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+/// A probe section limited to some classes, with extra probe keys (e.g. `lost_after`).
+pub fn with_probe_keys(section: &str, keys: &str) -> String {
+    section.replacen("  [probe.smtp]", &format!("{keys}\n  [probe.smtp]"), 1)
 }
 
 /// Standard output and error of a finished command, for assertion messages.
