@@ -1,0 +1,497 @@
+//! From what the user wrote to what it means: defaults, durations, paths, secrets, and an
+//! error that names `file:line:column` and the key for everything that is wrong.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{self, RawConfig, RawEndpoint, RawMailbox, RawProbe, Spanned};
+use super::*;
+use crate::canary::{is_agent_id, is_label};
+use crate::class::Template;
+
+/// What validation needs to phrase errors and resolve relative paths.
+pub(super) struct Context<'a> {
+    pub(super) path: &'a Path,
+    pub(super) text: &'a str,
+}
+
+impl Context<'_> {
+    fn error(&self, span: Option<Span>, key: &str, message: String) -> ConfigError {
+        ConfigError {
+            file: self.path.to_path_buf(),
+            position: span.map(|s| line_col(self.text, s.start)),
+            key: (!key.is_empty()).then(|| key.to_string()),
+            message,
+        }
+    }
+
+    pub(super) fn at<T>(
+        &self,
+        v: &Spanned<T>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        self.error(Some(v.span()), key, message.into())
+    }
+
+    pub(super) fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let key = e.span().and_then(|s| key_near(self.text, s.start));
+        self.error(
+            e.span(),
+            key.as_deref().unwrap_or(""),
+            e.message().to_string(),
+        )
+    }
+
+    /// Resolves a path from the config relative to the config file's directory.
+    pub(super) fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+
+    fn duration(&self, v: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+        let d = humantime::parse_duration(v.get_ref())
+            .map_err(|e| self.at(v, key, format!("{e} (expected a duration like \"90s\")")))?;
+        if d.is_zero() {
+            return Err(self.at(v, key, "must be greater than zero"));
+        }
+        Ok(d)
+    }
+
+    pub(super) fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let mut warnings = Vec::new();
+        let agent = self.agent(raw.agent.unwrap_or_default())?;
+        let defaults = raw.defaults.unwrap_or_default();
+        if raw.probe.is_empty() {
+            return Err(self.error(None, "probe", "no [[probe]] is configured".into()));
+        }
+        let mut probes: Vec<ProbeConfig> = Vec::new();
+        for (i, spanned) in raw.probe.into_iter().enumerate() {
+            let span = spanned.span();
+            let probe = spanned.into_inner().with_defaults(&defaults);
+            let p = self.probe(probe, &format!("probe[{i}]"), span, &mut warnings)?;
+            if probes.iter().any(|q| q.name == p.name) {
+                let key = format!("probe[{i}].name");
+                return Err(self.error(None, &key, format!("duplicate probe name {:?}", p.name)));
+            }
+            probes.push(p);
+        }
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            agent,
+            probes,
+            warnings,
+        })
+    }
+
+    fn agent(&self, raw: raw::RawAgent) -> Result<AgentConfig, ConfigError> {
+        let id = match &raw.id {
+            Some(id) if !is_agent_id(id.get_ref()) => {
+                return Err(self.at(id, "agent.id", "must match [A-Za-z0-9._-]+"));
+            }
+            Some(id) => id.get_ref().clone(),
+            None => {
+                let host = gethostname::gethostname().to_string_lossy().into_owned();
+                let host = host.split('.').next().unwrap_or_default().to_string();
+                if !is_agent_id(&host) {
+                    return Err(self.error(
+                        None,
+                        "agent.id",
+                        format!("host name {host:?} is not usable as agent id; set agent.id"),
+                    ));
+                }
+                host
+            }
+        };
+        let secret = match (&raw.secret_file, &raw.secret_env) {
+            (Some(f), Some(_)) => {
+                return Err(self.at(
+                    f,
+                    "agent.secret_file",
+                    "set secret_file or secret_env, not both",
+                ));
+            }
+            (_, Some(env)) => SecretSource::Env(env.get_ref().clone()),
+            (Some(f), None) => SecretSource::File(self.resolve(f.get_ref())),
+            (None, None) => SecretSource::File(self.resolve("canary.key")),
+        };
+        let state_dir = raw
+            .state_dir
+            .as_ref()
+            .map_or_else(|| self.resolve("state"), |s| self.resolve(s.get_ref()));
+        let forget_after = match &raw.forget_after {
+            Some(v) => self.duration(v, "agent.forget_after")?,
+            None => DEFAULT_FORGET_AFTER,
+        };
+        Ok(AgentConfig {
+            id,
+            state_dir,
+            forget_after,
+            secret,
+        })
+    }
+
+    fn probe(
+        &self,
+        raw: RawProbe,
+        key: &str,
+        span: Span,
+        warnings: &mut Vec<String>,
+    ) -> Result<ProbeConfig, ConfigError> {
+        let missing = |key: &str, field: &str| {
+            self.error(
+                Some(span.clone()),
+                &format!("{key}.{field}"),
+                "missing required key".into(),
+            )
+        };
+        let name = raw.name.as_ref().ok_or_else(|| missing(key, "name"))?;
+        if !is_label(name.get_ref()) {
+            return Err(self.at(
+                name,
+                &format!("{key}.name"),
+                "must match [a-z0-9_-]+ (at most 64)",
+            ));
+        }
+        // From here on the probe is named by its name, which the user can search for.
+        let key = format!("probe.{}", name.get_ref());
+        let missing = |field: &str| missing(&key, field);
+        let address = |v: &Option<Spanned<String>>, field: &str| match v {
+            None => Err(missing(field)),
+            Some(a) if !is_address(a.get_ref()) => Err(self.at(
+                a,
+                &format!("{key}.{field}"),
+                "expected an address like user@example.org",
+            )),
+            Some(a) => Ok(a.get_ref().clone()),
+        };
+        let from = address(&raw.from, "from")?;
+        let to = address(&raw.to, "to")?;
+        let interval = match &raw.interval {
+            Some(v) => self.duration(v, &format!("{key}.interval"))?,
+            None => DEFAULT_INTERVAL,
+        };
+        let lost_after = match &raw.lost_after {
+            Some(v) => self.duration(v, &format!("{key}.lost_after"))?,
+            None => DEFAULT_LOST_AFTER,
+        };
+        let classes = self.classes(raw.classes.as_ref(), &format!("{key}.classes"))?;
+        let smtp = raw.smtp.ok_or_else(|| missing("smtp"))?;
+        let smtp = self.smtp(&smtp, &format!("{key}.smtp"), &span, warnings)?;
+        let mailbox = raw.mailbox.ok_or_else(|| missing("mailbox"))?;
+        let mailbox = self.mailbox(&mailbox, &format!("{key}.mailbox"), &span, warnings)?;
+        Ok(ProbeConfig {
+            name: name.get_ref().clone(),
+            from,
+            to,
+            interval,
+            lost_after,
+            classes,
+            smtp,
+            mailbox,
+        })
+    }
+
+    fn classes(
+        &self,
+        raw: Option<&Spanned<Vec<String>>>,
+        key: &str,
+    ) -> Result<Vec<ClassConfig>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(Template::ALL
+                .iter()
+                .map(|(name, template)| ClassConfig {
+                    name: name.to_string(),
+                    template: *template,
+                })
+                .collect());
+        };
+        if raw.get_ref().is_empty() {
+            return Err(self.at(raw, key, "at least one class is needed"));
+        }
+        let mut out: Vec<ClassConfig> = Vec::new();
+        for name in raw.get_ref() {
+            let template = Template::by_name(name).ok_or_else(|| {
+                self.at(
+                    raw,
+                    key,
+                    format!("unknown class {name:?}; built-in classes: interpersonal, transactional, bulk"),
+                )
+            })?;
+            if out.iter().any(|c| &c.name == name) {
+                return Err(self.at(raw, key, format!("class {name:?} is listed twice")));
+            }
+            out.push(ClassConfig {
+                name: name.clone(),
+                template,
+            });
+        }
+        Ok(out)
+    }
+
+    fn endpoint(
+        &self,
+        raw: &RawEndpoint,
+        key: &str,
+        span: &Span,
+        default_tls: TlsMode,
+        default_port: fn(TlsMode) -> u16,
+    ) -> Result<Endpoint, ConfigError> {
+        let host = match &raw.host {
+            Some(h) if h.get_ref().trim().is_empty() => {
+                return Err(self.at(h, &format!("{key}.host"), "must not be empty"));
+            }
+            Some(h) => h.get_ref().clone(),
+            None => {
+                let key = format!("{key}.host");
+                return Err(self.error(Some(span.clone()), &key, "missing required key".into()));
+            }
+        };
+        let tls = match &raw.tls {
+            None => default_tls,
+            Some(t) => {
+                match t.get_ref().as_str() {
+                    "starttls" => TlsMode::StartTls,
+                    "tls" => TlsMode::Tls,
+                    "none" => TlsMode::None,
+                    other => {
+                        return Err(self.at(
+                        t,
+                        &format!("{key}.tls"),
+                        format!("unknown value {other:?}; expected \"starttls\", \"tls\" or \"none\""),
+                    ));
+                    }
+                }
+            }
+        };
+        let port = match &raw.port {
+            Some(p) if *p.get_ref() == 0 => {
+                return Err(self.at(p, &format!("{key}.port"), "must not be 0"));
+            }
+            Some(p) => *p.get_ref(),
+            None => default_port(tls),
+        };
+        let ca_file = raw.ca_file.as_ref().map(|f| self.resolve(f.get_ref()));
+        if let Some((f, path)) = raw.ca_file.as_ref().zip(ca_file.as_ref())
+            && !path.is_file()
+        {
+            return Err(self.at(
+                f,
+                &format!("{key}.ca_file"),
+                format!("{} is not a readable file", path.display()),
+            ));
+        }
+        let timeout = match &raw.timeout {
+            Some(t) => self.duration(t, &format!("{key}.timeout"))?,
+            None => DEFAULT_TIMEOUT,
+        };
+        Ok(Endpoint {
+            host,
+            port,
+            tls,
+            tls_verify: raw.tls_verify.as_ref().is_none_or(|v| *v.get_ref()),
+            ca_file,
+            timeout,
+        })
+    }
+
+    fn credentials(
+        &self,
+        raw: &RawEndpoint,
+        key: &str,
+        span: &Span,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<Credentials>, ConfigError> {
+        let password = secret::resolve_password(self, raw, key, warnings)?;
+        match (&raw.username, password) {
+            (None, None) => Ok(None),
+            (Some(user), Some(password)) => Ok(Some(Credentials {
+                username: user.get_ref().clone(),
+                password,
+            })),
+            (Some(user), None) => Err(self.at(
+                user,
+                &format!("{key}.username"),
+                "a username needs password_env, password_file or password",
+            )),
+            (None, Some(_)) => Err(self.error(
+                Some(span.clone()),
+                &format!("{key}.username"),
+                "a password is configured but no username".into(),
+            )),
+        }
+    }
+
+    fn smtp(
+        &self,
+        raw: &RawEndpoint,
+        key: &str,
+        span: &Span,
+        warnings: &mut Vec<String>,
+    ) -> Result<SmtpConfig, ConfigError> {
+        let endpoint = self.endpoint(raw, key, span, TlsMode::StartTls, |tls| match tls {
+            TlsMode::StartTls => 587,
+            TlsMode::Tls => 465,
+            TlsMode::None => 25,
+        })?;
+        let credentials = self.credentials(raw, key, span, warnings)?;
+        Ok(SmtpConfig {
+            endpoint,
+            credentials,
+        })
+    }
+
+    fn mailbox(
+        &self,
+        raw: &RawMailbox,
+        key: &str,
+        span: &Span,
+        warnings: &mut Vec<String>,
+    ) -> Result<MailboxConfig, ConfigError> {
+        let protocol = raw.protocol.as_ref().ok_or_else(|| {
+            let key = format!("{key}.protocol");
+            self.error(Some(span.clone()), &key, "missing required key".into())
+        })?;
+        match protocol.get_ref().as_str() {
+            "imap" => {}
+            "pop3" | "maildir" => {
+                return Err(self.at(
+                    protocol,
+                    &format!("{key}.protocol"),
+                    format!(
+                        "{:?} receivers are not available in this version yet; use \"imap\"",
+                        protocol.get_ref()
+                    ),
+                ));
+            }
+            other => {
+                return Err(self.at(
+                    protocol,
+                    &format!("{key}.protocol"),
+                    format!(
+                        "unknown protocol {other:?}; expected \"imap\", \"pop3\" or \"maildir\""
+                    ),
+                ));
+            }
+        }
+        if let Some(path) = &raw.path {
+            return Err(self.at(
+                path,
+                &format!("{key}.path"),
+                "only valid with protocol = \"maildir\"",
+            ));
+        }
+        let endpoint =
+            self.endpoint(&raw.endpoint(), key, span, TlsMode::Tls, |tls| match tls {
+                TlsMode::Tls => 993,
+                _ => 143,
+            })?;
+        let credentials = self
+            .credentials(&raw.endpoint(), key, span, warnings)?
+            .ok_or_else(|| {
+                let key = format!("{key}.username");
+                self.error(
+                    Some(span.clone()),
+                    &key,
+                    "an IMAP mailbox needs a login".into(),
+                )
+            })?;
+        let folders = match &raw.folders {
+            Some(f)
+                if f.get_ref().is_empty() || f.get_ref().iter().any(|n| n.trim().is_empty()) =>
+            {
+                return Err(self.at(
+                    f,
+                    &format!("{key}.folders"),
+                    "needs at least one non-empty folder name",
+                ));
+            }
+            Some(f) => f.get_ref().clone(),
+            None => vec!["INBOX".to_string()],
+        };
+        if let Some(watch) = &raw.watch {
+            match watch.get_ref().as_str() {
+                "poll" => {}
+                "idle" => {
+                    return Err(self.at(
+                        watch,
+                        &format!("{key}.watch"),
+                        "IMAP IDLE is not available in this version yet; use \"poll\"",
+                    ));
+                }
+                other => {
+                    return Err(self.at(
+                        watch,
+                        &format!("{key}.watch"),
+                        format!("unknown value {other:?}; expected \"idle\" or \"poll\""),
+                    ));
+                }
+            }
+        }
+        let poll_interval = match &raw.poll_interval {
+            Some(v) => self.duration(v, &format!("{key}.poll_interval"))?,
+            None => DEFAULT_POLL,
+        };
+        let cleanup = match &raw.cleanup {
+            None => Cleanup::Delete,
+            Some(c) => match c.get_ref().as_str() {
+                "delete" => Cleanup::Delete,
+                "keep" => Cleanup::Keep,
+                other => match other.strip_prefix("move:").map(str::trim) {
+                    Some(folder) if !folder.is_empty() => Cleanup::Move(folder.to_string()),
+                    _ => {
+                        return Err(self.at(
+                            c,
+                            &format!("{key}.cleanup"),
+                            format!("unknown value {other:?}; expected \"delete\", \"keep\" or \"move:FOLDER\""),
+                        ));
+                    }
+                },
+            },
+        };
+        Ok(MailboxConfig::Imap(ImapConfig {
+            endpoint,
+            credentials,
+            folders,
+            poll_interval,
+            cleanup,
+        }))
+    }
+}
+
+/// A deliberately loose address check: something@something, no spaces or angle brackets.
+fn is_address(s: &str) -> bool {
+    match s.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !s
+                    .chars()
+                    .any(|c| c.is_whitespace() || matches!(c, '<' | '>' | ',' | ';'))
+        }
+        None => false,
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// The key written on the line of `offset` (`key = value`), for errors toml reports on a value.
+fn key_near(text: &str, offset: usize) -> Option<String> {
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    (!key.is_empty() && !key.starts_with('#')).then(|| key.to_string())
+}
