@@ -5,9 +5,12 @@
 //! (defaults applied, durations parsed, secrets resolved). Every error names `file:line:column`
 //! and the key, because the person reading it is editing that file.
 
+mod classes;
 mod raw;
 mod secret;
 mod validate;
+
+pub use classes::parse_size;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,7 +18,7 @@ use std::time::Duration;
 
 pub use secret::{Secret, load_signing_key};
 
-use crate::class::Template;
+use crate::class::ClassSpec;
 use raw::RawConfig;
 use validate::Context;
 
@@ -97,6 +100,8 @@ pub struct ProbeConfig {
     pub to: String,
     /// How often a canary of every class is sent.
     pub interval: Duration,
+    /// Longest random pause between two classes of one round, so they do not arrive as a burst.
+    pub jitter: Duration,
     /// After this long a canary is counted lost.
     pub lost_after: Duration,
     /// Classes sent each interval.
@@ -110,10 +115,17 @@ pub struct ProbeConfig {
 /// A class a probe sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClassConfig {
-    /// Label value.
-    pub name: String,
-    /// Shape of the message.
-    pub template: Template,
+    /// What its messages look like.
+    pub spec: ClassSpec,
+    /// Overrides the probe's `lost_after` for this class.
+    pub lost_after: Option<Duration>,
+}
+
+impl ClassConfig {
+    /// The class name, its label value.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
 }
 
 /// How a connection is secured.
@@ -175,6 +187,17 @@ pub enum MailboxConfig {
     Imap(ImapConfig),
 }
 
+impl ProbeConfig {
+    /// After how long a canary of `class` counts as lost.
+    pub fn lost_after(&self, class: &str) -> Duration {
+        self.classes
+            .iter()
+            .find(|c| c.name() == class)
+            .and_then(|c| c.lost_after)
+            .unwrap_or(self.lost_after)
+    }
+}
+
 impl MailboxConfig {
     /// Protocol name, as in the `protocol` label.
     pub fn protocol(&self) -> &'static str {
@@ -228,6 +251,7 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_LOST_AFTER: Duration = Duration::from_secs(2 * 3600);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_POLL: Duration = Duration::from_secs(10);
+const DEFAULT_JITTER: Duration = Duration::from_secs(3);
 const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Config {

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use rand::Rng as _;
+use rand::seq::SliceRandom as _;
 use ulid::Ulid;
 
 use crate::canary::{Canary, SigningKey, parse_header};
@@ -127,7 +129,7 @@ impl Probe {
                 .config
                 .classes
                 .iter()
-                .filter_map(|c| l.open_class(&c.name));
+                .filter_map(|c| l.open_class(c.name()));
             ((), writes.collect())
         })
         .await;
@@ -141,7 +143,7 @@ impl Probe {
         // On the books, durably, before the transaction starts: a crash from here on cannot
         // lose this canary.
         let seq = self
-            .record(|l| l.begin_send(&id, &class.name, booked_ms))
+            .record(|l| l.begin_send(&id, class.name(), booked_ms))
             .await;
         // `sent` is taken immediately before the connection opens ("I pressed send"), after
         // the commit, so the store's latency is not counted as mail delay.
@@ -149,7 +151,7 @@ impl Probe {
         let canary = Canary {
             id: id.clone(),
             probe: self.config.name.clone(),
-            class: class.name.clone(),
+            class: class.name().to_string(),
             seq,
             sent_ms,
             agent: self.agent.clone(),
@@ -158,7 +160,7 @@ impl Probe {
             from: &self.config.from,
             to: &self.config.to,
         };
-        let message = class::render(class.template, &canary, &self.key, &envelope);
+        let message = class::render(&class.spec, &canary, &self.key, &envelope);
         match self
             .submitter
             .send(&self.config.from, &self.config.to, &message)
@@ -170,7 +172,7 @@ impl Probe {
                 self.record(|l| ((), l.accepted(&id, clock::now_ms(), queue_id, smtp_s)))
                     .await;
                 tracing::info!(
-                    probe = %self.config.name, class = %class.name, %id, seq,
+                    probe = %self.config.name, class = %class.name(), %id, seq,
                     queue_id = accepted.queue_id.as_deref().unwrap_or("-"), smtp_s, "canary sent"
                 );
                 Ok(id)
@@ -179,7 +181,7 @@ impl Probe {
                 self.record(|l| ((), l.send_failed(&id, e.stage.as_str())))
                     .await;
                 tracing::warn!(
-                    probe = %self.config.name, class = %class.name, stage = e.stage.as_str(),
+                    probe = %self.config.name, class = %class.name(), stage = e.stage.as_str(),
                     error = %e.message, "canary not sent"
                 );
                 Err(e)
@@ -187,10 +189,18 @@ impl Probe {
         }
     }
 
-    /// Sends one canary of every class; returns the ids the server accepted.
+    /// Sends one canary of every class, in random order with a random pause of up to
+    /// `jitter` between two, so no class is always first and they do not arrive as one burst
+    /// a provider could treat differently. Returns the ids the server accepted.
     pub async fn send_round(&self) -> Vec<String> {
+        let mut classes: Vec<&ClassConfig> = self.config.classes.iter().collect();
+        classes.shuffle(&mut rand::rng());
         let mut ids = Vec::new();
-        for class in &self.config.classes {
+        for (i, class) in classes.into_iter().enumerate() {
+            if i > 0 && !self.config.jitter.is_zero() {
+                let pause = rand::rng().random_range(Duration::ZERO..=self.config.jitter);
+                tokio::time::sleep(pause).await;
+            }
             if let Ok(id) = self.send(class).await {
                 ids.push(id);
             }
@@ -282,16 +292,22 @@ impl Probe {
 
     /// Counts canaries overdue as lost and forgets old history.
     pub async fn expire(&self) {
-        let lost_after = self.config.lost_after;
+        let config = &self.config;
         let forget_after = self.forget_after;
         let declared = self
-            .record(|l| l.expire(clock::now_ms(), |_| lost_after, forget_after))
+            .record(|l| {
+                l.expire(
+                    clock::now_ms(),
+                    |class| config.lost_after(class),
+                    forget_after,
+                )
+            })
             .await;
         for c in declared {
             tracing::warn!(
-                probe = %self.config.name, class = %c.class, id = %c.id, seq = c.seq,
-                queue_id = c.queue_id.as_deref().unwrap_or("-"), ?lost_after,
-                "canary lost: not seen within lost_after"
+                probe = %config.name, class = %c.class, id = %c.id, seq = c.seq,
+                queue_id = c.queue_id.as_deref().unwrap_or("-"),
+                lost_after = ?config.lost_after(&c.class), "canary lost: not seen within lost_after"
             );
         }
     }

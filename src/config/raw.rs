@@ -3,6 +3,8 @@
 //! Every field is optional here so that `[defaults]` can hold any probe key and a missing key
 //! is reported by validation with the probe's position, not by serde without one.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 pub use toml::Spanned;
 
@@ -14,6 +16,27 @@ pub struct RawConfig {
     pub defaults: Option<RawDefaults>,
     #[serde(default)]
     pub probe: Vec<Spanned<RawProbe>>,
+    #[serde(default)]
+    pub class: BTreeMap<String, Spanned<RawClass>>,
+}
+
+/// `[class.NAME]`: a custom class.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClass {
+    pub template: Option<Spanned<String>>,
+    pub headers: Option<Spanned<BTreeMap<String, String>>>,
+    pub subject: Option<Spanned<String>>,
+    pub size: Option<Spanned<RawSize>>,
+    pub lost_after: Option<Spanned<String>>,
+}
+
+/// A size: `"2MiB"` or a number of bytes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
 }
 
 /// `[agent]`.
@@ -32,6 +55,7 @@ pub struct RawAgent {
 #[serde(deny_unknown_fields)]
 pub struct RawDefaults {
     pub interval: Option<Spanned<String>>,
+    pub jitter: Option<Spanned<String>>,
     pub lost_after: Option<Spanned<String>>,
     pub classes: Option<Spanned<Vec<String>>>,
     pub smtp: Option<RawEndpoint>,
@@ -46,6 +70,7 @@ pub struct RawProbe {
     pub from: Option<Spanned<String>>,
     pub to: Option<Spanned<String>>,
     pub interval: Option<Spanned<String>>,
+    pub jitter: Option<Spanned<String>>,
     pub lost_after: Option<Spanned<String>>,
     pub classes: Option<Spanned<Vec<String>>>,
     pub smtp: Option<RawEndpoint>,
@@ -146,7 +171,7 @@ impl RawMailbox {
 impl RawProbe {
     /// This probe with every key it leaves unset taken from `[defaults]`.
     pub fn with_defaults(mut self, d: &RawDefaults) -> RawProbe {
-        inherit!(self, d, interval, lost_after, classes);
+        inherit!(self, d, interval, jitter, lost_after, classes);
         self.smtp = match (self.smtp, &d.smtp) {
             (Some(p), Some(d)) => Some(p.inherit(d)),
             (p, d) => p.or_else(|| d.clone()),

@@ -42,7 +42,7 @@ fn minimal_config_gets_defaults() {
     let p = &c.probes[0];
     assert_eq!(p.interval, Duration::from_secs(60));
     assert_eq!(p.lost_after, Duration::from_secs(7200));
-    let names: Vec<_> = p.classes.iter().map(|c| c.name.as_str()).collect();
+    let names: Vec<_> = p.classes.iter().map(|c| c.name()).collect();
     assert_eq!(names, ["interpersonal", "transactional", "bulk"]);
     assert_eq!(p.smtp.endpoint.tls, TlsMode::StartTls);
     assert_eq!(p.smtp.endpoint.port, 587);
@@ -295,4 +295,124 @@ fn signing_key_file_is_created_private_and_stable() {
     };
     assert_eq!(canary.header_value(&first), canary.header_value(&second));
     assert!(load_signing_key(&SecretSource::Env("MC_CONFIG_TEST_NO_KEY".into())).is_err());
+}
+
+const CUSTOM: &str = r#"
+[class.large]
+template = "interpersonal"
+size = "2MiB"
+lost_after = "6h"
+subject = "Big attachment"
+headers = { "X-Priority" = "3" }
+
+[class.spam]
+template = "bulk"
+headers = { "X-Spam-Flag" = "YES" }
+"#;
+
+fn with_classes(classes_line: &str, custom: &str) -> String {
+    MINIMAL
+        .replace("[[probe]]", &format!("{custom}\n[[probe]]"))
+        .replace(
+            "to = \"b@example.test\"",
+            &format!("to = \"b@example.test\"\n{classes_line}"),
+        )
+}
+
+#[test]
+fn custom_classes_start_from_a_template() {
+    let text = with_classes(
+        "classes = [\"bulk\", \"large\", \"spam\"]\nlost_after = \"1h\"\njitter = \"0s\"",
+        CUSTOM,
+    );
+    let c = parse(&text).unwrap();
+    let p = &c.probes[0];
+    let names: Vec<_> = p.classes.iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["bulk", "large", "spam"]);
+    let large = &p.classes[1];
+    assert_eq!(large.spec.template, crate::class::Template::Interpersonal);
+    assert_eq!(large.spec.size, Some(2 * 1024 * 1024));
+    assert_eq!(large.spec.subject.as_deref(), Some("Big attachment"));
+    assert_eq!(
+        large.spec.headers,
+        vec![("X-Priority".to_string(), "3".to_string())]
+    );
+    assert_eq!(p.lost_after("large"), Duration::from_secs(6 * 3600));
+    assert_eq!(p.lost_after("bulk"), Duration::from_secs(3600));
+    assert_eq!(p.lost_after("spam"), Duration::from_secs(3600));
+    assert_eq!(p.jitter, Duration::ZERO);
+}
+
+#[test]
+fn custom_class_mistakes_are_named() {
+    let cases = [
+        (
+            "template = \"interpersonal\"",
+            "template = \"memo\"",
+            "class.large.template: unknown template \"memo\"",
+        ),
+        (
+            "\"X-Priority\" = \"3\"",
+            "\"X-Mailcanary\" = \"v=1\"",
+            "class.large.headers.X-Mailcanary: X-Mailcanary is reserved",
+        ),
+        (
+            "\"X-Priority\" = \"3\"",
+            "\"From\" = \"ceo@example.org\"",
+            "class.large.headers.From: From is reserved",
+        ),
+        (
+            "size = \"2MiB\"",
+            "size = \"200MiB\"",
+            "class.large.size: 209715200 bytes is outside",
+        ),
+        (
+            "size = \"2MiB\"",
+            "size = 12",
+            "class.large.size: 12 bytes is outside",
+        ),
+        (
+            "size = \"2MiB\"",
+            "size = \"2 lightyears\"",
+            "class.large.size: unknown size unit",
+        ),
+        (
+            "lost_after = \"6h\"",
+            "lost_after = \"soon\"",
+            "class.large.lost_after:",
+        ),
+        (
+            "[class.spam]",
+            "[class.bulk]",
+            "class.bulk: \"bulk\" is a built-in class",
+        ),
+        (
+            "[class.spam]",
+            "[class.Spam]",
+            "class.Spam: class names must match",
+        ),
+        (
+            "template = \"bulk\"",
+            "",
+            "class.spam.template: missing required key",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let custom = CUSTOM.replace(from, to);
+        assert_ne!(custom, CUSTOM, "{from:?}");
+        let shown = error(&with_classes("classes = [\"bulk\"]", &custom));
+        assert!(shown.contains(want), "want {want:?} in {shown:?}");
+        assert!(shown.starts_with("/etc/mc/probes.toml:"), "{shown}");
+    }
+    let unknown = error(&with_classes("classes = [\"bulk\", \"huge\"]", CUSTOM));
+    assert!(
+        unknown.contains(
+            "unknown class \"huge\"; known classes: interpersonal, transactional, bulk, large, spam"
+        ),
+        "{unknown}"
+    );
+    let both = CUSTOM.replace("\"X-Priority\" = \"3\"", "\"Subject\" = \"x\"");
+    assert!(error(&with_classes("classes = [\"large\"]", &both)).contains("not both"));
+    let unknown_key = CUSTOM.replace("size = \"2MiB\"", "sise = \"2MiB\"");
+    assert!(error(&with_classes("classes = [\"large\"]", &unknown_key)).contains("sise"));
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use super::raw::{self, RawConfig, RawEndpoint, RawMailbox, RawProbe, Spanned};
 use super::*;
 use crate::canary::{is_agent_id, is_label};
-use crate::class::Template;
 
 /// What validation needs to phrase errors and resolve relative paths.
 pub(super) struct Context<'a> {
@@ -16,7 +15,7 @@ pub(super) struct Context<'a> {
 }
 
 impl Context<'_> {
-    fn error(&self, span: Option<Span>, key: &str, message: String) -> ConfigError {
+    pub(super) fn error(&self, span: Option<Span>, key: &str, message: String) -> ConfigError {
         ConfigError {
             file: self.path.to_path_buf(),
             position: span.map(|s| line_col(self.text, s.start)),
@@ -53,7 +52,7 @@ impl Context<'_> {
         }
     }
 
-    fn duration(&self, v: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+    pub(super) fn duration(&self, v: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
         let d = humantime::parse_duration(v.get_ref())
             .map_err(|e| self.at(v, key, format!("{e} (expected a duration like \"90s\")")))?;
         if d.is_zero() {
@@ -66,6 +65,7 @@ impl Context<'_> {
         let mut warnings = Vec::new();
         let agent = self.agent(raw.agent.unwrap_or_default())?;
         let defaults = raw.defaults.unwrap_or_default();
+        let custom = self.custom_classes(raw.class)?;
         if raw.probe.is_empty() {
             return Err(self.error(None, "probe", "no [[probe]] is configured".into()));
         }
@@ -73,7 +73,7 @@ impl Context<'_> {
         for (i, spanned) in raw.probe.into_iter().enumerate() {
             let span = spanned.span();
             let probe = spanned.into_inner().with_defaults(&defaults);
-            let p = self.probe(probe, &format!("probe[{i}]"), span, &mut warnings)?;
+            let p = self.probe(probe, &format!("probe[{i}]"), span, &custom, &mut warnings)?;
             if probes.iter().any(|q| q.name == p.name) {
                 let key = format!("probe[{i}].name");
                 return Err(self.error(None, &key, format!("duplicate probe name {:?}", p.name)));
@@ -140,6 +140,7 @@ impl Context<'_> {
         raw: RawProbe,
         key: &str,
         span: Span,
+        custom: &super::classes::Custom,
         warnings: &mut Vec<String>,
     ) -> Result<ProbeConfig, ConfigError> {
         let missing = |key: &str, field: &str| {
@@ -179,7 +180,12 @@ impl Context<'_> {
             Some(v) => self.duration(v, &format!("{key}.lost_after"))?,
             None => DEFAULT_LOST_AFTER,
         };
-        let classes = self.classes(raw.classes.as_ref(), &format!("{key}.classes"))?;
+        let classes = self.classes(raw.classes.as_ref(), &format!("{key}.classes"), custom)?;
+        let jitter = match &raw.jitter {
+            Some(v) => super::classes::zero_ok(v.get_ref())
+                .map_err(|e| self.at(v, &format!("{key}.jitter"), e))?,
+            None => DEFAULT_JITTER,
+        };
         let smtp = raw.smtp.ok_or_else(|| missing("smtp"))?;
         let smtp = self.smtp(&smtp, &format!("{key}.smtp"), &span, warnings)?;
         let mailbox = raw.mailbox.ok_or_else(|| missing("mailbox"))?;
@@ -189,48 +195,12 @@ impl Context<'_> {
             from,
             to,
             interval,
+            jitter,
             lost_after,
             classes,
             smtp,
             mailbox,
         })
-    }
-
-    fn classes(
-        &self,
-        raw: Option<&Spanned<Vec<String>>>,
-        key: &str,
-    ) -> Result<Vec<ClassConfig>, ConfigError> {
-        let Some(raw) = raw else {
-            return Ok(Template::ALL
-                .iter()
-                .map(|(name, template)| ClassConfig {
-                    name: name.to_string(),
-                    template: *template,
-                })
-                .collect());
-        };
-        if raw.get_ref().is_empty() {
-            return Err(self.at(raw, key, "at least one class is needed"));
-        }
-        let mut out: Vec<ClassConfig> = Vec::new();
-        for name in raw.get_ref() {
-            let template = Template::by_name(name).ok_or_else(|| {
-                self.at(
-                    raw,
-                    key,
-                    format!("unknown class {name:?}; built-in classes: interpersonal, transactional, bulk"),
-                )
-            })?;
-            if out.iter().any(|c| &c.name == name) {
-                return Err(self.at(raw, key, format!("class {name:?} is listed twice")));
-            }
-            out.push(ClassConfig {
-                name: name.clone(),
-                template,
-            });
-        }
-        Ok(out)
     }
 
     fn endpoint(

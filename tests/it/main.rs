@@ -3,6 +3,7 @@
 
 mod alerts;
 mod check;
+mod classes;
 mod faults;
 mod roundtrip;
 mod state;

@@ -89,6 +89,19 @@ impl Stack {
     }
 }
 
+/// A test's private stack, stopped when the test ends, pass or fail. For tests that disturb
+/// the stack (stop Dovecot, load Postfix rules) and would upset the others on the shared one.
+pub struct StackGuard(pub Stack);
+
+impl Drop for StackGuard {
+    fn drop(&mut self) {
+        let _ = Command::new(script("mailstack"))
+            .arg("down")
+            .arg(&self.0.dir)
+            .output();
+    }
+}
+
 /// A path under the repository's `scripts/`.
 pub fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -104,6 +117,7 @@ pub fn probe_section(stack: &Stack, name: &str, user: &str, smtp_password_env: &
 name = "{name}"
 from = "probe1@example.test"
 to = "{user}"
+jitter = "100ms"
   [probe.smtp]
   host = "127.0.0.1"
   port = {submission}

@@ -1,0 +1,188 @@
+//! Mail classes measured separately: a receiver that holds bulk mail while personal mail flows,
+//! Junk placement by folder, and a padded large class.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::*;
+
+fn class_series(name: &str, probe: &str, class: &str) -> String {
+    format!("mailcanary_{name}{{class=\"{class}\",probe=\"{probe}\"}}")
+}
+
+fn in_folder(probe: &str, class: &str, folder: &str) -> String {
+    format!("mailcanary_delivered_total{{class=\"{class}\",folder=\"{folder}\",probe=\"{probe}\"}}")
+}
+
+#[test]
+fn bulk_held_by_the_provider_ages_while_other_classes_flow() {
+    // A Postfix rule on the bulk template's List-Unsubscribe header holds every bulk mail: the
+    // provider of this product's origin story. Its own stack, so other tests' bulk mail flows.
+    let stack = StackGuard(Stack::up(
+        Path::new("/tmp/mailcanary-it-classes"),
+        Some(22000),
+    ));
+    let stack = &stack.0;
+    stack.ctl("rule", &["clear"]);
+    stack.ctl("rule", &["add", "/^List-Unsubscribe:/ HOLD"]);
+    let user = "box02@example.test";
+    empty_mailbox(stack, user);
+    let work = Workdir::new(
+        "it-classes",
+        &probe_section(stack, "triage", user, "MC_PROBE1_PASSWORD"),
+    );
+    let daemon = work.daemon(stack);
+    let s = |name: &str, class: &str| class_series(name, "triage", class);
+    for class in ["interpersonal", "transactional"] {
+        daemon.wait_metric(
+            &in_folder("triage", class, "INBOX"),
+            1.0,
+            Duration::from_secs(15),
+        );
+    }
+    daemon.wait_metric(&s("sent_total", "bulk"), 1.0, Duration::from_secs(10));
+
+    let first = daemon.scrape();
+    assert_eq!(metric(&first, &s("in_flight", "bulk")), Some(1.0));
+    let age1 = metric(&first, &s("oldest_in_flight_age_seconds", "bulk")).unwrap();
+    let mut age2 = age1;
+    let mut later = first.clone();
+    daemon.wait_for(
+        "bulk's in-flight age to grow past 2 s",
+        Duration::from_secs(10),
+        || {
+            later = daemon.scrape();
+            age2 = metric(&later, &s("oldest_in_flight_age_seconds", "bulk")).unwrap_or(0.0);
+            age2 > age1 && age2 >= 2.0
+        },
+    );
+    for scrape in [&first, &later] {
+        for class in ["interpersonal", "transactional"] {
+            assert_eq!(
+                metric(scrape, &s("oldest_in_flight_age_seconds", class)),
+                Some(0.0),
+                "{class}"
+            );
+            assert_eq!(metric(scrape, &s("in_flight", class)), Some(0.0), "{class}");
+        }
+    }
+    assert_eq!(
+        metric(&later, &in_folder("triage", "bulk", "INBOX")),
+        Some(0.0)
+    );
+
+    stack.ctl("rule", &["clear"]);
+    stack.ctl("release", &[]);
+    daemon.wait_metric(
+        &in_folder("triage", "bulk", "INBOX"),
+        1.0,
+        Duration::from_secs(15),
+    );
+    let text = daemon.scrape();
+    let bulk_delay = metric(&text, &s("last_delivery_delay_seconds", "bulk")).unwrap();
+    assert!(bulk_delay >= age2, "bulk delay {bulk_delay} < hold {age2}");
+    for class in ["interpersonal", "transactional"] {
+        let delay = metric(&text, &s("last_delivery_delay_seconds", class)).unwrap();
+        assert!(
+            delay < bulk_delay,
+            "{class} ({delay}) was not held like bulk ({bulk_delay})"
+        );
+    }
+}
+
+#[test]
+fn a_spam_flagged_class_is_counted_in_junk() {
+    let stack = Stack::shared();
+    let user = "box12@example.test";
+    empty_mailbox(stack, user);
+    let section = with_probe_keys(
+        &probe_section(stack, "junk", user, "MC_PROBE1_PASSWORD"),
+        "classes = [\"spammy\"]",
+    );
+    let config = format!(
+        "{section}\n[class.spammy]\ntemplate = \"bulk\"\nheaders = {{ \"X-Spam-Flag\" = \"YES\" }}\n"
+    );
+    let work = Workdir::new("it-junk", &config);
+    let textfile = work.dir.path().join("out.prom");
+    let out = work.run(
+        stack,
+        &[
+            "once",
+            "--wait",
+            "20s",
+            "--textfile",
+            textfile.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", output_text(&out));
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    assert_eq!(
+        metric(&text, &in_folder("junk", "spammy", "Junk")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &in_folder("junk", "spammy", "INBOX")),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &class_series("delivery_delay_seconds_count", "junk", "spammy")
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn a_large_class_is_two_mebibytes_on_the_wire_and_measured() {
+    let stack = Stack::shared();
+    let user = "box13@example.test";
+    empty_mailbox(stack, user);
+    let section = with_probe_keys(
+        &probe_section(stack, "big", user, "MC_PROBE1_PASSWORD"),
+        "classes = [\"large\"]",
+    );
+    // Kept in the mailbox so the delivered file can be weighed.
+    let config = format!(
+        "{section}  cleanup = \"keep\"\n\n[class.large]\ntemplate = \"interpersonal\"\nsize = \"2MiB\"\nlost_after = \"6h\"\n"
+    );
+    let work = Workdir::new("it-large", &config);
+    let textfile = work.dir.path().join("out.prom");
+    let out = work.run(
+        stack,
+        &[
+            "once",
+            "--wait",
+            "30s",
+            "--textfile",
+            textfile.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", output_text(&out));
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    assert_eq!(
+        metric(&text, &in_folder("big", "large", "INBOX")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &class_series("delivery_delay_seconds_count", "big", "large")
+        ),
+        Some(1.0)
+    );
+
+    let files = mail_files(&stack.maildir(user));
+    let (_, mail) = files
+        .iter()
+        .find(|(_, t)| t.contains("X-Mailcanary"))
+        .expect("the kept canary");
+    let target = 2.0 * 1024.0 * 1024.0;
+    let size = mail.len() as f64;
+    assert!(
+        (size - target).abs() / target <= 0.05,
+        "{size} bytes is not 2 MiB ± 5 %"
+    );
+}
