@@ -6,6 +6,7 @@
 //! and the key, because the person reading it is editing that file.
 
 mod classes;
+mod mailbox;
 mod raw;
 mod secret;
 mod validate;
@@ -180,16 +181,10 @@ pub struct SmtpConfig {
     pub credentials: Option<Credentials>,
 }
 
-/// `[probe.mailbox]`.
-#[derive(Debug, Clone)]
-pub enum MailboxConfig {
-    /// An IMAP account.
-    Imap(ImapConfig),
-}
-
 impl ProbeConfig {
-    /// After how long a canary of `class` counts as lost.
-    pub fn lost_after(&self, class: &str) -> Duration {
+    /// After how long a canary of `class` counts as lost: the class's own `lost_after`, else
+    /// the probe's.
+    pub fn lost_after_for(&self, class: &str) -> Duration {
         self.classes
             .iter()
             .find(|c| c.name() == class)
@@ -198,11 +193,24 @@ impl ProbeConfig {
     }
 }
 
+/// `[probe.mailbox]`.
+#[derive(Debug, Clone)]
+pub enum MailboxConfig {
+    /// An IMAP account.
+    Imap(ImapConfig),
+    /// A POP3 account.
+    Pop3(Pop3Config),
+    /// A Maildir on this host.
+    Maildir(MaildirConfig),
+}
+
 impl MailboxConfig {
     /// Protocol name, as in the `protocol` label.
     pub fn protocol(&self) -> &'static str {
         match self {
             MailboxConfig::Imap(_) => "imap",
+            MailboxConfig::Pop3(_) => "pop3",
+            MailboxConfig::Maildir(_) => "maildir",
         }
     }
 
@@ -210,15 +218,30 @@ impl MailboxConfig {
     pub fn folders(&self) -> &[String] {
         match self {
             MailboxConfig::Imap(imap) => &imap.folders,
+            MailboxConfig::Pop3(_) => std::slice::from_ref(&*INBOX),
+            MailboxConfig::Maildir(m) => &m.folders,
         }
     }
 
-    /// The server, for messages.
-    pub fn endpoint(&self) -> &Endpoint {
+    /// Where the mailbox is, for messages: `host:port` or the Maildir path.
+    pub fn location(&self) -> String {
         match self {
-            MailboxConfig::Imap(imap) => &imap.endpoint,
+            MailboxConfig::Imap(imap) => imap.endpoint.to_string(),
+            MailboxConfig::Pop3(pop3) => pop3.endpoint.to_string(),
+            MailboxConfig::Maildir(m) => m.path.display().to_string(),
         }
     }
+}
+
+static INBOX: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| "INBOX".to_string());
+
+/// How an IMAP mailbox learns of new mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// IMAP IDLE on the first folder (the others are polled); polling if the server lacks IDLE.
+    Idle,
+    /// Search every folder each `poll_interval`.
+    Poll,
 }
 
 /// An IMAP mailbox.
@@ -230,7 +253,35 @@ pub struct ImapConfig {
     pub credentials: Credentials,
     /// Folders searched; the first is where inbox placement is expected.
     pub folders: Vec<String>,
-    /// How often the folders are searched.
+    /// IDLE or poll.
+    pub watch: Watch,
+    /// How often the folders are searched (with IDLE: the folders IDLE does not cover).
+    pub poll_interval: Duration,
+    /// What happens to a delivered canary.
+    pub cleanup: Cleanup,
+}
+
+/// A POP3 mailbox.
+#[derive(Debug, Clone)]
+pub struct Pop3Config {
+    /// Server.
+    pub endpoint: Endpoint,
+    /// Login.
+    pub credentials: Credentials,
+    /// How often the mailbox is listed.
+    pub poll_interval: Duration,
+    /// `Delete` or `Keep` (POP3 has no folders to move to).
+    pub cleanup: Cleanup,
+}
+
+/// A Maildir on this host.
+#[derive(Debug, Clone)]
+pub struct MaildirConfig {
+    /// The Maildir (holding new/, cur/ and `.Folder` subdirectories).
+    pub path: PathBuf,
+    /// Folders watched: `INBOX` is the Maildir itself, others its `.NAME` subfolders.
+    pub folders: Vec<String>,
+    /// Rescan interval, the safety net behind inotify.
     pub poll_interval: Duration,
     /// What happens to a delivered canary.
     pub cleanup: Cleanup,
@@ -250,7 +301,7 @@ pub enum Cleanup {
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_LOST_AFTER: Duration = Duration::from_secs(2 * 3600);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-const DEFAULT_POLL: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_POLL: Duration = Duration::from_secs(10);
 const DEFAULT_JITTER: Duration = Duration::from_secs(3);
 const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 

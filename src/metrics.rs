@@ -16,8 +16,8 @@ use crate::probe::Probe;
 pub const SEND_STAGES: [&str; 5] = ["connect", "tls", "auth", "rejected", "timeout"];
 
 /// Where a mailbox check failed, as in `mailbox_errors_total{stage}`.
-pub const MAILBOX_STAGES: [&str; 8] = [
-    "connect", "tls", "greeting", "auth", "select", "search", "cleanup", "timeout",
+pub const MAILBOX_STAGES: [&str; 9] = [
+    "connect", "tls", "greeting", "auth", "select", "search", "cleanup", "idle", "timeout",
 ];
 
 /// Class label of forged canaries that claim a class the probe does not send; keeps an

@@ -298,7 +298,7 @@ impl Probe {
             .record(|l| {
                 l.expire(
                     clock::now_ms(),
-                    |class| config.lost_after(class),
+                    |class| config.lost_after_for(class),
                     forget_after,
                 )
             })
@@ -307,7 +307,7 @@ impl Probe {
             tracing::warn!(
                 probe = %config.name, class = %c.class, id = %c.id, seq = c.seq,
                 queue_id = c.queue_id.as_deref().unwrap_or("-"),
-                lost_after = ?config.lost_after(&c.class), "canary lost: not seen within lost_after"
+                lost_after = ?config.lost_after_for(&c.class), "canary lost: not seen within lost_after"
             );
         }
     }

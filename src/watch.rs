@@ -56,6 +56,17 @@ impl Watcher {
         self.mailbox.poll_interval()
     }
 
+    /// Waits up to `max` for the mailbox to announce news (IDLE, inotify), else until `max`.
+    /// A failure to wait is a mailbox failure like any other, and is followed by a plain pause
+    /// so a dead server is not hammered.
+    pub async fn wait_for_news(&mut self, max: Duration) {
+        let result = self.mailbox.wait_for_news(max).await;
+        if result.is_err() {
+            self.probe.mailbox_checked(&result).await;
+            tokio::time::sleep(max.min(self.poll_interval())).await;
+        }
+    }
+
     /// Logs out.
     pub async fn close(&mut self) {
         self.mailbox.close().await;
@@ -63,7 +74,7 @@ impl Watcher {
 }
 
 /// Runs a probe until `shutdown`: a canary of every class each `interval`, a look at the
-/// mailbox each poll interval.
+/// mailbox whenever it announces news and at least each poll interval.
 pub async fn run(probe: Arc<Probe>, mailbox: Box<dyn Mailbox>, shutdown: CancellationToken) {
     let sender = async {
         let mut ticks = tokio::time::interval(probe.config().interval);
@@ -86,9 +97,10 @@ pub async fn run(probe: Arc<Probe>, mailbox: Box<dyn Mailbox>, shutdown: Cancell
                 _ = shutdown.cancelled() => break,
                 _ = watcher.look() => {}
             }
+            let max = watcher.poll_interval();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(watcher.poll_interval()) => {}
+                _ = watcher.wait_for_news(max) => {}
             }
         }
         watcher.close().await;

@@ -36,9 +36,7 @@ pub async fn run(config: &Config, no_login: bool) -> Result<ExitCode> {
         };
         let mailbox = async {
             let start = Instant::now();
-            let endpoint = match &probe.mailbox {
-                crate::config::MailboxConfig::Imap(i) => i.endpoint.to_string(),
-            };
+            let endpoint = probe.mailbox.location();
             let result = match mailbox::open(&probe.mailbox) {
                 Ok(mut m) => m.check_login().await.map_err(|e| e.to_string()),
                 Err(e) => Err(e),

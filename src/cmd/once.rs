@@ -82,7 +82,8 @@ async fn round(probe: Arc<Probe>, mailbox: Box<dyn Mailbox>, deadline: Instant) 
         if !pending || now >= deadline {
             break;
         }
-        tokio::time::sleep_until(deadline.min(now + watcher.poll_interval())).await;
+        let wait = (deadline - now).min(watcher.poll_interval());
+        watcher.wait_for_news(wait).await;
     }
     watcher.close().await;
     Outcome {

@@ -48,7 +48,9 @@ fn minimal_config_gets_defaults() {
     assert_eq!(p.smtp.endpoint.port, 587);
     assert!(p.smtp.endpoint.tls_verify);
     assert!(p.smtp.credentials.is_none());
-    let MailboxConfig::Imap(imap) = &p.mailbox;
+    let MailboxConfig::Imap(imap) = &p.mailbox else {
+        panic!("imap expected")
+    };
     assert_eq!(imap.endpoint.port, 993);
     assert_eq!(imap.endpoint.tls, TlsMode::Tls);
     assert_eq!(imap.folders, ["INBOX"]);
@@ -255,7 +257,9 @@ fn password_file_is_read_and_trimmed() {
         "password_file = \"pw\"",
     );
     let c = Config::parse(&dir.path().join("probes.toml"), &text).unwrap();
-    let MailboxConfig::Imap(imap) = &c.probes[0].mailbox;
+    let MailboxConfig::Imap(imap) = &c.probes[0].mailbox else {
+        panic!("imap expected")
+    };
     assert_eq!(imap.credentials.password.expose(), "from-file");
     let missing = MINIMAL.replace(
         "password_env = \"MC_CONFIG_TEST_PASSWORD\"",
@@ -337,9 +341,9 @@ fn custom_classes_start_from_a_template() {
         large.spec.headers,
         vec![("X-Priority".to_string(), "3".to_string())]
     );
-    assert_eq!(p.lost_after("large"), Duration::from_secs(6 * 3600));
-    assert_eq!(p.lost_after("bulk"), Duration::from_secs(3600));
-    assert_eq!(p.lost_after("spam"), Duration::from_secs(3600));
+    assert_eq!(p.lost_after_for("large"), Duration::from_secs(6 * 3600));
+    assert_eq!(p.lost_after_for("bulk"), Duration::from_secs(3600));
+    assert_eq!(p.lost_after_for("spam"), Duration::from_secs(3600));
     assert_eq!(p.jitter, Duration::ZERO);
 }
 

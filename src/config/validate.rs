@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{self, RawConfig, RawEndpoint, RawMailbox, RawProbe, Spanned};
+use super::raw::{self, RawConfig, RawEndpoint, RawProbe, Spanned};
 use super::*;
 use crate::canary::{is_agent_id, is_label};
 
@@ -203,7 +203,7 @@ impl Context<'_> {
         })
     }
 
-    fn endpoint(
+    pub(super) fn endpoint(
         &self,
         raw: &RawEndpoint,
         key: &str,
@@ -269,7 +269,7 @@ impl Context<'_> {
         })
     }
 
-    fn credentials(
+    pub(super) fn credentials(
         &self,
         raw: &RawEndpoint,
         key: &str,
@@ -313,123 +313,6 @@ impl Context<'_> {
             endpoint,
             credentials,
         })
-    }
-
-    fn mailbox(
-        &self,
-        raw: &RawMailbox,
-        key: &str,
-        span: &Span,
-        warnings: &mut Vec<String>,
-    ) -> Result<MailboxConfig, ConfigError> {
-        let protocol = raw.protocol.as_ref().ok_or_else(|| {
-            let key = format!("{key}.protocol");
-            self.error(Some(span.clone()), &key, "missing required key".into())
-        })?;
-        match protocol.get_ref().as_str() {
-            "imap" => {}
-            "pop3" | "maildir" => {
-                return Err(self.at(
-                    protocol,
-                    &format!("{key}.protocol"),
-                    format!(
-                        "{:?} receivers are not available in this version yet; use \"imap\"",
-                        protocol.get_ref()
-                    ),
-                ));
-            }
-            other => {
-                return Err(self.at(
-                    protocol,
-                    &format!("{key}.protocol"),
-                    format!(
-                        "unknown protocol {other:?}; expected \"imap\", \"pop3\" or \"maildir\""
-                    ),
-                ));
-            }
-        }
-        if let Some(path) = &raw.path {
-            return Err(self.at(
-                path,
-                &format!("{key}.path"),
-                "only valid with protocol = \"maildir\"",
-            ));
-        }
-        let endpoint =
-            self.endpoint(&raw.endpoint(), key, span, TlsMode::Tls, |tls| match tls {
-                TlsMode::Tls => 993,
-                _ => 143,
-            })?;
-        let credentials = self
-            .credentials(&raw.endpoint(), key, span, warnings)?
-            .ok_or_else(|| {
-                let key = format!("{key}.username");
-                self.error(
-                    Some(span.clone()),
-                    &key,
-                    "an IMAP mailbox needs a login".into(),
-                )
-            })?;
-        let folders = match &raw.folders {
-            Some(f)
-                if f.get_ref().is_empty() || f.get_ref().iter().any(|n| n.trim().is_empty()) =>
-            {
-                return Err(self.at(
-                    f,
-                    &format!("{key}.folders"),
-                    "needs at least one non-empty folder name",
-                ));
-            }
-            Some(f) => f.get_ref().clone(),
-            None => vec!["INBOX".to_string()],
-        };
-        if let Some(watch) = &raw.watch {
-            match watch.get_ref().as_str() {
-                "poll" => {}
-                "idle" => {
-                    return Err(self.at(
-                        watch,
-                        &format!("{key}.watch"),
-                        "IMAP IDLE is not available in this version yet; use \"poll\"",
-                    ));
-                }
-                other => {
-                    return Err(self.at(
-                        watch,
-                        &format!("{key}.watch"),
-                        format!("unknown value {other:?}; expected \"idle\" or \"poll\""),
-                    ));
-                }
-            }
-        }
-        let poll_interval = match &raw.poll_interval {
-            Some(v) => self.duration(v, &format!("{key}.poll_interval"))?,
-            None => DEFAULT_POLL,
-        };
-        let cleanup = match &raw.cleanup {
-            None => Cleanup::Delete,
-            Some(c) => match c.get_ref().as_str() {
-                "delete" => Cleanup::Delete,
-                "keep" => Cleanup::Keep,
-                other => match other.strip_prefix("move:").map(str::trim) {
-                    Some(folder) if !folder.is_empty() => Cleanup::Move(folder.to_string()),
-                    _ => {
-                        return Err(self.at(
-                            c,
-                            &format!("{key}.cleanup"),
-                            format!("unknown value {other:?}; expected \"delete\", \"keep\" or \"move:FOLDER\""),
-                        ));
-                    }
-                },
-            },
-        };
-        Ok(MailboxConfig::Imap(ImapConfig {
-            endpoint,
-            credentials,
-            folders,
-            poll_interval,
-            cleanup,
-        }))
     }
 }
 

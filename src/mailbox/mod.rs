@@ -5,6 +5,8 @@
 //! a mail is a valid canary of ours is decided by the probe, with the signing key, in one place.
 
 pub mod imap;
+pub mod maildir;
+pub mod pop3;
 mod tls;
 
 use std::fmt;
@@ -37,9 +39,13 @@ pub struct Arrival {
     pub id: MailId,
     /// Unfolded value of the canary header, not yet verified.
     pub header: String,
+    /// Raw header fields holding at least every `Received:` line (or the whole head), for the
+    /// per-hop breakdown.
+    pub head: Vec<u8>,
     /// Unix ms at which the agent saw it.
     pub seen_ms: u64,
-    /// The receiving server's own timestamp (IMAP INTERNALDATE), Unix ms.
+    /// The receiving server's own timestamp (IMAP INTERNALDATE), Unix ms; `None` where the
+    /// protocol has none and the newest `Received:` date stands in.
     pub server_ms: Option<u64>,
 }
 
@@ -60,6 +66,8 @@ pub enum MailboxStage {
     Search,
     /// Deleting or moving canaries.
     Cleanup,
+    /// Waiting for news (IMAP IDLE, inotify).
+    Idle,
     /// The server did not answer in time.
     Timeout,
 }
@@ -75,6 +83,7 @@ impl MailboxStage {
             MailboxStage::Select => "select",
             MailboxStage::Search => "search",
             MailboxStage::Cleanup => "cleanup",
+            MailboxStage::Idle => "idle",
             MailboxStage::Timeout => "timeout",
         }
     }
@@ -119,15 +128,24 @@ pub trait Mailbox: Send {
     /// How long to wait between two looks when nothing announces news.
     fn poll_interval(&self) -> Duration;
 
+    /// Waits until the mailbox may hold news, or `max` has passed. Adapters that can be told
+    /// (IMAP IDLE, inotify) return as soon as they are; the default just waits.
+    async fn wait_for_news(&mut self, max: Duration) -> Result<(), MailboxError> {
+        tokio::time::sleep(max).await;
+        Ok(())
+    }
+
     /// Closes the connection politely, if one is open.
     async fn close(&mut self);
 }
 
 /// Opens the adapter the config asks for. Connecting happens on first use.
 pub fn open(config: &MailboxConfig) -> Result<Box<dyn Mailbox>, String> {
-    match config {
-        MailboxConfig::Imap(imap) => Ok(Box::new(imap::ImapMailbox::new(imap.clone())?)),
-    }
+    Ok(match config {
+        MailboxConfig::Imap(c) => Box::new(imap::ImapMailbox::new(c.clone())?),
+        MailboxConfig::Pop3(c) => Box::new(pop3::Pop3Mailbox::new(c.clone())?),
+        MailboxConfig::Maildir(c) => Box::new(maildir::MaildirMailbox::new(c.clone())?),
+    })
 }
 
 #[cfg(test)]
@@ -144,6 +162,7 @@ mod tests {
             MailboxStage::Select,
             MailboxStage::Search,
             MailboxStage::Cleanup,
+            MailboxStage::Idle,
             MailboxStage::Timeout,
         ];
         assert_eq!(

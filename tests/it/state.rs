@@ -42,6 +42,9 @@ fn a_canary_in_flight_survives_kill_9_and_is_matched_after_restart() {
     let work = Workdir::new("it-crash", &with_probe_keys(&section, ONE_CLASS));
     let first = work.daemon(stack);
     first.wait_metric(&series("sent_total", "crash"), 1.0, Duration::from_secs(10));
+    first.wait_for("the send to be logged", Duration::from_secs(5), || {
+        first.log_text().contains("canary sent")
+    });
     let held_id = first_sent_id(&first.log_text());
 
     // `status` reads the store while the daemon is writing it.
@@ -70,8 +73,13 @@ fn a_canary_in_flight_survives_kill_9_and_is_matched_after_restart() {
             metric(&after, &series).unwrap_or_else(|| panic!("{series} vanished after restart"));
         assert!(new >= old, "{series} went backwards: {old} → {new}");
     }
-    // The restarted daemon sends its own canary (also held): two in flight now.
-    second.wait_metric(&series("in_flight", "crash"), 2.0, Duration::from_secs(10));
+    // The restarted daemon sends its own canary (also held): two in flight once the server
+    // has accepted (and so queued) it.
+    second.wait_metric(&series("sent_total", "crash"), 2.0, Duration::from_secs(10));
+    assert_eq!(
+        metric(&second.scrape(), &series("in_flight", "crash")),
+        Some(2.0)
+    );
 
     stack.ctl("release", &["box07+hold@example.test"]);
     second.wait_metric(&delivered("crash"), 2.0, Duration::from_secs(15));

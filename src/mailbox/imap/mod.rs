@@ -1,4 +1,4 @@
-//! IMAP receiver (async-imap), polling.
+//! IMAP receiver (async-imap): IDLE on the first folder, polling for the rest.
 //!
 //! async-imap has no command timeouts, so every await here is bounded by the endpoint's
 //! `timeout`; a server that stops answering becomes a `timeout` error and a reconnect, never a
@@ -19,11 +19,13 @@ use async_trait::async_trait;
 use futures::TryStreamExt as _;
 use tokio_native_tls::TlsConnector;
 
+mod idle;
+
 use super::tls::{self, MailStream};
 use super::{Arrival, MailId, Mailbox, MailboxError, MailboxStage};
 use crate::canary::{HEADER_NAME, find_header};
 use crate::clock;
-use crate::config::{Cleanup, Endpoint, ImapConfig, TlsMode};
+use crate::config::{Cleanup, Endpoint, ImapConfig, TlsMode, Watch};
 
 type ImapSession = Session<MailStream>;
 
@@ -39,6 +41,10 @@ struct Connected {
     session: ImapSession,
     uidplus: bool,
     moves: bool,
+    idle: bool,
+    /// UIDNEXT of the first folder when it was last scanned: mail that arrives before IDLE
+    /// starts raises it, and IDLE would not report it.
+    scanned_uid_next: Option<u32>,
 }
 
 impl ImapMailbox {
@@ -99,6 +105,8 @@ impl ImapMailbox {
         Ok(Connected {
             uidplus: caps.has_str("UIDPLUS"),
             moves: caps.has_str("MOVE"),
+            idle: caps.has_str("IDLE"),
+            scanned_uid_next: None,
             session,
         })
     }
@@ -129,8 +137,11 @@ fn retry_fresh<T>(result: &Result<T, MailboxError>, reused: bool) -> bool {
 
 async fn scan_all(conn: &mut Connected, config: &ImapConfig) -> Result<Vec<Arrival>, MailboxError> {
     let mut found = Vec::new();
-    for folder in &config.folders {
-        scan_folder(&mut conn.session, &config.endpoint, folder, &mut found).await?;
+    for (i, folder) in config.folders.iter().enumerate() {
+        let uid_next = scan_folder(&mut conn.session, &config.endpoint, folder, &mut found).await?;
+        if i == 0 {
+            conn.scanned_uid_next = uid_next;
+        }
     }
     Ok(found)
 }
@@ -204,6 +215,27 @@ impl Mailbox for ImapMailbox {
         self.config.poll_interval
     }
 
+    async fn wait_for_news(&mut self, max: Duration) -> Result<(), MailboxError> {
+        if self.config.watch == Watch::Poll {
+            tokio::time::sleep(max).await;
+            return Ok(());
+        }
+        let conn = match self.session.take() {
+            Some(c) => c,
+            None => self.connect().await?,
+        };
+        if !conn.idle {
+            tracing::debug!(endpoint = %self.config.endpoint, "server lacks IDLE; polling");
+            self.session = Some(conn);
+            tokio::time::sleep(max).await;
+            return Ok(());
+        }
+        // On error the session is dropped: the next look reconnects.
+        let conn = idle::wait(conn, &self.config, max).await?;
+        self.session = Some(conn);
+        Ok(())
+    }
+
     async fn close(&mut self) {
         if let Some(mut conn) = self.session.take() {
             let limit = self.config.endpoint.timeout;
@@ -260,12 +292,13 @@ async fn bounded<T>(
     }
 }
 
+/// Finds the canaries of one folder; returns the folder's UIDNEXT as of the SELECT.
 async fn scan_folder(
     session: &mut ImapSession,
     endpoint: &Endpoint,
     folder: &str,
     found: &mut Vec<Arrival>,
-) -> Result<(), MailboxError> {
+) -> Result<Option<u32>, MailboxError> {
     let selected = bounded(
         endpoint,
         MailboxStage::Select,
@@ -284,12 +317,12 @@ async fn scan_folder(
     .await?;
     let seen_ms = clock::now_ms();
     if uids.is_empty() {
-        return Ok(());
+        return Ok(selected.uid_next);
     }
     let mut uids: Vec<u32> = uids.into_iter().collect();
     uids.sort_unstable();
     let fetches = bounded(endpoint, MailboxStage::Search, "UID FETCH", async {
-        let items = format!("(UID INTERNALDATE BODY.PEEK[HEADER.FIELDS ({HEADER_NAME})])");
+        let items = format!("(UID INTERNALDATE BODY.PEEK[HEADER.FIELDS ({HEADER_NAME} Received)])");
         session
             .uid_fetch(uid_set(&uids), items)
             .await?
@@ -298,7 +331,10 @@ async fn scan_folder(
     })
     .await?;
     for fetch in fetches {
-        let (Some(uid), Some(header)) = (fetch.uid, fetch.header().and_then(find_header)) else {
+        let (Some(uid), Some(head)) = (fetch.uid, fetch.header()) else {
+            continue;
+        };
+        let Some(header) = find_header(head) else {
             continue;
         };
         found.push(Arrival {
@@ -307,13 +343,14 @@ async fn scan_folder(
                 key: format!("{validity}.{uid}"),
             },
             header,
+            head: head.to_vec(),
             seen_ms,
             server_ms: fetch
                 .internal_date()
                 .and_then(|d| u64::try_from(d.timestamp_millis()).ok()),
         });
     }
-    Ok(())
+    Ok(selected.uid_next)
 }
 
 async fn clean_folder(

@@ -1,0 +1,239 @@
+//! `[probe.mailbox]`: one receiver per protocol, each with only the keys it understands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::{RawMailbox, Spanned};
+use super::validate::Context;
+use super::{
+    Cleanup, ConfigError, DEFAULT_POLL, ImapConfig, MailboxConfig, MaildirConfig, Pop3Config,
+    TlsMode, Watch,
+};
+
+type Span = std::ops::Range<usize>;
+
+impl Context<'_> {
+    pub(super) fn mailbox(
+        &self,
+        raw: &RawMailbox,
+        key: &str,
+        span: &Span,
+        warnings: &mut Vec<String>,
+    ) -> Result<MailboxConfig, ConfigError> {
+        let protocol = raw.protocol.as_ref().ok_or_else(|| {
+            let key = format!("{key}.protocol");
+            self.error(Some(span.clone()), &key, "missing required key".into())
+        })?;
+        match protocol.get_ref().as_str() {
+            "imap" => self.imap(raw, key, span, warnings).map(MailboxConfig::Imap),
+            "pop3" => self.pop3(raw, key, span, warnings).map(MailboxConfig::Pop3),
+            "maildir" => self.maildir(raw, key, span).map(MailboxConfig::Maildir),
+            other => Err(self.at(
+                protocol,
+                &format!("{key}.protocol"),
+                format!("unknown protocol {other:?}; expected \"imap\", \"pop3\" or \"maildir\""),
+            )),
+        }
+    }
+
+    /// Refuses keys the protocol has no use for, so a typo'd setup fails loudly.
+    fn unused<T>(
+        &self,
+        value: &Option<Spanned<T>>,
+        key: &str,
+        why: &str,
+    ) -> Result<(), ConfigError> {
+        match value {
+            Some(v) => Err(self.at(v, key, why.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    fn imap(
+        &self,
+        raw: &RawMailbox,
+        key: &str,
+        span: &Span,
+        warnings: &mut Vec<String>,
+    ) -> Result<ImapConfig, ConfigError> {
+        self.unused(
+            &raw.path,
+            &format!("{key}.path"),
+            "only valid with protocol = \"maildir\"",
+        )?;
+        let endpoint =
+            self.endpoint(&raw.endpoint(), key, span, TlsMode::Tls, |tls| match tls {
+                TlsMode::Tls => 993,
+                _ => 143,
+            })?;
+        let watch = match &raw.watch {
+            None => Watch::Idle,
+            Some(w) => match w.get_ref().as_str() {
+                "idle" => Watch::Idle,
+                "poll" => Watch::Poll,
+                other => {
+                    let msg = format!("unknown value {other:?}; expected \"idle\" or \"poll\"");
+                    return Err(self.at(w, &format!("{key}.watch"), msg));
+                }
+            },
+        };
+        Ok(ImapConfig {
+            credentials: self.login(raw, key, span, warnings, "an IMAP")?,
+            endpoint,
+            folders: self.folders(raw, key)?,
+            watch,
+            poll_interval: self.poll_interval(raw, key)?,
+            cleanup: self.cleanup(raw, key, true)?,
+        })
+    }
+
+    fn pop3(
+        &self,
+        raw: &RawMailbox,
+        key: &str,
+        span: &Span,
+        warnings: &mut Vec<String>,
+    ) -> Result<Pop3Config, ConfigError> {
+        self.unused(
+            &raw.path,
+            &format!("{key}.path"),
+            "only valid with protocol = \"maildir\"",
+        )?;
+        self.unused(
+            &raw.folders,
+            &format!("{key}.folders"),
+            "POP3 has only the inbox",
+        )?;
+        self.unused(
+            &raw.watch,
+            &format!("{key}.watch"),
+            "POP3 can only poll; set poll_interval",
+        )?;
+        let endpoint =
+            self.endpoint(&raw.endpoint(), key, span, TlsMode::Tls, |tls| match tls {
+                TlsMode::Tls => 995,
+                _ => 110,
+            })?;
+        Ok(Pop3Config {
+            credentials: self.login(raw, key, span, warnings, "a POP3")?,
+            endpoint,
+            poll_interval: self.poll_interval(raw, key)?,
+            cleanup: self.cleanup(raw, key, false)?,
+        })
+    }
+
+    fn maildir(
+        &self,
+        raw: &RawMailbox,
+        key: &str,
+        span: &Span,
+    ) -> Result<MaildirConfig, ConfigError> {
+        let local = "a maildir is read locally: no server, no login";
+        for (value, field) in [
+            (&raw.host, "host"),
+            (&raw.tls, "tls"),
+            (&raw.ca_file, "ca_file"),
+            (&raw.timeout, "timeout"),
+            (&raw.username, "username"),
+            (&raw.password, "password"),
+            (&raw.password_env, "password_env"),
+            (&raw.password_file, "password_file"),
+        ] {
+            self.unused(value, &format!("{key}.{field}"), local)?;
+        }
+        self.unused(&raw.port, &format!("{key}.port"), local)?;
+        self.unused(&raw.tls_verify, &format!("{key}.tls_verify"), local)?;
+        self.unused(
+            &raw.watch,
+            &format!("{key}.watch"),
+            "a maildir is watched by inotify; poll_interval sets the rescan",
+        )?;
+        let path = raw.path.as_ref().ok_or_else(|| {
+            self.error(
+                Some(span.clone()),
+                &format!("{key}.path"),
+                "missing required key".into(),
+            )
+        })?;
+        let resolved: PathBuf = self.resolve(path.get_ref());
+        if !resolved.join("new").is_dir() || !resolved.join("cur").is_dir() {
+            let msg = format!(
+                "{} is not a Maildir (it needs new/ and cur/)",
+                resolved.display()
+            );
+            return Err(self.at(path, &format!("{key}.path"), msg));
+        }
+        Ok(MaildirConfig {
+            path: resolved,
+            folders: self.folders(raw, key)?,
+            poll_interval: self.poll_interval(raw, key)?,
+            cleanup: self.cleanup(raw, key, true)?,
+        })
+    }
+
+    fn login(
+        &self,
+        raw: &RawMailbox,
+        key: &str,
+        span: &Span,
+        warnings: &mut Vec<String>,
+        what: &str,
+    ) -> Result<super::Credentials, ConfigError> {
+        self.credentials(&raw.endpoint(), key, span, warnings)?
+            .ok_or_else(|| {
+                let msg = format!("{what} mailbox needs a login (username and a password source)");
+                self.error(Some(span.clone()), &format!("{key}.username"), msg)
+            })
+    }
+
+    fn folders(&self, raw: &RawMailbox, key: &str) -> Result<Vec<String>, ConfigError> {
+        match &raw.folders {
+            Some(f)
+                if f.get_ref().is_empty() || f.get_ref().iter().any(|n| n.trim().is_empty()) =>
+            {
+                Err(self.at(
+                    f,
+                    &format!("{key}.folders"),
+                    "needs at least one non-empty folder name",
+                ))
+            }
+            Some(f) => Ok(f.get_ref().clone()),
+            None => Ok(vec!["INBOX".to_string()]),
+        }
+    }
+
+    fn poll_interval(&self, raw: &RawMailbox, key: &str) -> Result<Duration, ConfigError> {
+        match &raw.poll_interval {
+            Some(v) => self.duration(v, &format!("{key}.poll_interval")),
+            None => Ok(DEFAULT_POLL),
+        }
+    }
+
+    fn cleanup(&self, raw: &RawMailbox, key: &str, can_move: bool) -> Result<Cleanup, ConfigError> {
+        let Some(c) = &raw.cleanup else {
+            return Ok(Cleanup::Delete);
+        };
+        let key = format!("{key}.cleanup");
+        match c.get_ref().as_str() {
+            "delete" => Ok(Cleanup::Delete),
+            "keep" => Ok(Cleanup::Keep),
+            other => match other.strip_prefix("move:").map(str::trim) {
+                Some(folder) if !folder.is_empty() && can_move => {
+                    Ok(Cleanup::Move(folder.to_string()))
+                }
+                Some(_) if !can_move => Err(self.at(
+                    c,
+                    &key,
+                    "POP3 has no folders to move to; use \"delete\" or \"keep\"",
+                )),
+                _ => Err(self.at(
+                    c,
+                    &key,
+                    format!(
+                        "unknown value {other:?}; expected \"delete\", \"keep\" or \"move:FOLDER\""
+                    ),
+                )),
+            },
+        }
+    }
+}
