@@ -5,6 +5,8 @@ mod alerts;
 mod check;
 mod classes;
 mod faults;
+mod maildir;
+mod pop3;
 mod roundtrip;
 mod state;
 mod support;

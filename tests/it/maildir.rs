@@ -1,0 +1,1 @@
+//! Maildir receiver on the real stack (tests arrive with the Maildir receiver).
