@@ -1,9 +1,10 @@
-//! Delay arithmetic. Pure: `now` is always a parameter, so loss and age are testable without
-//! sleeping.
+//! Delay arithmetic and the `Received:` chain. Pure: `now` and every timestamp are parameters,
+//! so loss, age and hop delays are testable without sleeping or a mail server.
 //!
-//! Times are Unix milliseconds. Differences are signed on purpose: a negative delivery delay
-//! means the sender's and the receiver's clocks disagree, and that must be visible as skew, not
-//! hidden by clamping to zero.
+//! Times are Unix milliseconds. Differences are signed on purpose: a negative delay means two
+//! clocks disagree, and that must be visible as skew, not hidden by clamping to zero.
+
+use mail_parser::MessageParser;
 
 /// Signed difference `later − earlier` in seconds.
 pub fn seconds_between(earlier_ms: u64, later_ms: u64) -> f64 {
@@ -27,21 +28,78 @@ pub fn oldest_age(sent_ms: impl IntoIterator<Item = u64>, now_ms: u64) -> f64 {
         .map_or(0.0, |oldest| seconds_between(oldest, now_ms).max(0.0))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// One `Received:` line: who stamped it and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// The host that added the line (`by`), when named.
+    pub by: Option<String>,
+    /// When it says it received the mail, Unix ms (whole seconds on the wire).
+    pub date_ms: Option<u64>,
+}
 
-    #[test]
-    fn delay_is_signed() {
-        assert_eq!(delivery_delay(1_000, 3_500), 2.5);
-        assert_eq!(delivery_delay(3_500, 1_000), -2.5);
-        assert_eq!(delivery_delay(u64::MAX, 0), -(u64::MAX as f64) / 1000.0);
+/// The `Received:` chain of a header block, oldest hop first (the reverse of header order: each
+/// relay prepends its line). A line whose date cannot be read stays in the chain with no date.
+pub fn received_chain(head: &[u8]) -> Vec<Hop> {
+    let Some(message) = MessageParser::new().parse_headers(head) else {
+        return Vec::new();
+    };
+    let mut hops: Vec<Hop> = message
+        .received_all()
+        .map(|r| Hop {
+            by: r.by().map(|h| h.to_string()),
+            date_ms: r
+                .date()
+                .and_then(|d| u64::try_from(d.to_timestamp()).ok())
+                .map(|s| s * 1000),
+        })
+        .collect();
+    hops.reverse();
+    hops
+}
+
+/// Where a canary's time went, from the servers' own clocks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Breakdown {
+    /// Receiving server's timestamp (IMAP INTERNALDATE, else the newest `Received:` date)
+    /// minus `sent`. Independent of how often the mailbox is polled.
+    pub server_delay_s: Option<f64>,
+    /// Per hop, oldest first: hop 0 is sender → first server, hop n is the step into the
+    /// mailbox when the server's own timestamp is known. Negative values are kept: they are
+    /// clock skew, not time travel.
+    pub hops: Vec<f64>,
+    /// The first server's clock minus the sender's, estimated from the first hop's date.
+    pub clock_skew_s: Option<f64>,
+}
+
+/// Half a second: `Received:` dates and INTERNALDATE are truncated to the second, so the middle
+/// of that second is the unbiased estimate of when the hop really happened. Without it every
+/// healthy first hop would read about half a second negative, indistinguishable from skew.
+const HALF_SECOND_MS: u64 = 500;
+
+/// Breaks a canary's delay down by hop. `server_ms` is the mailbox's own timestamp (whole
+/// seconds, like the `Received:` dates) if the protocol has one.
+pub fn breakdown(sent_ms: u64, chain: &[Hop], server_ms: Option<u64>) -> Breakdown {
+    let mut stamps: Vec<u64> = chain.iter().filter_map(|h| h.date_ms).collect();
+    let newest_received = stamps.last().copied();
+    stamps.extend(server_ms);
+    let mut hops = Vec::with_capacity(stamps.len());
+    let mut previous = sent_ms;
+    for stamp in stamps.iter().map(|s| s + HALF_SECOND_MS) {
+        hops.push(seconds_between(previous, stamp));
+        previous = stamp;
     }
-
-    #[test]
-    fn oldest_age_uses_the_oldest_canary() {
-        assert_eq!(oldest_age([], 10_000), 0.0);
-        assert_eq!(oldest_age([9_000, 4_000, 8_000], 10_000), 6.0);
-        assert_eq!(oldest_age([12_000], 10_000), 0.0);
+    let server = server_ms.or(newest_received);
+    Breakdown {
+        server_delay_s: server.map(|s| seconds_between(sent_ms, s + HALF_SECOND_MS)),
+        hops,
+        // On a healthy path the first hop takes milliseconds, so what it shows beyond the
+        // stamps' half-second resolution is the difference between the two clocks.
+        clock_skew_s: chain
+            .iter()
+            .find_map(|h| h.date_ms)
+            .map(|first| seconds_between(sent_ms, first + HALF_SECOND_MS)),
     }
 }
+
+#[cfg(test)]
+mod tests;

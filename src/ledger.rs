@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::canary::Canary;
-use crate::delay;
+use crate::delay::{self, Breakdown};
 
 /// Buckets of the delay histograms: 1 s up to 48 h, so a multi-day incident still has a bucket.
 pub const DELAY_BUCKETS: [f64; 19] = [
@@ -54,8 +54,14 @@ pub struct LostCanary {
 pub struct SeenCanary {
     /// Its class.
     pub class: String,
+    /// When it was sent (its `sent` field).
+    #[serde(default)]
+    pub sent_ms: u64,
     /// When it was seen.
     pub seen_ms: u64,
+    /// The receiving server's own timestamp for it, if known.
+    #[serde(default)]
+    pub server_ms: Option<u64>,
     /// The mail it was seen as (folder and mailbox key): the same mail read again is not a
     /// duplicate, a second mail with the same canary is.
     pub mail: String,
@@ -126,6 +132,15 @@ pub struct ClassTally {
     pub smtp_duration: Histogram,
     /// Delivery delays.
     pub delivery_delay: Histogram,
+    /// Server delays (receiving server's timestamp − sent).
+    #[serde(default = "delay_histogram")]
+    pub server_delay: Histogram,
+    /// Per-hop delays, by hop index (oldest hop "0").
+    #[serde(default)]
+    pub hop_delay: BTreeMap<String, Histogram>,
+    /// The first server's clock minus the sender's, from the latest delivery.
+    #[serde(default)]
+    pub clock_skew_s: Option<f64>,
     /// Delay of the most recent delivery, seconds.
     pub last_delay_s: Option<f64>,
     /// When the most recent delivery was seen, Unix ms.
@@ -147,10 +162,17 @@ impl Default for ClassTally {
             forged: 0,
             smtp_duration: Histogram::new(&SMTP_BUCKETS),
             delivery_delay: Histogram::new(&DELAY_BUCKETS),
+            server_delay: delay_histogram(),
+            hop_delay: BTreeMap::new(),
+            clock_skew_s: None,
             last_delay_s: None,
             last_delivery_ms: None,
         }
     }
+}
+
+fn delay_histogram() -> Histogram {
+    Histogram::new(&DELAY_BUCKETS)
 }
 
 /// Running totals of a probe that belong to no class.
@@ -181,6 +203,19 @@ pub enum Write {
     Class(String, Box<ClassTally>),
     /// Replace the probe's own totals.
     Probe(ProbeTally),
+}
+
+/// Where and when a canary was found.
+#[derive(Debug, Clone, Copy)]
+pub struct Found<'a> {
+    /// The folder it was in.
+    pub folder: &'a str,
+    /// The mail it was found as (`folder/key`).
+    pub mail: &'a str,
+    /// When the agent saw it.
+    pub seen_ms: u64,
+    /// The receiving server's own timestamp, if the protocol has one.
+    pub server_ms: Option<u64>,
 }
 
 /// What a verified canary's arrival turned out to be.
@@ -290,14 +325,20 @@ impl Ledger {
         ]
     }
 
-    /// A verified canary of this probe was found in `folder` as `mail`, at `seen_ms`.
+    /// A verified canary of this probe was found in `folder` as `mail`, at `seen_ms`, with the
+    /// servers' view of its journey in `servers`.
     pub fn arrived(
         &mut self,
         canary: &Canary,
-        folder: &str,
-        mail: &str,
-        seen_ms: u64,
+        found: Found<'_>,
+        servers: &Breakdown,
     ) -> (Arrival, Vec<Write>) {
+        let Found {
+            folder,
+            mail,
+            seen_ms,
+            server_ms,
+        } = found;
         if let Some(seen) = self.seen.get(&canary.id) {
             if seen.mail == mail {
                 return (Arrival::AlreadyCounted, Vec::new());
@@ -322,19 +363,52 @@ impl Ledger {
         tally.delivery_delay.observe(&DELAY_BUCKETS, delay_s);
         tally.last_delay_s = Some(delay_s);
         tally.last_delivery_ms = Some(seen_ms);
+        if let Some(server_s) = servers.server_delay_s {
+            tally.server_delay.observe(&DELAY_BUCKETS, server_s);
+        }
+        for (hop, seconds) in servers.hops.iter().enumerate() {
+            tally
+                .hop_delay
+                .entry(hop.to_string())
+                .or_insert_with(delay_histogram)
+                .observe(&DELAY_BUCKETS, *seconds);
+        }
+        if servers.clock_skew_s.is_some() {
+            tally.clock_skew_s = servers.clock_skew_s;
+        }
         if canary.seq > tally.highest_seq_seen + 1 {
             tally.sequence_gaps += canary.seq - tally.highest_seq_seen - 1;
         }
         tally.highest_seq_seen = tally.highest_seq_seen.max(canary.seq);
         let seen = SeenCanary {
             class: canary.class.clone(),
+            sent_ms: canary.sent_ms,
             seen_ms,
+            server_ms,
             mail: mail.to_string(),
         };
         self.seen.insert(canary.id.clone(), seen.clone());
         writes.push(Write::Seen(canary.id.clone(), seen));
         writes.push(self.class_write(&canary.class));
         (arrival, writes)
+    }
+
+    /// [`Ledger::arrived`] with no server timestamps, for tests of the accounting.
+    #[cfg(test)]
+    pub(crate) fn arrived_at(
+        &mut self,
+        canary: &Canary,
+        folder: &str,
+        mail: &str,
+        seen_ms: u64,
+    ) -> (Arrival, Vec<Write>) {
+        let found = Found {
+            folder,
+            mail,
+            seen_ms,
+            server_ms: None,
+        };
+        self.arrived(canary, found, &Breakdown::default())
     }
 
     /// A mail claims to be this probe's canary but its signature fails.

@@ -45,6 +45,9 @@ enum F {
     SmtpDuration,
     Delivered,
     DeliveryDelay,
+    ServerDelay,
+    HopDelay,
+    ClockSkew,
     LastDelay,
     LastTimestamp,
     InFlight,
@@ -59,7 +62,7 @@ enum F {
     StateErrors,
 }
 
-const FAMILIES: [(&str, MetricType, &str); 18] = [
+const FAMILIES: [(&str, MetricType, &str); 21] = [
     (
         "build_info",
         MetricType::GAUGE,
@@ -89,6 +92,21 @@ const FAMILIES: [(&str, MetricType, &str); 18] = [
         "delivery_delay_seconds",
         MetricType::HISTOGRAM,
         "Time from sending a canary to the agent seeing it in the mailbox.",
+    ),
+    (
+        "server_delay_seconds",
+        MetricType::HISTOGRAM,
+        "Receiving server's own timestamp (IMAP INTERNALDATE, else the newest Received date) minus sent; whole seconds.",
+    ),
+    (
+        "hop_delay_seconds",
+        MetricType::HISTOGRAM,
+        "Delay per hop of the Received chain, oldest hop \"0\" (sender to first server); negative values are clock skew.",
+    ),
+    (
+        "clock_skew_seconds",
+        MetricType::GAUGE,
+        "First server's clock minus the sender's, estimated from the first Received date of the latest delivery.",
     ),
     (
         "last_delivery_delay_seconds",
@@ -273,6 +291,20 @@ fn render_probe(f: &mut Families, probe: &Probe, now_ms: u64) {
                 f.counter(F::Delivered, &[pc[0], pc[1], ("folder", folder)], n);
             }
             f.histogram(F::DeliveryDelay, &pc, &t.delivery_delay, &DELAY_BUCKETS);
+            f.histogram(F::ServerDelay, &pc, &t.server_delay, &DELAY_BUCKETS);
+            let mut hops: Vec<(&String, &Histogram)> = t.hop_delay.iter().collect();
+            hops.sort_by_key(|(hop, _)| hop.parse::<usize>().unwrap_or(usize::MAX));
+            for (hop, h) in hops {
+                f.histogram(
+                    F::HopDelay,
+                    &[pc[0], pc[1], ("hop", hop)],
+                    h,
+                    &DELAY_BUCKETS,
+                );
+            }
+            if let Some(skew) = t.clock_skew_s {
+                f.gauge(F::ClockSkew, &pc, skew);
+            }
             if let Some(delay) = t.last_delay_s {
                 f.gauge(F::LastDelay, &pc, delay);
             }

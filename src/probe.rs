@@ -18,7 +18,8 @@ use crate::canary::{Canary, SigningKey, parse_header};
 use crate::class::{self, Envelope};
 use crate::clock;
 use crate::config::{ClassConfig, ProbeConfig};
-use crate::ledger::{Arrival, Ledger, Write};
+use crate::delay::{self, Breakdown};
+use crate::ledger::{Arrival, Found, Ledger, Write};
 use crate::mailbox::{self, MailId};
 use crate::send::{SendError, Submitter};
 use crate::state::Store;
@@ -51,6 +52,14 @@ pub fn judge(header: &str, key: &SigningKey, agent: &str, probe: &str) -> Judgem
             claimed_class: claimed.canary.class.clone(),
         },
     }
+}
+
+/// A mail with a canary header that concerns this probe, judged.
+enum Judged<'a> {
+    /// A verified canary, with the servers' view of its journey.
+    Ours(&'a mailbox::Arrival, Canary, Breakdown),
+    /// A forgery, with the class it claims.
+    Forged(&'a mailbox::Arrival, String),
 }
 
 /// A probe: its configuration, its SMTP account and its books.
@@ -216,15 +225,20 @@ impl Probe {
     /// Accounts for canaries found in the mailbox; returns the mails to clean up (verified
     /// canaries of this probe, and only those).
     pub async fn settle(&self, arrivals: &[mailbox::Arrival]) -> Vec<MailId> {
-        let judged: Vec<(&mailbox::Arrival, Judgement)> = arrivals
+        // Judging and parsing Received chains happen before the books are locked.
+        let judged: Vec<Judged> = arrivals
             .iter()
-            .map(|a| {
-                (
-                    a,
-                    judge(&a.header, &self.key, &self.agent, &self.config.name),
-                )
-            })
-            .filter(|(_, j)| *j != Judgement::NotOurs)
+            .filter_map(
+                |a| match judge(&a.header, &self.key, &self.agent, &self.config.name) {
+                    Judgement::Ours(canary) => {
+                        let chain = delay::received_chain(&a.head);
+                        let servers = delay::breakdown(canary.sent_ms, &chain, a.server_ms);
+                        Some(Judged::Ours(a, canary, servers))
+                    }
+                    Judgement::Forged { claimed_class } => Some(Judged::Forged(a, claimed_class)),
+                    Judgement::NotOurs => None,
+                },
+            )
             .collect();
         if judged.is_empty() {
             return Vec::new();
@@ -232,35 +246,39 @@ impl Probe {
         let outcomes = self
             .record(|l| {
                 let mut writes = Vec::new();
-                let mut outcomes = Vec::new();
-                for (arrival, judgement) in &judged {
-                    match judgement {
-                        Judgement::Ours(canary) => {
-                            let mail = arrival.id.to_string();
-                            let (outcome, w) =
-                                l.arrived(canary, &arrival.id.folder, &mail, arrival.seen_ms);
+                let outcomes: Vec<Option<Arrival>> = judged
+                    .iter()
+                    .map(|j| match j {
+                        Judged::Ours(a, canary, servers) => {
+                            let mail = a.id.to_string();
+                            let found = Found {
+                                folder: &a.id.folder,
+                                mail: &mail,
+                                seen_ms: a.seen_ms,
+                                server_ms: a.server_ms,
+                            };
+                            let (outcome, w) = l.arrived(canary, found, servers);
                             writes.extend(w);
-                            outcomes.push(Some(outcome));
+                            Some(outcome)
                         }
-                        Judgement::Forged { claimed_class } => {
+                        Judged::Forged(_, claimed_class) => {
                             writes.extend(l.forged(claimed_class));
-                            outcomes.push(None);
+                            None
                         }
-                        Judgement::NotOurs => unreachable!("filtered above"),
-                    }
-                }
+                    })
+                    .collect();
                 (outcomes, writes)
             })
             .await;
         let mut clean = Vec::new();
-        for ((arrival, judgement), outcome) in judged.iter().zip(outcomes) {
-            match (judgement, outcome) {
-                (Judgement::Ours(canary), Some(outcome)) => {
-                    self.log_arrival(canary, arrival, outcome);
-                    clean.push(arrival.id.clone());
+        for (judged, outcome) in judged.iter().zip(outcomes) {
+            match (judged, outcome) {
+                (Judged::Ours(a, canary, servers), Some(outcome)) => {
+                    self.log_arrival(canary, a, outcome, servers);
+                    clean.push(a.id.clone());
                 }
-                _ => tracing::warn!(
-                    probe = %self.config.name, mail = %arrival.id,
+                (Judged::Forged(a, _), _) | (Judged::Ours(a, ..), None) => tracing::warn!(
+                    probe = %self.config.name, mail = %a.id,
                     "forged canary: signature does not verify; left in place"
                 ),
             }
@@ -268,12 +286,20 @@ impl Probe {
         clean
     }
 
-    fn log_arrival(&self, canary: &Canary, arrival: &mailbox::Arrival, outcome: Arrival) {
+    fn log_arrival(
+        &self,
+        canary: &Canary,
+        arrival: &mailbox::Arrival,
+        outcome: Arrival,
+        servers: &Breakdown,
+    ) {
         let (probe, class, id) = (&self.config.name, &canary.class, &canary.id);
         let folder = &arrival.id.folder;
         match outcome {
             Arrival::OnTime { delay_s } => tracing::info!(
-                %probe, %class, %id, seq = canary.seq, %folder, delay_s, "canary delivered"
+                %probe, %class, %id, seq = canary.seq, %folder, delay_s,
+                server_delay_s = ?servers.server_delay_s, hops_s = ?servers.hops,
+                "canary delivered"
             ),
             Arrival::Late { delay_s } => tracing::warn!(
                 %probe, %class, %id, seq = canary.seq, %folder, delay_s,

@@ -14,7 +14,14 @@ pub struct Watcher {
     probe: Arc<Probe>,
     mailbox: Box<dyn Mailbox>,
     judged: HashSet<MailId>,
+    /// Looks or waits that failed in a row; drives the reconnect backoff.
+    failures: u32,
 }
+
+/// First pause after a mailbox failure; doubled per further failure up to [`BACKOFF_CAP`].
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest pause between two attempts on a failing mailbox.
+const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 impl Watcher {
     /// Watches `mailbox` for `probe`.
@@ -23,6 +30,7 @@ impl Watcher {
             probe,
             mailbox,
             judged: HashSet::new(),
+            failures: 0,
         }
     }
 
@@ -31,6 +39,7 @@ impl Watcher {
     /// no reason to stop saying that mail is late.
     pub async fn look(&mut self) -> Result<(), MailboxError> {
         let result = self.try_look().await;
+        self.failures = if result.is_ok() { 0 } else { self.failures + 1 };
         self.probe.mailbox_checked(&result).await;
         self.probe.expire().await;
         result
@@ -56,15 +65,22 @@ impl Watcher {
         self.mailbox.poll_interval()
     }
 
-    /// Waits up to `max` for the mailbox to announce news (IDLE, inotify), else until `max`.
-    /// A failure to wait is a mailbox failure like any other, and is followed by a plain pause
-    /// so a dead server is not hammered.
-    pub async fn wait_for_news(&mut self, max: Duration) {
-        let result = self.mailbox.wait_for_news(max).await;
-        if result.is_err() {
+    /// Waits until the next look is due: up to `max` for the mailbox to announce news (IDLE,
+    /// inotify) while it is healthy; after failures, an exponential backoff (1 s doubling to
+    /// 60 s, never beyond `max`) so a dead server is not hammered yet a recovered one is seen
+    /// soon. A failure to wait is a mailbox failure like any other.
+    pub async fn wait_for_next(&mut self, max: Duration) {
+        if self.failures == 0 {
+            let result = self.mailbox.wait_for_news(max).await;
+            if result.is_ok() {
+                return;
+            }
+            self.failures = 1;
             self.probe.mailbox_checked(&result).await;
-            tokio::time::sleep(max.min(self.poll_interval())).await;
         }
+        let doublings = self.failures.saturating_sub(1).min(16);
+        let backoff = BACKOFF_BASE.saturating_mul(1 << doublings).min(BACKOFF_CAP);
+        tokio::time::sleep(backoff.min(max)).await;
     }
 
     /// Logs out.
@@ -100,7 +116,7 @@ pub async fn run(probe: Arc<Probe>, mailbox: Box<dyn Mailbox>, shutdown: Cancell
             let max = watcher.poll_interval();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = watcher.wait_for_news(max) => {}
+                _ = watcher.wait_for_next(max) => {}
             }
         }
         watcher.close().await;

@@ -83,7 +83,7 @@ async fn round(probe: Arc<Probe>, mailbox: Box<dyn Mailbox>, deadline: Instant) 
             break;
         }
         let wait = (deadline - now).min(watcher.poll_interval());
-        watcher.wait_for_news(wait).await;
+        watcher.wait_for_next(wait).await;
     }
     watcher.close().await;
     Outcome {

@@ -133,7 +133,7 @@ mod tests {
             sent_ms: 2_000,
             agent: "a".into(),
         };
-        l.arrived(&c, "INBOX", "INBOX/1.1", 4_500);
+        l.arrived_at(&c, "INBOX", "INBOX/1.1", 4_500);
         let text = render(&BTreeMap::from([("p1".to_string(), l)]), 62_000);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "In flight:");

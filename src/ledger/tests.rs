@@ -47,7 +47,7 @@ fn sent_canary_is_in_flight_then_delivered_on_time() {
     assert_eq!(send(&mut l, "A", "bulk", 1_000), 1);
     assert_eq!(send(&mut l, "B", "bulk", 2_000), 2);
     assert_eq!(l.oldest_age("bulk", 11_000), 10.0);
-    let (arrival, _) = l.arrived(&canary("A", "bulk", 1, 1_000), "INBOX", "INBOX/1.1", 4_500);
+    let (arrival, _) = l.arrived_at(&canary("A", "bulk", 1, 1_000), "INBOX", "INBOX/1.1", 4_500);
     assert_eq!(arrival, Arrival::OnTime { delay_s: 3.5 });
     let t = &l.classes["bulk"];
     assert_eq!(
@@ -76,7 +76,7 @@ fn every_change_replays_to_the_same_books() {
     r.apply(w);
     let (_, w) = r
         .live
-        .arrived(&canary("A", "interpersonal", 1, 0), "INBOX", "m1", 500);
+        .arrived_at(&canary("A", "interpersonal", 1, 0), "INBOX", "m1", 500);
     r.apply(w);
     let (_, w) = r.live.expire(
         5_000 + HOUR.as_millis() as u64 / 2,
@@ -84,7 +84,7 @@ fn every_change_replays_to_the_same_books() {
         HOUR,
     );
     r.apply(w);
-    let (_, w) = r.live.arrived(
+    let (_, w) = r.live.arrived_at(
         &canary("B", "interpersonal", 2, 1_000),
         "Junk",
         "m2",
@@ -113,7 +113,7 @@ fn overdue_canary_is_lost_then_late() {
     assert_eq!(declared.len(), 1);
     assert!(l.in_flight.is_empty());
     assert_eq!(l.classes["bulk"].lost, 1);
-    let (arrival, _) = l.arrived(&canary("A", "bulk", 1, 0), "INBOX", "m", 7_000);
+    let (arrival, _) = l.arrived_at(&canary("A", "bulk", 1, 0), "INBOX", "m", 7_000);
     assert_eq!(arrival, Arrival::Late { delay_s: 7.0 });
     let t = &l.classes["bulk"];
     assert_eq!((t.lost, t.late, t.delivery_delay.count()), (1, 1, 1));
@@ -138,7 +138,7 @@ fn lost_and_seen_canaries_are_forgotten_after_forget_after() {
     let mut l = Ledger::default();
     send(&mut l, "A", "bulk", 0);
     send(&mut l, "B", "bulk", 0);
-    l.arrived(&canary("B", "bulk", 2, 0), "INBOX", "m", 1_000);
+    l.arrived_at(&canary("B", "bulk", 2, 0), "INBOX", "m", 1_000);
     l.expire(10_000, |_| Duration::from_secs(5), HOUR);
     assert_eq!((l.lost.len(), l.seen.len()), (1, 1));
     let (_, writes) = l.expire(
@@ -150,7 +150,7 @@ fn lost_and_seen_canaries_are_forgotten_after_forget_after() {
     assert!(
         writes.contains(&Write::Unlost("A".into())) && writes.contains(&Write::Unseen("B".into()))
     );
-    let (arrival, _) = l.arrived(&canary("A", "bulk", 1, 0), "INBOX", "m2", 20_000_000);
+    let (arrival, _) = l.arrived_at(&canary("A", "bulk", 1, 0), "INBOX", "m2", 20_000_000);
     assert!(
         matches!(arrival, Arrival::Unexpected { .. }),
         "a forgotten canary still counts"
@@ -162,13 +162,13 @@ fn duplicates_and_rereads_are_told_apart() {
     let mut l = Ledger::default();
     send(&mut l, "A", "bulk", 0);
     let c = canary("A", "bulk", 1, 0);
-    l.arrived(&c, "INBOX", "INBOX/7.1", 1_000);
+    l.arrived_at(&c, "INBOX", "INBOX/7.1", 1_000);
     assert_eq!(
-        l.arrived(&c, "INBOX", "INBOX/7.1", 2_000).0,
+        l.arrived_at(&c, "INBOX", "INBOX/7.1", 2_000).0,
         Arrival::AlreadyCounted
     );
     assert_eq!(
-        l.arrived(&c, "INBOX", "INBOX/7.2", 2_000).0,
+        l.arrived_at(&c, "INBOX", "INBOX/7.2", 2_000).0,
         Arrival::Duplicate
     );
     let t = &l.classes["bulk"];
@@ -184,12 +184,12 @@ fn receiver_counts_skipped_sequence_numbers() {
     for (id, seq) in [("A", 1), ("B", 2), ("C", 3), ("D", 4), ("E", 5)] {
         assert_eq!(send(&mut l, id, "bulk", seq * 10), seq);
     }
-    l.arrived(&canary("A", "bulk", 1, 10), "INBOX", "1", 100);
+    l.arrived_at(&canary("A", "bulk", 1, 10), "INBOX", "1", 100);
     assert_eq!(l.classes["bulk"].sequence_gaps, 0);
-    l.arrived(&canary("C", "bulk", 3, 30), "INBOX", "3", 100);
+    l.arrived_at(&canary("C", "bulk", 3, 30), "INBOX", "3", 100);
     assert_eq!(l.classes["bulk"].sequence_gaps, 1);
-    l.arrived(&canary("B", "bulk", 2, 20), "INBOX", "2", 100);
-    l.arrived(&canary("E", "bulk", 5, 50), "INBOX", "5", 100);
+    l.arrived_at(&canary("B", "bulk", 2, 20), "INBOX", "2", 100);
+    l.arrived_at(&canary("E", "bulk", 5, 50), "INBOX", "5", 100);
     assert_eq!(l.classes["bulk"].sequence_gaps, 2);
     assert_eq!(l.classes["bulk"].highest_seq_seen, 5);
 }

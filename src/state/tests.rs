@@ -44,7 +44,7 @@ async fn books_survive_a_reopen() {
         let (_, w) = live.begin_send(id, "bulk", 1_000);
         commit(&store, "p1", w).await;
     }
-    let (_, w) = live.arrived(&canary("A"), "INBOX", "INBOX/1.1", 5_000);
+    let (_, w) = live.arrived_at(&canary("A"), "INBOX", "INBOX/1.1", 5_000);
     commit(&store, "p1", w).await;
     let (_, w) = live.expire(
         10_000_000,

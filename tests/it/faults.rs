@@ -82,7 +82,7 @@ impl Drop for StackGuard {
 }
 
 #[test]
-fn mailbox_down_and_back_is_seen_without_a_restart() {
+fn mailbox_down_during_idle_and_back_is_seen_without_a_restart_and_loses_nothing() {
     // Stopping Dovecot would disturb every other test, so this one has a stack of its own.
     let stack = StackGuard(Stack::up(
         Path::new("/tmp/mailcanary-it-restart"),
@@ -90,11 +90,28 @@ fn mailbox_down_and_back_is_seen_without_a_restart() {
     ));
     let stack = &stack.0;
     let user = "box01@example.test";
-    let section = probe_section(stack, "restart", user, "MC_PROBE1_PASSWORD");
+    empty_mailbox(stack, user);
+    let section = with_probe_keys(
+        &probe_section(stack, "restart", user, "MC_PROBE1_PASSWORD"),
+        "classes = [\"interpersonal\"]\ninterval = \"1s\"",
+    )
+    .replace(
+        "poll_interval = \"250ms\"",
+        "poll_interval = \"5s\"\n  watch = \"idle\"",
+    );
+    // Postfix authenticates through Dovecot, so while Dovecot is down canaries go in over the
+    // plain port, as mail from the outside would.
+    let section = plain_smtp(stack, &section);
     let work = Workdir::new("it-restart", &section);
     let daemon = work.daemon(stack);
     let up = "mailcanary_mailbox_up{probe=\"restart\",protocol=\"imap\"}";
+    let s = |name: &str| format!("mailcanary_{name}{{class=\"interpersonal\",probe=\"restart\"}}");
+    let delivered =
+        "mailcanary_delivered_total{class=\"interpersonal\",folder=\"INBOX\",probe=\"restart\"}";
     daemon.wait_metric(up, 1.0, Duration::from_secs(10));
+    daemon.wait_for("a first delivery", Duration::from_secs(10), || {
+        metric(&daemon.scrape(), delivered).unwrap_or(0.0) >= 1.0
+    });
 
     stack.ctl("stop-dovecot", &[]);
     daemon.wait_metric(up, 0.0, Duration::from_secs(15));
@@ -111,15 +128,36 @@ fn mailbox_down_and_back_is_seen_without_a_restart() {
         errors >= 1.0,
         "the outage is counted in mailbox_errors_total"
     );
+    // Canaries keep being sent (Postfix queues them) while the mailbox is away.
+    let sent_before = metric(&daemon.scrape(), &s("sent_total")).unwrap();
+    daemon.wait_for(
+        "a canary sent during the outage",
+        Duration::from_secs(10),
+        || metric(&daemon.scrape(), &s("sent_total")).unwrap_or(0.0) > sent_before,
+    );
 
     stack.ctl("start-dovecot", &[]);
     daemon.wait_metric(up, 1.0, Duration::from_secs(15));
-    // The probe still measures after the outage.
-    daemon.wait_metric(
-        "mailcanary_in_flight{class=\"bulk\",probe=\"restart\"}",
-        0.0,
-        Duration::from_secs(15),
+    let sent = metric(&daemon.scrape(), &s("sent_total")).unwrap();
+    daemon.wait_for(
+        "every canary sent so far to be delivered",
+        Duration::from_secs(20),
+        || metric(&daemon.scrape(), delivered).unwrap_or(0.0) >= sent,
     );
+    assert_eq!(metric(&daemon.scrape(), &s("lost_total")), Some(0.0));
+}
+
+/// Replaces a probe section's submission settings by the stack's plain SMTP port, no AUTH.
+fn plain_smtp(stack: &Stack, section: &str) -> String {
+    let submission = format!("port = {}", stack.port("MAILSTACK_SUBMISSION_PORT"));
+    let plain = format!("port = {}", stack.port("MAILSTACK_SMTP_PORT"));
+    section
+        .replace(&submission, &plain)
+        .replace("tls = \"starttls\"", "tls = \"none\"")
+        .replace(
+            "  username = \"probe1@example.test\"\n  password_env = \"MC_PROBE1_PASSWORD\"\n",
+            "",
+        )
 }
 
 #[test]

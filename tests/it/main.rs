@@ -4,6 +4,7 @@
 mod alerts;
 mod check;
 mod classes;
+mod delays;
 mod faults;
 mod maildir;
 mod pop3;
