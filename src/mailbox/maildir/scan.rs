@@ -206,7 +206,6 @@ pub fn scan(
         .filter_map(|(id, entry)| {
             let found = entry.canary.as_ref()?;
             let seen_ms = noticed.first(&id.key).unwrap_or(started_ms);
-            tracing::debug!(mail = %id, file = %entry.path.display(), seen_ms, "canary file");
             Some(Arrival {
                 id: id.clone(),
                 header: found.header.clone(),
@@ -219,6 +218,12 @@ pub fn scan(
     arrivals.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     *cache = fresh;
     Ok(arrivals)
+}
+
+/// The canary header of the file at `path`, if it has one.
+fn read_canary(path: &Path) -> io::Result<Option<Found>> {
+    let head = read_head(path)?;
+    Ok(find_header(&head).map(|header| Found { header, head }))
 }
 
 /// One folder's files, with the heads of those not in `cache` read. A file that vanishes before
@@ -244,8 +249,8 @@ fn scan_folder(
             let known = cache.get(&id).map(|e| &e.canary).or_else(|| read.get(&id));
             let canary = match known {
                 Some(canary) => canary.clone(),
-                None => match read_head(&path) {
-                    Ok(head) => find_header(&head).map(|header| Found { header, head }),
+                None => match read_canary(&path) {
+                    Ok(found) => found,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         vanished = true;
                         continue;
@@ -257,8 +262,12 @@ fn scan_folder(
                     }
                 },
             };
-            read.insert(id.clone(), canary.clone());
             noticed.note(&id.key, listed_ms);
+            if known.is_none() && canary.is_some() {
+                let seen_ms = noticed.first(&id.key);
+                tracing::debug!(mail = %id, file = %path.display(), ?seen_ms, "canary file found");
+            }
+            read.insert(id.clone(), canary.clone());
             entries.push((id, Entry { path, canary }));
         }
         if !vanished || attempt == LIST_ATTEMPTS {
