@@ -221,9 +221,10 @@ async fn capabilities(
 ) -> Result<proto::Capabilities, MailboxError> {
     let reply = conn.command(Command::Capa, ReplyParser::multi(proto::CAPA_MAX), stage);
     let reply = reply.await?;
-    Ok(match reply.ok {
-        true => proto::capabilities(&reply.body),
-        false => proto::Capabilities::default(),
+    Ok(if reply.ok {
+        proto::capabilities(&reply.body)
+    } else {
+        proto::Capabilities::default()
     })
 }
 
@@ -240,7 +241,8 @@ async fn start_tls(
     }
     conn.simple(Command::Stls, stage).await?;
     // Bytes that came after the STLS reply were sent in plain text by someone; taking them
-    // as part of the encrypted session would let them inject replies (cf. CVE-2011-0411).
+    // as part of the encrypted session would let a man in the middle inject replies (the
+    // STARTTLS response-injection attack).
     if !conn.buf.is_empty() {
         let message = format!("{}: data after the STLS reply", conn.endpoint);
         return Err(MailboxError::new(stage, message));
