@@ -1,1 +1,231 @@
-//! Maildir receiver on the real stack (tests arrive with the Maildir receiver).
+//! Maildir receiver on the real stack: Dovecot delivers into the user's Maildir, the agent reads
+//! it from disk. Uses box16, box18 and box19 only.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::support::*;
+
+const CLASSES: [&str; 3] = ["interpersonal", "transactional", "bulk"];
+
+/// A `[[probe]]` section that sends as `probe_section` does but reads `user`'s Maildir from
+/// disk, with `extra` mailbox keys (e.g. `cleanup`) appended.
+fn maildir_section(stack: &Stack, name: &str, user: &str, folders: &str, extra: &str) -> String {
+    let section = probe_section(stack, name, user, "MC_PROBE1_PASSWORD");
+    let (sending, _imap) = section
+        .split_once("  [probe.mailbox]")
+        .expect("probe_section has a mailbox part");
+    format!(
+        "{sending}  [probe.mailbox]\n  protocol = \"maildir\"\n  path = \"{path}\"\n  \
+         folders = {folders}\n  poll_interval = \"250ms\"\n{extra}",
+        path = stack.maildir(user).display(),
+    )
+}
+
+fn labels(probe: &str, class: &str) -> String {
+    format!("class=\"{class}\",probe=\"{probe}\"")
+}
+
+/// Runs `mailcanary once` and returns the textfile it wrote.
+fn once(stack: &Stack, work: &Workdir) -> String {
+    let textfile = work.dir.path().join("mailcanary.prom");
+    let out = work.run(
+        stack,
+        &[
+            "once",
+            "--wait",
+            "30s",
+            "--textfile",
+            textfile.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", output_text(&out));
+    std::fs::read_to_string(&textfile).expect("textfile written")
+}
+
+/// Every file in the mail directories of a Maildir, including folders `mail_files` skips.
+fn files_under(maildir: &Path, subdirs: &[&str]) -> Vec<PathBuf> {
+    subdirs
+        .iter()
+        .filter_map(|sub| std::fs::read_dir(maildir.join(sub)).ok())
+        .flat_map(|entries| entries.flatten().map(|e| e.path()))
+        .collect()
+}
+
+#[test]
+fn once_measures_every_class_and_leaves_other_mail_alone() {
+    let stack = Stack::shared();
+    let user = "box16@example.test";
+    let maildir = stack.maildir(user);
+    empty_mailbox(stack, user);
+    inject(
+        stack,
+        "friend@example.test",
+        user,
+        "From: friend@example.test\nTo: box16@example.test\nSubject: lunch\n\
+         Message-ID: <ordinary-16@example.test>\n\nSee you at noon.\n",
+    );
+    let (ordinary, _) = wait_for_mail(&maildir, "ordinary-16@example.test");
+    let before = std::fs::read(&ordinary).expect("read the ordinary mail");
+
+    let section = maildir_section(stack, "md", user, r#"["INBOX", "Junk"]"#, "");
+    let work = Workdir::new("it-maildir-once", &section);
+    let text = once(stack, &work);
+
+    for class in CLASSES {
+        let l = labels("md", class);
+        assert_eq!(
+            metric(
+                &text,
+                &format!("mailcanary_delivered_total{{{l},folder=\"INBOX\"}}")
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            metric(
+                &text,
+                &format!("mailcanary_delivery_delay_seconds_count{{{l}}}")
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            metric(&text, &format!("mailcanary_in_flight{{{l}}}")),
+            Some(0.0)
+        );
+        let delay = metric(
+            &text,
+            &format!("mailcanary_last_delivery_delay_seconds{{{l}}}"),
+        )
+        .expect("last delay");
+        assert!(delay > 0.0 && delay < 30.0, "implausible delay {delay}");
+    }
+    assert_eq!(
+        metric(
+            &text,
+            "mailcanary_mailbox_up{probe=\"md\",protocol=\"maildir\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+
+    let files = mail_files(&maildir);
+    assert!(
+        files.iter().all(|(_, t)| !t.contains("X-Mailcanary")),
+        "canaries left in the Maildir: {:?}",
+        files.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    // Same name (not moved to cur/, no flags added) and the same bytes.
+    let after = std::fs::read(&ordinary).expect("the ordinary mail is where it was");
+    assert!(after == before, "the ordinary mail's content changed");
+    assert_eq!(
+        files.len(),
+        1,
+        "{:?}",
+        files.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn run_is_told_of_a_delivery_without_polling() {
+    let stack = Stack::shared();
+    let user = "box18@example.test";
+    empty_mailbox(stack, user);
+    // Held by the stack until released, so the delivery happens after the agent's first look;
+    // with a 10-minute rescan, only the inotify watch can see it within seconds.
+    let section = with_probe_keys(
+        &maildir_section(stack, "ev", user, r#"["INBOX", "Junk"]"#, ""),
+        "classes = [\"interpersonal\"]",
+    )
+    .replace(
+        "to = \"box18@example.test\"",
+        "to = \"box18+hold@example.test\"",
+    )
+    .replace("poll_interval = \"250ms\"", "poll_interval = \"10min\"");
+    assert!(
+        section.contains("box18+hold@") && section.contains("\"10min\""),
+        "{section}"
+    );
+    let work = Workdir::new("it-maildir-events", &section);
+    let daemon = work.daemon(stack);
+    let l = labels("ev", "interpersonal");
+    let up = "mailcanary_mailbox_up{probe=\"ev\",protocol=\"maildir\"}";
+    daemon.wait_metric(up, 1.0, Duration::from_secs(10));
+    daemon.wait_metric(
+        &format!("mailcanary_sent_total{{{l}}}"),
+        1.0,
+        Duration::from_secs(10),
+    );
+    let delivered = format!("mailcanary_delivered_total{{{l},folder=\"INBOX\"}}");
+    assert_eq!(metric(&daemon.scrape(), &delivered), Some(0.0));
+
+    stack.ctl("release", &["box18+hold@example.test"]);
+    daemon.wait_metric(&delivered, 1.0, Duration::from_secs(5));
+    let text = daemon.scrape();
+    assert_eq!(
+        metric(&text, &format!("mailcanary_in_flight{{{l}}}")),
+        Some(0.0)
+    );
+    assert_eq!(metric(&text, up), Some(1.0));
+    daemon.wait_for(
+        "the canary file to be deleted",
+        Duration::from_secs(5),
+        || mail_files(&stack.maildir(user)).is_empty(),
+    );
+}
+
+#[test]
+fn junk_placement_is_counted_and_move_files_canaries_away() {
+    let stack = Stack::shared();
+    let user = "box19@example.test";
+    let maildir = stack.maildir(user);
+    empty_mailbox(stack, user);
+    // The move target: a Maildir++ folder of this user's own, emptied for the test.
+    let trash = maildir.join(".Trash");
+    let _ = std::fs::remove_dir_all(&trash);
+    for dir in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(trash.join(dir)).expect("create .Trash");
+    }
+    let section = with_probe_keys(
+        &maildir_section(
+            stack,
+            "mv",
+            user,
+            r#"["INBOX", "Junk"]"#,
+            "  cleanup = \"move:Trash\"\n",
+        ),
+        "classes = [\"interpersonal\", \"spammy\"]",
+    );
+    let config = format!(
+        "{section}\n[class.spammy]\ntemplate = \"bulk\"\nheaders = {{ \"X-Spam-Flag\" = \"YES\" }}\n"
+    );
+    let work = Workdir::new("it-maildir-move", &config);
+    let text = once(stack, &work);
+
+    let in_folder = |class: &str, folder: &str| {
+        let l = labels("mv", class);
+        metric(
+            &text,
+            &format!("mailcanary_delivered_total{{{l},folder=\"{folder}\"}}"),
+        )
+    };
+    assert_eq!(in_folder("interpersonal", "INBOX"), Some(1.0), "{text}");
+    assert_eq!(in_folder("interpersonal", "Junk"), Some(0.0), "{text}");
+    assert_eq!(in_folder("spammy", "Junk"), Some(1.0), "{text}");
+    assert_eq!(in_folder("spammy", "INBOX"), Some(0.0), "{text}");
+
+    assert!(
+        mail_files(&maildir).is_empty(),
+        "canaries left in INBOX or Junk"
+    );
+    let moved = files_under(&maildir, &[".Trash/cur"]);
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    for path in &moved {
+        let name = path.file_name().unwrap().to_string_lossy();
+        assert!(name.contains(":2,"), "moved without Maildir info: {name}");
+        let content = std::fs::read_to_string(path).unwrap();
+        assert!(content.contains("X-Mailcanary:"), "{name} is not a canary");
+    }
+    assert!(files_under(&maildir, &[".Trash/new"]).is_empty());
+}

@@ -1,1 +1,237 @@
-//! POP3 receiver on the real stack (tests arrive with the POP3 client).
+//! POP3 receiver on the real stack: round trips over STLS and over POP3S that delete exactly
+//! the canaries, and a refused login that is counted and never printed.
+//!
+//! Mailboxes: box14 (STLS), box15 (POP3S), box17 (wrong password); no other test uses them.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use mailcanary::config::{Cleanup, Credentials, Endpoint, Pop3Config, Secret, TlsMode};
+use mailcanary::mailbox::pop3::Pop3Mailbox;
+
+use crate::support::*;
+
+const CLASSES: [&str; 3] = ["interpersonal", "transactional", "bulk"];
+
+/// How a test reaches Dovecot's POP3 service.
+#[derive(Clone, Copy)]
+enum Pop3Port {
+    /// Plain port, then STLS.
+    Stls,
+    /// Implicit TLS.
+    Pop3s,
+}
+
+impl Pop3Port {
+    fn port(self, stack: &Stack) -> u16 {
+        match self {
+            Pop3Port::Stls => stack.port("MAILSTACK_POP3_PORT"),
+            Pop3Port::Pop3s => stack.port("MAILSTACK_POP3S_PORT"),
+        }
+    }
+
+    fn tls(self) -> TlsMode {
+        match self {
+            Pop3Port::Stls => TlsMode::StartTls,
+            Pop3Port::Pop3s => TlsMode::Tls,
+        }
+    }
+
+    fn tls_key(self) -> &'static str {
+        match self {
+            Pop3Port::Stls => "starttls",
+            Pop3Port::Pop3s => "tls",
+        }
+    }
+}
+
+/// `probe_section` with its `[probe.mailbox]` replaced by a POP3 one for `user`, whose
+/// password comes from `password_env`.
+fn pop3_section(
+    stack: &Stack,
+    name: &str,
+    user: &str,
+    via: Pop3Port,
+    password_env: &str,
+) -> String {
+    let section = probe_section(stack, name, user, "MC_PROBE1_PASSWORD");
+    let (head, _) = section
+        .split_once("  [probe.mailbox]")
+        .expect("probe_section has a mailbox part");
+    format!(
+        r#"{head}  [probe.mailbox]
+  protocol = "pop3"
+  host = "127.0.0.1"
+  port = {port}
+  tls = "{tls}"
+  username = "{user}"
+  password_env = "{password_env}"
+  ca_file = "{ca}"
+  poll_interval = "250ms"
+  timeout = "5s"
+"#,
+        port = via.port(stack),
+        tls = via.tls_key(),
+        ca = stack.get("MAILSTACK_CA_FILE"),
+    )
+}
+
+/// The UIDL listing of `user`'s maildrop, read with the agent's own client (which deletes
+/// nothing: `uidls` ends its session with a bare QUIT).
+fn uidls(stack: &Stack, user: &str, via: Pop3Port) -> Vec<(u32, String)> {
+    let config = Pop3Config {
+        endpoint: Endpoint {
+            host: "127.0.0.1".to_string(),
+            port: via.port(stack),
+            tls: via.tls(),
+            tls_verify: true,
+            ca_file: Some(stack.get("MAILSTACK_CA_FILE").into()),
+            timeout: Duration::from_secs(5),
+        },
+        credentials: Credentials {
+            username: user.to_string(),
+            password: Secret::new(stack.get("MAILSTACK_TEST_PASSWORD")),
+        },
+        poll_interval: Duration::from_millis(250),
+        cleanup: Cleanup::Keep,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut mailbox = Pop3Mailbox::new(config).expect("POP3 adapter");
+        mailbox.uidls().await.expect("UIDL listing")
+    })
+}
+
+/// Sends a canary of every class to `user` and reads it back over POP3 via `via`, with an
+/// ordinary mail in the same box; checks the measurements and that only canaries were deleted.
+fn round_trip(user: &str, name: &str, via: Pop3Port) {
+    let stack = Stack::shared();
+    let maildir = stack.maildir(user);
+    empty_mailbox(stack, user);
+    let message_id = format!("ordinary-{name}@example.test");
+    inject(
+        stack,
+        "friend@example.test",
+        user,
+        &format!(
+            "From: friend@example.test\nTo: {user}\nSubject: lunch\n\
+             Message-ID: <{message_id}>\n\nSee you at noon.\n"
+        ),
+    );
+    let (_, before) = wait_for_mail(&maildir, &message_id);
+    // `empty_mailbox` deletes files behind Dovecot's back, and its index may list them until
+    // it next rescans the Maildir: wait until POP3 shows just the ordinary mail.
+    let mut uidls_before = Vec::new();
+    let settled = poll_until(Duration::from_secs(10), &mut || {
+        uidls_before = uidls(stack, user, via);
+        uidls_before.len() == 1
+    });
+    assert!(settled, "not just one ordinary mail: {uidls_before:?}");
+
+    let section = pop3_section(stack, name, user, via, "MAILSTACK_TEST_PASSWORD");
+    let work = Workdir::new(&format!("it-{name}"), &section);
+    let textfile = work.dir.path().join("mailcanary.prom");
+    let textfile_arg = textfile.to_str().expect("utf-8 path");
+    let out = work.run(
+        stack,
+        &["once", "--wait", "30s", "--textfile", textfile_arg],
+    );
+    assert!(out.status.success(), "{}", output_text(&out));
+
+    let text = std::fs::read_to_string(&textfile).expect("textfile written");
+    for class in CLASSES {
+        let labels = format!("class=\"{class}\",probe=\"{name}\"");
+        let delivered = format!("mailcanary_delivered_total{{{labels},folder=\"INBOX\"}}");
+        assert_eq!(metric(&text, &delivered), Some(1.0), "{text}");
+        let count = format!("mailcanary_delivery_delay_seconds_count{{{labels}}}");
+        assert_eq!(metric(&text, &count), Some(1.0), "{text}");
+        let in_flight = format!("mailcanary_in_flight{{{labels}}}");
+        assert_eq!(metric(&text, &in_flight), Some(0.0), "{text}");
+    }
+    let up = format!("mailcanary_mailbox_up{{probe=\"{name}\",protocol=\"pop3\"}}");
+    assert_eq!(metric(&text, &up), Some(1.0), "{text}");
+
+    let files = mail_files(&maildir);
+    let left: Vec<_> = files
+        .iter()
+        .filter(|(_, t)| t.contains("X-Mailcanary"))
+        .map(|(p, _)| p)
+        .collect();
+    assert!(left.is_empty(), "canaries left in the mailbox: {left:?}");
+    let (path, after) = files
+        .iter()
+        .find(|(_, t)| t.contains(&message_id))
+        .expect("the ordinary mail is still there");
+    assert_eq!(after, &before, "the ordinary mail's content changed");
+    let flags = path
+        .to_string_lossy()
+        .rsplit_once(":2,")
+        .map(|(_, f)| f.to_string())
+        .unwrap_or_default();
+    assert!(
+        !flags.contains('S') && !flags.contains('T'),
+        "ordinary mail got flags {flags:?}"
+    );
+    assert_eq!(
+        uidls(stack, user, via),
+        uidls_before,
+        "the ordinary mail's UIDL changed, or mail is left over"
+    );
+}
+
+#[test]
+fn round_trip_over_pop3_with_stls_deletes_only_canaries() {
+    round_trip("box14@example.test", "pop3-stls", Pop3Port::Stls);
+}
+
+#[test]
+fn round_trip_over_pop3s_deletes_only_canaries() {
+    round_trip("box15@example.test", "pop3s", Pop3Port::Pop3s);
+}
+
+#[test]
+fn wrong_pop3_password_is_an_auth_failure_and_never_printed() {
+    let stack = Stack::shared();
+    let user = "box17@example.test";
+    empty_mailbox(stack, user);
+    let wrong = "not-the-password"; // what `Workdir::command` puts in MC_WRONG_PASSWORD
+    // The AUTH PLAIN line carries the password in base64; that must not leak either.
+    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{wrong}"));
+    let section = pop3_section(
+        stack,
+        "pop3-badpw",
+        user,
+        Pop3Port::Stls,
+        "MC_WRONG_PASSWORD",
+    );
+    let section = with_probe_keys(&section, "classes = [\"interpersonal\"]");
+    let work = Workdir::new("it-pop3-badpw", &section);
+    let leaks = |out: &std::process::Output| {
+        let all = output_text(out);
+        all.contains(wrong) || all.contains(&plain)
+    };
+
+    let check = work.run(stack, &["check"]);
+    assert_eq!(check.status.code(), Some(2), "{}", output_text(&check));
+    let port = Pop3Port::Stls.port(stack);
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    let line = format!("probe pop3-badpw pop3 127.0.0.1:{port}: FAILED auth");
+    assert!(stdout.contains(&line), "{stdout}");
+    assert!(!leaks(&check), "password printed:\n{}", output_text(&check));
+
+    let textfile = work.dir.path().join("mailcanary.prom");
+    let textfile_arg = textfile.to_str().expect("utf-8 path");
+    let out = work.run(stack, &["once", "--wait", "2s", "--textfile", textfile_arg]);
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(!leaks(&out), "password printed:\n{}", output_text(&out));
+    let text = std::fs::read_to_string(&textfile).expect("textfile written");
+    let errors = "mailcanary_mailbox_errors_total{probe=\"pop3-badpw\",stage=\"auth\"}";
+    let auth_errors = metric(&text, errors).unwrap_or(0.0);
+    assert!(auth_errors >= 1.0, "{text}");
+    let up = "mailcanary_mailbox_up{probe=\"pop3-badpw\",protocol=\"pop3\"}";
+    assert_eq!(metric(&text, up), Some(0.0), "{text}");
+    assert!(!text.contains(wrong), "password in the textfile");
+}

@@ -1,0 +1,438 @@
+//! Maildir receiver: a Maildir on this host, watched with inotify, rescanned as a safety net.
+//!
+//! Folders are laid out Maildir++ as Dovecot does: `INBOX` is the Maildir itself, any other
+//! folder `NAME` is its `.NAME` subdirectory; mail lives in each folder's `new/` and `cur/`.
+//!
+//! The kernel tells us when a mail file appears (`watch.rs`), so a canary is seen within
+//! milliseconds of delivery rather than at the next poll, and its `seen_ms` is the moment the
+//! event arrived. The watch is only an accelerator: every look lists the folders in full
+//! (`scan.rs`), and `wait_for_news` falls back to waiting out the poll interval, so a dropped
+//! event, an exhausted inotify limit or a folder recreated under us costs latency, not mail.
+//!
+//! File system work runs on the blocking pool: listing a large Maildir is not a quick call.
+//! Clean-up (`clean.rs`) touches only the files of the canaries handed back.
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+mod clean;
+mod scan;
+mod watch;
+
+use self::clean::Action;
+use self::scan::{Cache, Folder, Noticed, folder_dir};
+use self::watch::Watching;
+use super::{Arrival, MailId, Mailbox, MailboxError, MailboxStage};
+use crate::config::{Cleanup, MaildirConfig};
+
+/// A Maildir, the heads read so far, and the watch on it.
+pub struct MaildirMailbox {
+    config: MaildirConfig,
+    folders: Arc<[Folder]>,
+    cache: Cache,
+    noticed: Noticed,
+    watching: Option<Watching>,
+    /// Why the watch broke, learnt while draining it before a scan; the next wait reports it.
+    broken: Option<String>,
+    /// Whether the failure to watch was logged already: once is enough, rescans go on.
+    watch_failed: bool,
+}
+
+impl MaildirMailbox {
+    /// Prepares the adapter. Folder names that are not Maildir++ names fail here, at start-up;
+    /// whether the folders exist is checked on use, as a server's would be.
+    pub fn new(config: MaildirConfig) -> Result<MaildirMailbox, String> {
+        let folders = config
+            .folders
+            .iter()
+            .map(|name| Folder::resolve(&config.path, name))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Cleanup::Move(target) = &config.cleanup {
+            folder_dir(&config.path, target).map_err(|e| format!("cleanup: {e}"))?;
+        }
+        Ok(MaildirMailbox {
+            config,
+            folders: folders.into(),
+            cache: Cache::new(),
+            noticed: Noticed::default(),
+            watching: None,
+            broken: None,
+            watch_failed: false,
+        })
+    }
+
+    /// Every watched `new/` and `cur/` can be opened: the Maildir equivalent of connecting.
+    fn check_folders(&self) -> Result<(), MailboxError> {
+        for folder in self.folders.iter() {
+            for dir in folder.mail_dirs() {
+                fs::read_dir(&dir).map_err(|e| {
+                    let what =
+                        format!("folder {}: cannot open {}: {e}", folder.name, dir.display());
+                    MailboxError::new(MailboxStage::Connect, what)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure a watch is running before the folders are listed, so a mail delivered after
+    /// the listing is announced. A broken watch is replaced, and its failure kept for the next
+    /// wait to report.
+    fn ensure_watching(&mut self) {
+        if let Some(watching) = &mut self.watching {
+            match watching.drain() {
+                Ok(_) => return,
+                Err(why) => {
+                    self.watching = None;
+                    self.broken = Some(why);
+                }
+            }
+        }
+        match Watching::start(&self.folders, self.noticed.clone()) {
+            Ok(watching) => {
+                if self.watch_failed {
+                    tracing::info!(maildir = %self.config.path.display(), "watching the Maildir again");
+                }
+                self.watch_failed = false;
+                self.watching = Some(watching);
+            }
+            Err(why) if !self.watch_failed => {
+                self.watch_failed = true;
+                tracing::warn!(
+                    maildir = %self.config.path.display(), error = %why,
+                    "cannot watch the Maildir; rescanning every poll_interval instead"
+                );
+            }
+            Err(why) => tracing::debug!(error = %why, "still cannot watch the Maildir"),
+        }
+    }
+
+    fn idle_error(&self, why: String) -> MailboxError {
+        let what = format!("{}: watching: {why}", self.config.path.display());
+        MailboxError::new(MailboxStage::Idle, what)
+    }
+
+    /// What clean-up does, with a move's target checked: it must exist, as nothing is created.
+    fn action(&self) -> Result<Option<Action>, MailboxError> {
+        let target = match &self.config.cleanup {
+            Cleanup::Keep => return Ok(None),
+            Cleanup::Delete => return Ok(Some(Action::Delete)),
+            Cleanup::Move(target) => target,
+        };
+        let cur = folder_dir(&self.config.path, target)
+            .map_err(|e| MailboxError::new(MailboxStage::Cleanup, e))?
+            .join("cur");
+        if !cur.is_dir() {
+            let what = format!("folder {target} does not exist ({})", cur.display());
+            return Err(MailboxError::new(MailboxStage::Cleanup, what));
+        }
+        Ok(Some(Action::MoveTo(cur)))
+    }
+
+    /// The canaries' files as last listed, with their folders. Mails not from the last scan are
+    /// not ours to touch.
+    fn files_of(&self, mails: &[MailId]) -> Vec<(MailId, PathBuf, Folder)> {
+        mails
+            .iter()
+            .filter_map(|id| {
+                let entry = self.cache.get(id)?;
+                let folder = self.folders.iter().find(|f| f.name == id.folder)?;
+                Some((id.clone(), entry.path.clone(), folder.clone()))
+            })
+            .collect()
+    }
+}
+
+/// A blocking task that died (panicked or was cancelled) is a failure of its stage.
+fn joined<T>(
+    stage: MailboxStage,
+    result: Result<T, tokio::task::JoinError>,
+) -> Result<T, MailboxError> {
+    result.map_err(|e| MailboxError::new(stage, format!("Maildir task failed: {e}")))
+}
+
+#[async_trait]
+impl Mailbox for MaildirMailbox {
+    fn protocol(&self) -> &'static str {
+        "maildir"
+    }
+
+    async fn canaries(&mut self) -> Result<Vec<Arrival>, MailboxError> {
+        self.check_folders()?;
+        self.ensure_watching();
+        let folders = Arc::clone(&self.folders);
+        let noticed = self.noticed.clone();
+        let mut cache = std::mem::take(&mut self.cache);
+        let task = tokio::task::spawn_blocking(move || {
+            let found = scan::scan(&folders, &mut cache, &noticed);
+            (cache, found)
+        });
+        let (cache, found) = joined(MailboxStage::Search, task.await)?;
+        self.cache = cache;
+        found
+    }
+
+    async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {
+        if mails.is_empty() {
+            return Ok(());
+        }
+        let Some(action) = self.action()? else {
+            return Ok(());
+        };
+        let files = self.files_of(mails);
+        let task = tokio::task::spawn_blocking(move || clean::apply(&files, &action));
+        joined(MailboxStage::Cleanup, task.await)?
+    }
+
+    async fn check_login(&mut self) -> Result<(), MailboxError> {
+        self.check_folders()?;
+        self.action().map(|_| ())
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.config.poll_interval
+    }
+
+    async fn wait_for_news(&mut self, max: Duration) -> Result<(), MailboxError> {
+        if let Some(why) = self.broken.take() {
+            return Err(self.idle_error(why));
+        }
+        let Some(watching) = &mut self.watching else {
+            tokio::time::sleep(max).await;
+            return Ok(());
+        };
+        match watching.wait(max).await {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                // The next look starts a new watch.
+                self.watching = None;
+                Err(self.idle_error(why))
+            }
+        }
+    }
+
+    async fn close(&mut self) {
+        self.watching = None;
+        self.broken = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Instant;
+
+    use super::scan::tests::{CANARY, ORDINARY, maildir, put};
+    use super::*;
+    use crate::clock;
+
+    fn mailbox(root: &Path, cleanup: Cleanup) -> MaildirMailbox {
+        MaildirMailbox::new(MaildirConfig {
+            path: root.to_path_buf(),
+            folders: vec!["INBOX".into(), "Junk".into()],
+            poll_interval: Duration::from_secs(600),
+            cleanup,
+        })
+        .expect("valid config")
+    }
+
+    /// Delivers like an MDA: written in `tmp/`, renamed into `new/`.
+    fn deliver(root: &Path, name: &str, text: &str) -> PathBuf {
+        let tmp = put(root, &format!("tmp/{name}"), text);
+        let path = root.join("new").join(name);
+        fs::rename(tmp, &path).unwrap();
+        path
+    }
+
+    async fn wait_briefly(mailbox: &mut MaildirMailbox) {
+        let wait = mailbox.wait_for_news(Duration::from_secs(3600));
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .expect("no news within 5 s")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn finds_and_deletes_canaries_and_nothing_else() {
+        let root = maildir();
+        let r = root.path();
+        let ordinary = put(r, "cur/1.A:2,S", ORDINARY);
+        put(r, "new/2.B", CANARY);
+        put(r, ".Junk/cur/3.C:2,", CANARY);
+        let mut mailbox = mailbox(r, Cleanup::Delete);
+        let found = mailbox.canaries().await.unwrap();
+        let ids: Vec<String> = found.iter().map(|a| a.id.to_string()).collect();
+        assert_eq!(ids, ["INBOX/2.B", "Junk/3.C"]);
+        mailbox.clean_up(&[found[0].id.clone()]).await.unwrap();
+        assert!(!r.join("new/2.B").exists());
+        assert!(r.join(".Junk/cur/3.C:2,").exists());
+        assert_eq!(fs::read_to_string(ordinary).unwrap(), ORDINARY);
+        assert_eq!(mailbox.canaries().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_ends_the_wait_and_is_seen_when_announced() {
+        let root = maildir();
+        let mut mailbox = mailbox(root.path(), Cleanup::Keep);
+        assert!(mailbox.canaries().await.unwrap().is_empty());
+        deliver(root.path(), "10.A", CANARY);
+        wait_briefly(&mut mailbox).await;
+        let woke_ms = clock::now_ms();
+        // Let the clock move on, so a seen time taken by the scan would show.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let found = mailbox.canaries().await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].seen_ms <= woke_ms,
+            "seen at the scan, not the event"
+        );
+    }
+
+    #[tokio::test]
+    async fn own_deletions_and_known_mail_do_not_end_the_wait() {
+        let root = maildir();
+        let r = root.path();
+        let known = put(r, "new/20.A", ORDINARY);
+        put(r, "new/21.B", CANARY);
+        let mut mailbox = mailbox(r, Cleanup::Delete);
+        let found = mailbox.canaries().await.unwrap();
+        mailbox.clean_up(&[found[0].id.clone()]).await.unwrap();
+        // A reader moving known mail to cur/ renames it: not news either.
+        fs::rename(known, r.join("cur/20.A:2,S")).unwrap();
+        let start = Instant::now();
+        mailbox
+            .wait_for_news(Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(300), "woken early");
+    }
+
+    #[tokio::test]
+    async fn news_that_came_before_the_scan_is_not_news_after_it() {
+        let root = maildir();
+        let mut mailbox = mailbox(root.path(), Cleanup::Keep);
+        mailbox.canaries().await.unwrap();
+        deliver(root.path(), "30.A", CANARY);
+        wait_briefly(&mut mailbox).await;
+        deliver(root.path(), "31.B", CANARY);
+        // Give the event time to be queued: the scan must drain it, since it lists the file.
+        let noticed = mailbox.noticed.clone();
+        let announced = async {
+            while noticed.first("31.B").is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), announced)
+            .await
+            .expect("no event within 5 s");
+        assert_eq!(mailbox.canaries().await.unwrap().len(), 2);
+        let start = Instant::now();
+        mailbox
+            .wait_for_news(Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert!(
+            start.elapsed() >= Duration::from_millis(200),
+            "woken by old news"
+        );
+    }
+
+    #[tokio::test]
+    async fn move_goes_to_the_target_folder() {
+        let root = maildir();
+        let r = root.path();
+        put(r, "new/40.A", CANARY);
+        let mut mailbox = mailbox(r, Cleanup::Move("Junk".into()));
+        let found = mailbox.canaries().await.unwrap();
+        mailbox.clean_up(&[found[0].id.clone()]).await.unwrap();
+        assert!(r.join(".Junk/cur/40.A:2,").is_file());
+        assert!(!r.join("new/40.A").exists());
+    }
+
+    #[tokio::test]
+    async fn move_to_a_missing_folder_fails_and_creates_nothing() {
+        let root = maildir();
+        let r = root.path();
+        let canary = put(r, "new/50.A", CANARY);
+        let mut mailbox = mailbox(r, Cleanup::Move("Trash".into()));
+        let found = mailbox.canaries().await.unwrap();
+        let err = mailbox.clean_up(&[found[0].id.clone()]).await.unwrap_err();
+        assert_eq!(err.stage, MailboxStage::Cleanup);
+        assert!(err.message.contains("Trash"), "{err}");
+        assert!(canary.exists() && !r.join(".Trash").exists());
+        assert_eq!(
+            mailbox.check_login().await.unwrap_err().stage,
+            MailboxStage::Cleanup
+        );
+    }
+
+    #[tokio::test]
+    async fn keep_touches_nothing() {
+        let root = maildir();
+        let canary = put(root.path(), "new/60.A", CANARY);
+        let mut mailbox = mailbox(root.path(), Cleanup::Keep);
+        let found = mailbox.canaries().await.unwrap();
+        mailbox.clean_up(&[found[0].id.clone()]).await.unwrap();
+        assert_eq!(fs::read_to_string(canary).unwrap(), CANARY);
+    }
+
+    #[tokio::test]
+    async fn a_missing_maildir_is_a_connect_error() {
+        let root = maildir();
+        let mut mailbox = mailbox(&root.path().join("nowhere"), Cleanup::Delete);
+        assert_eq!(
+            mailbox.check_login().await.unwrap_err().stage,
+            MailboxStage::Connect
+        );
+        assert_eq!(
+            mailbox.canaries().await.unwrap_err().stage,
+            MailboxStage::Connect
+        );
+        // No watch could be set up, so waiting is a plain pause.
+        assert!(mailbox.watching.is_none());
+        let start = Instant::now();
+        mailbox
+            .wait_for_news(Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn a_broken_watch_is_reported_and_replaced() {
+        let root = maildir();
+        let r = root.path();
+        let mut mailbox = mailbox(r, Cleanup::Keep);
+        mailbox.canaries().await.unwrap();
+        fs::remove_dir_all(r.join(".Junk")).unwrap();
+        let wait = mailbox.wait_for_news(Duration::from_secs(3600));
+        let err = tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.stage, MailboxStage::Idle);
+        for dir in [".Junk/new", ".Junk/cur"] {
+            fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        mailbox.canaries().await.unwrap();
+        deliver(r, "70.A", CANARY);
+        wait_briefly(&mut mailbox).await;
+    }
+
+    #[test]
+    fn folder_names_outside_maildir_plus_plus_are_refused() {
+        let config = |folders: &[&str], cleanup| MaildirConfig {
+            path: "/m".into(),
+            folders: folders.iter().map(|f| f.to_string()).collect(),
+            poll_interval: Duration::from_secs(1),
+            cleanup,
+        };
+        assert!(MaildirMailbox::new(config(&["INBOX", "../x"], Cleanup::Delete)).is_err());
+        assert!(MaildirMailbox::new(config(&["INBOX"], Cleanup::Move("a/b".into()))).is_err());
+        assert!(MaildirMailbox::new(config(&["INBOX", "Junk"], Cleanup::Keep)).is_ok());
+    }
+}
