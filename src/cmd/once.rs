@@ -70,25 +70,42 @@ pub async fn run(config: &Config, wait: Duration, outputs: Outputs<'_>) -> Resul
     Ok(super::exit_code(failed))
 }
 
-/// Sends, then looks at the mailbox until this round's canaries are in or the deadline passes.
+/// Watches the mailbox while sending (so a canary that lands mid-round is seen when it lands,
+/// not after the round), then until this round's canaries are in or the deadline passes.
+/// Canaries of earlier runs found on the way are accounted for too.
 async fn round(probe: Arc<Probe>, mailbox: Box<dyn Mailbox>, deadline: Instant) -> Outcome {
-    let sent = probe.send_round().await;
-    let mut watcher = Watcher::new(Arc::clone(&probe), mailbox);
-    let mut read_any = false;
-    loop {
-        read_any |= watcher.look().await.is_ok();
-        let pending = sent.iter().any(|id| probe.is_in_flight(id));
-        let now = Instant::now();
-        if !pending || now >= deadline {
-            break;
+    let (sent_tx, mut sent_rx) = tokio::sync::watch::channel(None::<Vec<String>>);
+    let sender = async {
+        let ids = probe.send_round().await;
+        let _ = sent_tx.send(Some(ids));
+    };
+    let watching = async {
+        let mut watcher = Watcher::new(Arc::clone(&probe), mailbox);
+        let mut read_any = false;
+        loop {
+            read_any |= watcher.look().await.is_ok();
+            let sent = sent_rx.borrow().clone();
+            let all_in = sent
+                .as_ref()
+                .is_some_and(|ids| !ids.iter().any(|id| probe.is_in_flight(id)));
+            let now = Instant::now();
+            if all_in || now >= deadline {
+                break;
+            }
+            let wait = (deadline - now).min(watcher.poll_interval());
+            tokio::select! {
+                _ = watcher.wait_for_next(wait) => {}
+                _ = sent_rx.changed(), if sent.is_none() => {}
+            }
         }
-        let wait = (deadline - now).min(watcher.poll_interval());
-        watcher.wait_for_next(wait).await;
-    }
-    watcher.close().await;
+        watcher.close().await;
+        read_any
+    };
+    let ((), read_any) = tokio::join!(sender, watching);
+    let sent_any = sent_rx.borrow().as_ref().is_some_and(|ids| !ids.is_empty());
     Outcome {
         name: probe.config().name.clone(),
-        sent_any: !sent.is_empty(),
+        sent_any,
         read_any,
     }
 }
