@@ -377,8 +377,9 @@ fn scrape(port: u16) -> Option<String> {
 struct Daemon(Child);
 
 impl Drop for Daemon {
+    /// SIGTERM, so the agent closes its store cleanly before the books are read.
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
         let _ = self.0.wait();
     }
 }

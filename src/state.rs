@@ -202,24 +202,34 @@ impl Store {
     }
 }
 
-/// Reads every probe's books without taking the lock: for `mailcanary status`, also while a
-/// daemon is writing.
+/// Reads every probe's books, for `mailcanary status`. With no agent running it opens the
+/// store like an agent would (repairing it after a crash); while one runs it opens it read-only
+/// next to the writer, which redb's single-writer mode allows.
 pub fn read(dir: &Path) -> Result<BTreeMap<String, Ledger>, OpenError> {
     let path = dir.join(STORE_FILE);
-    let unusable = |reason: String| OpenError::Unusable {
-        path: path.clone(),
-        reason,
-    };
     if !path.exists() {
-        return Err(unusable(
-            "no state store here yet (nothing has run with this state_dir)".into(),
-        ));
+        return Err(OpenError::Unusable {
+            path,
+            reason: "no state store here yet (nothing has run with this state_dir)".into(),
+        });
     }
-    let db = Database::builder()
-        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-        .open_read_only(&path)
-        .map_err(|e| unusable(e.to_string()))?;
-    load(&db).map_err(unusable)
+    match Store::open(dir) {
+        Ok(opened) => {
+            opened.store.stop(opened.writer);
+            Ok(opened.ledgers)
+        }
+        Err(OpenError::Locked { .. }) => {
+            let db = Database::builder()
+                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+                .open_read_only(&path)
+                .map_err(|e| OpenError::Unusable {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            load(&db).map_err(|reason| OpenError::Unusable { path, reason })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn take_lock(dir: &Path) -> Result<File, OpenError> {
