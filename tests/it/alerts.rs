@@ -1,15 +1,23 @@
-//! The shipped alert rules load in Prometheus and pass their promtool unit tests.
+//! The alert rules: valid, unit-tested with promtool for every alert, and proven end to end by
+//! a real Prometheus scraping a real agent and a real Alertmanager receiving the page. Also runs
+//! every query of the Grafana dashboard against that Prometheus.
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use crate::support::output_text;
+use serde_json::Value;
+
+use crate::support::*;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
 
 fn promtool(args: &[&str]) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("promtool")
         .args(args)
-        .current_dir(root)
+        .current_dir(root())
         .output()
         .expect("promtool is installed (scripts/mailstack install --all)");
     assert!(
@@ -23,4 +31,218 @@ fn promtool(args: &[&str]) {
 fn rules_are_valid_and_their_unit_tests_pass() {
     promtool(&["check", "rules", "alerts/mailcanary.rules.yml"]);
     promtool(&["test", "rules", "alerts/tests/mailcanary.test.yml"]);
+}
+
+#[test]
+fn every_alert_has_a_firing_and_a_quiet_unit_test() {
+    let rules = std::fs::read_to_string(root().join("alerts/mailcanary.rules.yml")).unwrap();
+    let tests = std::fs::read_to_string(root().join("alerts/tests/mailcanary.test.yml")).unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 8, "{alerts:?}");
+    let lines: Vec<&str> = tests.lines().map(str::trim).collect();
+    for alert in alerts {
+        let cases: Vec<&str> = lines
+            .windows(2)
+            .filter(|w| w[0] == format!("alertname: {alert}"))
+            .map(|w| w[1])
+            .collect();
+        assert!(
+            cases.contains(&"exp_alerts: []"),
+            "{alert} has no case where it must stay quiet"
+        );
+        assert!(
+            cases.contains(&"exp_alerts:"),
+            "{alert} has no case where it fires"
+        );
+    }
+}
+
+/// Percent-encodes a query-string value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn json(port: u16, path: &str) -> Value {
+    let (status, body) = http_get(port, path).unwrap_or_else(|| panic!("GET {path}"));
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// Active alerts in Alertmanager named `name`, as their `class` labels.
+fn paging(alertmanager: u16, name: &str) -> Vec<String> {
+    let alerts = json(
+        alertmanager,
+        "/api/v2/alerts?active=true&silenced=false&inhibited=false",
+    );
+    alerts
+        .as_array()
+        .expect("an alert list")
+        .iter()
+        .filter(|a| a["labels"]["alertname"] == name && a["status"]["state"] == "active")
+        .map(|a| {
+            a["labels"]["class"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+/// The shipped rules with the delay threshold scaled from minutes to seconds for the test.
+fn rules_in_seconds() -> String {
+    let rules = std::fs::read_to_string(root().join("alerts/mailcanary.rules.yml")).unwrap();
+    let minutes = "(mailcanary_oldest_in_flight_age_seconds) > 900\n        for: 2m";
+    assert!(
+        rules.contains(minutes),
+        "the MailDeliveryDelayed rule changed shape"
+    );
+    rules.replace(
+        minutes,
+        "(mailcanary_oldest_in_flight_age_seconds) > 5\n        for: 1s",
+    )
+}
+
+#[test]
+fn held_bulk_mail_pages_through_prometheus_and_alertmanager_then_resolves() {
+    let stack = StackGuard(Stack::up(
+        Path::new("/tmp/mailcanary-it-alerts"),
+        Some(24000),
+    ));
+    let stack = &stack.0;
+    stack.ctl("rule", &["clear"]);
+    stack.ctl("rule", &["add", "/^List-Unsubscribe:/ HOLD"]);
+    let user = "box03@example.test";
+    empty_mailbox(stack, user);
+    let work = Workdir::new(
+        "it-alerts",
+        &probe_section(stack, "paged", user, "MC_PROBE1_PASSWORD"),
+    );
+    let dir = work.dir.path();
+    let agent_port = free_port();
+
+    std::fs::write(dir.join("rules.yml"), rules_in_seconds()).unwrap();
+    std::fs::write(
+        dir.join("alertmanager.yml"),
+        "route:\n  receiver: blackhole\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+         receivers:\n  - name: blackhole\n",
+    )
+    .unwrap();
+    let alertmanager = Service::start(
+        "prometheus-alertmanager",
+        &[
+            &format!("--config.file={}", dir.join("alertmanager.yml").display()),
+            &format!("--storage.path={}", dir.join("am-data").display()),
+            "--cluster.listen-address=",
+        ],
+    );
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
+             alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{}']\n\
+             scrape_configs:\n  - job_name: mailcanary\n    static_configs:\n      - targets: ['127.0.0.1:{agent_port}']\n",
+            dir.join("rules.yml").display(),
+            alertmanager.port
+        ),
+    )
+    .unwrap();
+    let prometheus = Service::start(
+        "prometheus",
+        &[
+            &format!("--config.file={}", dir.join("prometheus.yml").display()),
+            &format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
+        ],
+    );
+
+    // The canaries are sent as the agent starts; bulk is held. Threshold 5 s + 5 s.
+    let agent = work.daemon_on(stack, agent_port);
+    agent.wait_for(
+        "the delay alert for bulk in Alertmanager",
+        Duration::from_secs(10),
+        || paging(alertmanager.port, "MailDeliveryDelayed").contains(&"bulk".to_string()),
+    );
+    let paged = paging(alertmanager.port, "MailDeliveryDelayed");
+    assert_eq!(paged, vec!["bulk".to_string()], "only bulk is late");
+    let bulk_in_flight = metric(
+        &agent.scrape(),
+        "mailcanary_in_flight{class=\"bulk\",probe=\"paged\"}",
+    );
+    assert_eq!(bulk_in_flight, Some(1.0));
+
+    stack.ctl("rule", &["clear"]);
+    stack.ctl("release", &[]);
+    agent.wait_for("the bulk alert to resolve", Duration::from_secs(20), || {
+        paging(alertmanager.port, "MailDeliveryDelayed").is_empty()
+    });
+    let firing = json(prometheus.port, "/api/v1/alerts");
+    let still: Vec<&Value> = firing["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["labels"]["alertname"] == "MailDeliveryDelayed")
+        .collect();
+    assert!(still.is_empty(), "Prometheus still has {still:?}");
+
+    dashboard_queries_run(prometheus.port);
+}
+
+/// Every PromQL query of the dashboard, with Grafana's variables filled in, executes without
+/// error against the real Prometheus that scraped the agent.
+fn dashboard_queries_run(prometheus: u16) {
+    let text = std::fs::read_to_string(root().join("dashboards/mailcanary.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    assert!(
+        variables.iter().any(|v| v["name"] == "probe"),
+        "a probe variable"
+    );
+    let mut queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .expect("every target has a PromQL expr")
+                .to_string()
+        })
+        .collect();
+    // The variable's own query, in PromQL terms.
+    queries.push("group by (probe) (mailcanary_sent_total)".to_string());
+    assert!(queries.len() >= 12, "{queries:?}");
+    let mut with_data = 0;
+    for q in &queries {
+        let promql = q
+            .replace("$probe", ".*")
+            .replace("$__rate_interval", "1m")
+            .replace("$__interval", "15s");
+        let answer = json(
+            prometheus,
+            &format!("/api/v1/query?query={}", encode(&promql)),
+        );
+        assert_eq!(answer["status"], "success", "{promql}: {answer}");
+        if answer["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+        {
+            with_data += 1;
+        }
+    }
+    assert!(
+        with_data * 2 >= queries.len(),
+        "most panels show data ({with_data}/{})",
+        queries.len()
+    );
 }

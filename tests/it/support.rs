@@ -187,7 +187,11 @@ impl Workdir {
 
     /// Starts `mailcanary run` on a free port; it is killed when the handle drops.
     pub fn daemon(&self, stack: &Stack) -> Daemon {
-        let port = free_port();
+        self.daemon_on(stack, free_port())
+    }
+
+    /// Starts `mailcanary run` on `port` (for a Prometheus configured before the agent starts).
+    pub fn daemon_on(&self, stack: &Stack, port: u16) -> Daemon {
         let listen = format!("127.0.0.1:{port}");
         let log = self.dir.path().join("daemon.log");
         let child = self
