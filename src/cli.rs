@@ -47,6 +47,9 @@ pub enum Command {
         /// Address for /metrics, /-/healthy, /-/ready and the status page.
         #[arg(long = "web.listen-address", default_value = "127.0.0.1:9955")]
         listen: SocketAddr,
+        /// TLS and basic auth for the endpoints, in the Prometheus exporter-toolkit format.
+        #[arg(long = "web.config.file")]
+        web_config: Option<PathBuf>,
     },
     /// Send one canary per probe and class, collect arrivals, write metrics, exit (for cron).
     Once {

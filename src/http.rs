@@ -6,13 +6,15 @@
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::header::CONTENT_TYPE;
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -24,6 +26,7 @@ use crate::agent::Agent;
 use crate::clock;
 use crate::probe::Probe;
 use crate::state::Store;
+use crate::web_config::WebConfig;
 
 /// Content type of the Prometheus text format this agent emits.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -38,8 +41,13 @@ pub struct WebState {
     pub ready: AtomicBool,
 }
 
-/// Serves until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, state: Arc<WebState>, shutdown: CancellationToken) {
+/// Serves until `shutdown` is cancelled, over TLS and behind basic auth when `web` says so.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<WebState>,
+    web: Arc<WebConfig>,
+    shutdown: CancellationToken,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -53,21 +61,65 @@ pub async fn serve(listener: TcpListener, state: Arc<WebState>, shutdown: Cancel
                 }
             },
         };
-        let state = Arc::clone(&state);
+        let (state, web) = (Arc::clone(&state), Arc::clone(&web));
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(respond(&req, &state)) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            let Some(acceptor) = &web.tls else {
+                return connection(stream, state, web, peer).await;
+            };
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => connection(tls, state, web, peer).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
+}
+
+/// Bound on a client's TLS handshake and on sending its request head.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one connection, plain or TLS.
+async fn connection<S>(stream: S, state: Arc<WebState>, web: Arc<WebConfig>, peer: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: Request<Incoming>| {
+        let (state, web) = (Arc::clone(&state), Arc::clone(&web));
+        async move {
+            let auth = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+            // bcrypt takes tens of ms: keep it off the async workers.
+            let auth = auth.map(<[u8]>::to_vec);
+            let checker = Arc::clone(&web);
+            let allowed = tokio::task::spawn_blocking(move || checker.authorized(auth.as_deref()))
+                .await
+                .unwrap_or(false);
+            Ok::<_, Infallible>(if allowed {
+                respond(&req, &state)
+            } else {
+                unauthorized()
+            })
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+    }
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut response = text(
+        StatusCode::UNAUTHORIZED,
+        "text/plain",
+        "Unauthorized\n".into(),
+    );
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Basic realm=\"mailcanary\""),
+    );
+    response
 }
 
 /// Answers one request.

@@ -22,3 +22,4 @@ pub mod probe;
 pub mod send;
 pub mod state;
 pub mod watch;
+pub mod web_config;

@@ -34,7 +34,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run { listen } => cmd::run::run(&config, listen).await,
+            Command::Run { listen, web_config } => {
+                cmd::run::run(&config, listen, web_config.as_deref()).await
+            }
             Command::Once {
                 wait,
                 textfile,
@@ -60,15 +62,29 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(cli: &Cli) -> Result<(), String> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = EnvFilter::try_new(&cli.log_level)
         .map_err(|e| format!("--log-level {:?}: {e}", cli.log_level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let lines = match cli.log_format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(lines.with_filter(filter).with_filter(no_secrets()))
+        .init();
     Ok(())
+}
+
+/// async-imap traces every command it encodes, LOGIN with its password included: whatever
+/// level the user asks for, its debug and trace output never reaches the log.
+fn no_secrets() -> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with("async_imap") && *meta.level() > tracing::Level::INFO)
+    })
 }

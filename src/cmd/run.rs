@@ -1,6 +1,7 @@
 //! `mailcanary run`: the daemon.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,9 +15,14 @@ use crate::agent::Agent;
 use crate::config::Config;
 use crate::http::{self, WebState};
 use crate::watch;
+use crate::web_config::WebConfig;
 
 /// Runs every probe and the HTTP endpoints until SIGINT or SIGTERM.
-pub async fn run(config: &Config, listen: SocketAddr) -> Result<ExitCode> {
+pub async fn run(config: &Config, listen: SocketAddr, web: Option<&Path>) -> Result<ExitCode> {
+    let web = Arc::new(match web {
+        Some(path) => WebConfig::load(path)?,
+        None => WebConfig::open(),
+    });
     let mut agent = Agent::open(config).await?;
     let listener = TcpListener::bind(listen)
         .await
@@ -28,7 +34,12 @@ pub async fn run(config: &Config, listen: SocketAddr) -> Result<ExitCode> {
         store: agent.store.clone(),
         ready: AtomicBool::new(false),
     });
-    tasks.spawn(http::serve(listener, Arc::clone(&state), shutdown.clone()));
+    tasks.spawn(http::serve(
+        listener,
+        Arc::clone(&state),
+        web,
+        shutdown.clone(),
+    ));
     for (probe, mailbox) in std::mem::take(&mut agent.probes) {
         tasks.spawn(watch::run(probe, mailbox, shutdown.clone()));
     }

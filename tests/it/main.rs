@@ -9,5 +9,6 @@ mod faults;
 mod maildir;
 mod pop3;
 mod roundtrip;
+mod security;
 mod state;
 mod support;

@@ -192,19 +192,26 @@ impl Workdir {
 
     /// Starts `mailcanary run` on `port` (for a Prometheus configured before the agent starts).
     pub fn daemon_on(&self, stack: &Stack, port: u16) -> Daemon {
-        let listen = format!("127.0.0.1:{port}");
-        let log = self.dir.path().join("daemon.log");
-        let child = self
-            .command(stack, &["run", "--web.listen-address", &listen])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn mailcanary run");
-        let daemon = Daemon { child, port, log };
+        let daemon = self.spawn_daemon(stack, port, &[]);
         daemon.wait_for("ready", Duration::from_secs(10), || {
             http_get(port, "/-/ready").is_some_and(|(status, _)| status == 200)
         });
         daemon
+    }
+
+    /// Starts `mailcanary run` on `port` with extra arguments, without waiting for it.
+    pub fn spawn_daemon(&self, stack: &Stack, port: u16, extra: &[&str]) -> Daemon {
+        let listen = format!("127.0.0.1:{port}");
+        let log = self.dir.path().join("daemon.log");
+        let mut args = vec!["run", "--web.listen-address", &listen];
+        args.extend_from_slice(extra);
+        let child = self
+            .command(stack, &args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn mailcanary run");
+        Daemon { child, port, log }
     }
 }
 

@@ -14,7 +14,7 @@
 //! Every command is bounded by the endpoint's timeout; the wire format lives in `proto`,
 //! which does no I/O.
 
-mod proto;
+pub mod proto;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
