@@ -178,8 +178,9 @@ impl Submitter {
                     ),
                 });
             }
+            // A failed STARTTLS leaves lettre's connection without a stream (writing to it
+            // would even panic in a debug build): drop it, do not try to QUIT.
             if let Err(e) = conn.starttls(params, &self.hello).await {
-                conn.abort().await;
                 return Err(classify(SendStage::Tls, e));
             }
         }

@@ -100,9 +100,17 @@ pub async fn run(probe: Arc<Probe>, mailbox: Box<dyn Mailbox>, shutdown: Cancell
                 _ = shutdown.cancelled() => break,
                 _ = ticks.tick() => {}
             }
+            // Each round is a task of its own: a bug that panics in one round is logged and
+            // the next round still runs, instead of the probe falling silent.
+            let round = tokio::spawn({
+                let probe = Arc::clone(&probe);
+                async move { probe.send_round().await }
+            });
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = probe.send_round() => {}
+                done = round => if let Err(e) = done {
+                    tracing::error!(probe = %probe.config().name, error = %e, "a send round failed; continuing");
+                }
             }
         }
     };

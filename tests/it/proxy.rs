@@ -1,0 +1,149 @@
+//! A small scripted TCP proxy in front of a real server, for faults a real server will not
+//! produce on demand: a refusing or silent greeting, garbage, a reply that stops mid-way, an
+//! SMTP server that offers no STARTTLS. Each new connection takes the next queued fault; with
+//! none queued it passes bytes through untouched, so recovery is seen against the real server.
+
+use std::collections::VecDeque;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+/// What one connection gets.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Accept and never send a byte.
+    Silent,
+    /// Send these bytes, then close.
+    Say(&'static [u8]),
+    /// Pass through until the server has sent this many bytes, then forward nothing more.
+    StallAfter(usize),
+    /// Play an SMTP server whose EHLO offers AUTH but no STARTTLS.
+    SmtpWithoutStartTls,
+}
+
+/// The proxy; stops accepting when dropped.
+pub struct FaultProxy {
+    pub port: u16,
+    faults: Arc<Mutex<VecDeque<Fault>>>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    /// Listens on a free loopback port in front of `127.0.0.1:upstream`.
+    pub fn start(upstream: u16) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let proxy = FaultProxy {
+            port,
+            faults: Arc::default(),
+            open: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (faults, open, stop) = (proxy.faults.clone(), proxy.open.clone(), proxy.stop.clone());
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                if let Ok(clone) = client.try_clone() {
+                    open.lock().unwrap().push(clone);
+                }
+                let fault = faults.lock().unwrap().pop_front();
+                thread::spawn(move || serve(client, upstream, fault));
+            }
+        });
+        proxy
+    }
+
+    /// Queues faults for the next connections, in order.
+    pub fn push(&self, faults: &[Fault]) {
+        self.faults.lock().unwrap().extend(faults.iter().cloned());
+    }
+
+    /// Whether every queued fault has been handed to a connection.
+    pub fn drained(&self) -> bool {
+        self.faults.lock().unwrap().is_empty()
+    }
+
+    /// Cuts every open connection, so a client with a pooled session must reconnect.
+    pub fn cut_all(&self) {
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.cut_all();
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn serve(mut client: TcpStream, upstream: u16, fault: Option<Fault>) {
+    // The proxy keeps a clone of every connection (for cut_all), so dropping ours would not
+    // close it: shut it down explicitly when done.
+    let closer = client.try_clone().ok();
+    match fault {
+        None => pass(client, upstream, usize::MAX),
+        Some(Fault::StallAfter(n)) => pass(client, upstream, n),
+        Some(Fault::Silent) => {
+            let mut sink = [0u8; 1024];
+            while matches!(client.read(&mut sink), Ok(n) if n > 0) {}
+        }
+        Some(Fault::Say(bytes)) => {
+            let _ = client.write_all(bytes);
+        }
+        Some(Fault::SmtpWithoutStartTls) => {
+            let _ = client.write_all(b"220 fake.example.test ESMTP\r\n");
+            let mut reader = BufReader::new(client.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                let reply: &[u8] = if line.to_ascii_uppercase().starts_with("EHLO") {
+                    b"250-fake.example.test\r\n250 AUTH PLAIN LOGIN\r\n"
+                } else {
+                    b"221 2.0.0 bye\r\n"
+                };
+                if client.write_all(reply).is_err() || reply.starts_with(b"221") {
+                    break;
+                }
+                line.clear();
+            }
+        }
+    }
+    if let Some(c) = closer {
+        let _ = c.shutdown(Shutdown::Both);
+    }
+}
+
+/// Forwards both ways; stops forwarding the server's bytes after `limit` of them.
+fn pass(client: TcpStream, upstream: u16, limit: usize) {
+    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+        return;
+    };
+    let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let up = thread::spawn(move || {
+        let _ = std::io::copy(&mut c_read, &mut s_write);
+        let _ = s_write.shutdown(Shutdown::Both);
+    });
+    let (mut s_read, mut c_write) = (server, client);
+    let mut sent = 0;
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s_read.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let take = n.min(limit.saturating_sub(sent));
+        if take > 0 && c_write.write_all(&buf[..take]).is_err() {
+            break;
+        }
+        sent += take;
+    }
+    let _ = c_write.shutdown(Shutdown::Both);
+    let _ = up.join();
+}
