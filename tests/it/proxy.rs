@@ -64,11 +64,6 @@ impl FaultProxy {
         self.faults.lock().unwrap().extend(faults.iter().cloned());
     }
 
-    /// Whether every queued fault has been handed to a connection.
-    pub fn drained(&self) -> bool {
-        self.faults.lock().unwrap().is_empty()
-    }
-
     /// Cuts every open connection, so a client with a pooled session must reconnect.
     pub fn cut_all(&self) {
         for s in self.open.lock().unwrap().drain(..) {
