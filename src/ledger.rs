@@ -203,6 +203,8 @@ pub enum Write {
     Class(String, Box<ClassTally>),
     /// Replace the probe's own totals.
     Probe(ProbeTally),
+    /// Remove every record of the probe (the first write of a full rewrite of its books).
+    Reset,
 }
 
 /// Where and when a canary was found.
@@ -517,7 +519,22 @@ impl Ledger {
                 self.classes.insert(class, *tally);
             }
             Write::Probe(p) => self.probe = p,
+            Write::Reset => *self = Ledger::default(),
         }
+    }
+
+    /// Writes that replace everything stored for this probe by these books.
+    pub fn full_writes(&self) -> Vec<Write> {
+        let mut writes = vec![Write::Reset, Write::Probe(self.probe.clone())];
+        writes.extend(self.classes.keys().map(|c| self.class_write(c)));
+        writes.extend(self.in_flight.values().cloned().map(Write::InFlight));
+        writes.extend(self.lost.values().cloned().map(Write::Lost));
+        writes.extend(
+            self.seen
+                .iter()
+                .map(|(id, s)| Write::Seen(id.clone(), s.clone())),
+        );
+        writes
     }
 
     /// Age of the oldest in-flight canary of `class` at `now_ms`; 0 when none.

@@ -6,7 +6,7 @@
 //! ([`judge`]): verified canaries of this agent's probe are counted and cleaned up; forged ones
 //! are counted and left alone; everything else is not ours and is never touched.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -71,6 +71,8 @@ pub struct Probe {
     submitter: Submitter,
     ledger: Mutex<Ledger>,
     store: Store,
+    /// The store generation the books were last written in full for.
+    synced: AtomicU64,
     mailbox_up: AtomicBool,
 }
 
@@ -93,6 +95,7 @@ impl Probe {
             forget_after,
             submitter,
             ledger: Mutex::new(ledger),
+            synced: AtomicU64::new(store.generation()),
             store,
             mailbox_up: AtomicBool::new(false),
         })
@@ -124,7 +127,13 @@ impl Probe {
     async fn record<T>(&self, op: impl FnOnce(&mut Ledger) -> (T, Vec<Write>)) -> T {
         let (value, pending) = {
             let mut ledger = self.lock();
-            let (value, writes) = op(&mut ledger);
+            let (value, mut writes) = op(&mut ledger);
+            // After the store was reopened, what failed to reach it meanwhile is only in these
+            // books: rewrite them whole, once.
+            let generation = self.store.generation();
+            if self.synced.swap(generation, Ordering::AcqRel) != generation {
+                writes = ledger.full_writes();
+            }
             (value, self.store.submit(&self.config.name, writes))
         };
         self.store.settle(pending).await;

@@ -96,6 +96,7 @@ enum Job {
 pub struct Store {
     queue: mpsc::UnboundedSender<Job>,
     errors: Arc<AtomicU64>,
+    generation: Arc<AtomicU64>,
 }
 
 /// The open store: the handle, the books as stored, and the means to shut it down cleanly.
@@ -136,12 +137,27 @@ impl Store {
         let ledgers = load(&db).map_err(unusable)?;
         let (queue, rx) = mpsc::unbounded_channel();
         let errors = Arc::new(AtomicU64::new(0));
-        let writer = std::thread::Builder::new()
-            .name("mailcanary-store".into())
-            .spawn(move || write_loop(db, rx))
-            .map_err(|e| unusable(format!("cannot start the writer thread: {e}")))?;
+        let generation = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let (path, generation) = (path.clone(), Arc::clone(&generation));
+            std::thread::Builder::new()
+                .name("mailcanary-store".into())
+                .spawn(move || {
+                    Writer {
+                        db: Some(db),
+                        path,
+                        generation,
+                    }
+                    .run(rx)
+                })
+                .map_err(|e| unusable(format!("cannot start the writer thread: {e}")))?
+        };
         Ok(Opened {
-            store: Store { queue, errors },
+            store: Store {
+                queue,
+                errors,
+                generation,
+            },
             ledgers,
             writer,
             lock,
@@ -194,6 +210,13 @@ impl Store {
         if writer.join().is_err() {
             tracing::error!("the state store writer panicked");
         }
+    }
+
+    /// Changes each time the writer had to reopen the database after an I/O error. The writes
+    /// that failed meanwhile are lost on disk, so every probe writes its whole books once when
+    /// it sees a new generation.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Failed commits since start (`mailcanary_state_errors_total`).
@@ -328,27 +351,57 @@ fn load(db: &impl redb::ReadableDatabase) -> Result<BTreeMap<String, Ledger>, St
 /// Most batches folded into one transaction; bounds the latency a batch can add to others.
 const MAX_GROUP: usize = 1024;
 
-fn write_loop(db: Database, mut queue: mpsc::UnboundedReceiver<Job>) {
-    let mut stopping = false;
-    while !stopping {
-        let Some(Job::Write(first)) = queue.blocking_recv() else {
-            break;
-        };
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(Job::Write(b)) => group.push(b),
-                Ok(Job::Stop) => {
-                    stopping = true;
-                    break;
+/// The thread that owns the database.
+struct Writer {
+    /// `None` after an I/O error, until it could be reopened.
+    db: Option<Database>,
+    path: PathBuf,
+    generation: Arc<AtomicU64>,
+}
+
+impl Writer {
+    fn run(mut self, mut queue: mpsc::UnboundedReceiver<Job>) {
+        let mut stopping = false;
+        while !stopping {
+            let Some(Job::Write(first)) = queue.blocking_recv() else {
+                break;
+            };
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(Job::Write(b)) => group.push(b),
+                    Ok(Job::Stop) => {
+                        stopping = true;
+                        break;
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
+            }
+            let result = self.commit(&group);
+            for batch in group {
+                let _ = batch.done.send(result.clone());
             }
         }
-        let result = commit(&db, &group).map_err(|e| e.to_string());
-        for batch in group {
-            let _ = batch.done.send(result.clone());
+    }
+
+    /// Commits a group; after a failure redb refuses every later transaction ("previous I/O
+    /// error"), so the database is dropped and reopened before the next group: a disk that was
+    /// full or read-only for a while heals without restarting the agent.
+    fn commit(&mut self, group: &[Batch]) -> Committed {
+        if self.db.is_none() {
+            let reopened = Database::builder()
+                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+                .create(&self.path)
+                .map_err(|e| format!("reopening the state store: {e}"))?;
+            tracing::info!(path = %self.path.display(), "state store reopened; probes rewrite their books");
+            self.db = Some(reopened);
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
+        let db = self.db.as_ref().expect("opened above");
+        commit(db, group).map_err(|e| {
+            self.db = None;
+            e.to_string()
+        })
     }
 }
 
@@ -387,6 +440,19 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
                     }
                     Write::Probe(t) => {
                         probes.insert(key(p, "").as_str(), json(t).as_slice())?;
+                    }
+                    Write::Reset => {
+                        // Every key of the probe: "probe/" up to "probe0" ('0' follows '/').
+                        let (from, to) = (key(p, ""), format!("{p}0"));
+                        for table in [
+                            &mut in_flight,
+                            &mut lost,
+                            &mut seen,
+                            &mut classes,
+                            &mut probes,
+                        ] {
+                            table.retain_in(from.as_str()..to.as_str(), |_, _| false)?;
+                        }
                     }
                 }
             }

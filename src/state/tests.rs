@@ -162,3 +162,20 @@ async fn a_failed_commit_is_counted_and_not_fatal() {
     assert_eq!(live.in_flight.len(), 1, "the books in memory carry on");
     drop(lock);
 }
+
+#[tokio::test]
+async fn a_reset_removes_exactly_one_probes_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = Store::open(dir.path()).unwrap();
+    for probe in ["p1", "p10", "p2"] {
+        let mut l = Ledger::default();
+        let (_, w) = l.begin_send("A", "bulk", 1);
+        commit(&opened.store, probe, w).await;
+    }
+    commit(&opened.store, "p1", vec![Write::Reset]).await;
+    close(opened);
+    let books = close(Store::open(dir.path()).unwrap());
+    assert!(!books.contains_key("p1"));
+    assert_eq!(books["p10"].in_flight.len(), 1);
+    assert_eq!(books["p2"].in_flight.len(), 1);
+}

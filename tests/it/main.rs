@@ -10,6 +10,7 @@ mod maildir;
 mod matrix;
 mod pop3;
 mod proxy;
+mod resilience;
 mod roundtrip;
 mod security;
 mod state;

@@ -1,0 +1,273 @@
+//! Resilience beyond the network: a state directory that turns read-only, a mailbox full of
+//! other mail, a replayed canary.
+
+use std::os::unix::fs::chown;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn total(text: &str, name: &str, probe: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(&format!("{name}{{")) && l.contains(&format!("probe=\"{probe}\""))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// A small tmpfs, unmounted when the test ends.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mounting a tmpfs needs root");
+        Tmpfs(path.to_path_buf())
+    }
+
+    /// Fills the file system (the store can no longer write), or frees it again.
+    fn fill(&self, full: bool) {
+        let filler = self.0.join("filler");
+        if full {
+            // dd stops with "No space left on device": that is the point.
+            let _ = Command::new("dd")
+                .args(["if=/dev/zero", "bs=1M"])
+                .arg(format!("of={}", filler.display()))
+                .output();
+        } else {
+            std::fs::remove_file(filler).unwrap();
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_state_dir_turning_read_only_is_counted_and_probing_goes_on() {
+    let stack = Stack::shared();
+    let user = "box29@example.test";
+    empty_mailbox(stack, user);
+    let section = with_probe_keys(
+        &probe_section(stack, "rostate", user, "MC_PROBE1_PASSWORD"),
+        "classes = [\"interpersonal\"]\ninterval = \"1s\"",
+    );
+    let work = Workdir::new("it-rostate", &section);
+    let state = Tmpfs::mount(&work.dir.path().join("state"));
+    let daemon = work.daemon(stack);
+    let delivered = |t: &str| total(t, "mailcanary_delivered_total", "rostate");
+    daemon.wait_for("a first delivery", LIMIT, || {
+        delivered(&daemon.scrape()) >= 1.0
+    });
+
+    state.fill(true);
+    daemon.wait_for("state_errors_total to count", LIMIT, || {
+        metric(&daemon.scrape(), "mailcanary_state_errors_total").unwrap_or(0.0) >= 1.0
+    });
+    assert!(
+        daemon.log_text().contains("state store write failed"),
+        "{}",
+        daemon.log_text()
+    );
+    let before = delivered(&daemon.scrape());
+    daemon.wait_for("deliveries to go on with a read-only store", LIMIT, || {
+        delivered(&daemon.scrape()) >= before + 2.0
+    });
+
+    state.fill(false);
+    let start = Instant::now();
+    let errors = || metric(&daemon.scrape(), "mailcanary_state_errors_total").unwrap_or(0.0);
+    // Healed: for two seconds deliveries went on and no store write failed.
+    let mut last = (errors(), delivered(&daemon.scrape()), Instant::now());
+    daemon.wait_for("store writes to succeed again", LIMIT, || {
+        let now = (errors(), delivered(&daemon.scrape()));
+        if now.0 != last.0 {
+            last = (now.0, now.1, Instant::now());
+        }
+        last.2.elapsed() >= Duration::from_secs(2) && now.1 >= last.1 + 2.0
+    });
+    println!(
+        "matrix | state dir unwritable (disk full) | mailcanary_state_errors_total | recovered {:.2} s after space was freed",
+        start.elapsed().as_secs_f64() - 2.0
+    );
+    // What the agent knew is on disk again, including what happened while it could not write.
+    let known = delivered(&daemon.scrape());
+    drop(daemon);
+    let status = work.run(stack, &["status"]);
+    assert!(status.status.success(), "{}", output_text(&status));
+    let table = String::from_utf8_lossy(&status.stdout);
+    let row = table
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("rostate"))
+        .expect("a results row");
+    let stored: f64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(
+        stored >= known,
+        "the store has {stored} deliveries, the agent knew {known}:\n{table}"
+    );
+}
+
+/// Every file of a Maildir (INBOX and Junk) by name, with its bytes.
+fn snapshot(maildir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for sub in ["new", "cur", ".Junk/new", ".Junk/cur"] {
+        for e in std::fs::read_dir(maildir.join(sub))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push((
+                format!("{sub}/{}", e.file_name().to_string_lossy()),
+                std::fs::read(e.path()).unwrap(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn ten_thousand_ordinary_mails_are_left_exactly_as_they_were() {
+    let stack = Stack::shared();
+    let user = "box30@example.test";
+    let maildir = stack.maildir(user);
+    empty_mailbox(stack, user);
+    let vmail = std::fs::metadata(&maildir).unwrap();
+    use std::os::unix::fs::MetadataExt as _;
+    for n in 0..10_000u32 {
+        // Already seen and in cur/, as in a long-lived mailbox, so Dovecot has no reason to
+        // rename them: any change to a name or a byte is ours.
+        let path = maildir.join(format!("cur/1795000000.M{n}P1.vm,S=200:2,S"));
+        let body = format!(
+            "From: someone{n}@example.org\r\nTo: {user}\r\nSubject: ordinary mail {n}\r\n\
+             Message-ID: <ordinary-{n}@example.org>\r\n\r\nNothing to see here, number {n}.\r\n"
+        );
+        std::fs::write(&path, body).unwrap();
+        chown(&path, Some(vmail.uid()), Some(vmail.gid())).unwrap();
+    }
+    let before = snapshot(&maildir);
+    let section = probe_section(stack, "crowded", user, "MC_PROBE1_PASSWORD")
+        .replace("timeout = \"5s\"", "timeout = \"60s\"");
+    let work = Workdir::new("it-crowded", &section);
+    let textfile = work.dir.path().join("out.prom");
+    let start = Instant::now();
+    let out = work.run(
+        stack,
+        &[
+            "once",
+            "--wait",
+            "60s",
+            "--textfile",
+            textfile.to_str().unwrap(),
+        ],
+    );
+    println!(
+        "matrix | mailbox with 10,000 ordinary mails | once round trip {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(out.status.success(), "{}", output_text(&out));
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    assert_eq!(
+        total(&text, "mailcanary_delivered_total", "crowded"),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(total(&text, "mailcanary_forged_total", "crowded"), 0.0);
+    assert!(
+        snapshot(&maildir) == before,
+        "an ordinary mail was changed, renamed or removed"
+    );
+    empty_mailbox(stack, user);
+}
+
+#[test]
+fn a_replayed_canary_is_a_duplicate_not_a_delivery() {
+    let stack = Stack::shared();
+    let user = "box31@example.test";
+    let maildir = stack.maildir(user);
+    empty_mailbox(stack, user);
+    let section = with_probe_keys(
+        &probe_section(stack, "replay", user, "MC_PROBE1_PASSWORD"),
+        "classes = [\"interpersonal\"]",
+    );
+    let work = Workdir::new("it-replay", &format!("{section}  cleanup = \"keep\"\n"));
+    let textfile = work.dir.path().join("out.prom");
+    let run = || {
+        let out = work.run(
+            stack,
+            &[
+                "once",
+                "--wait",
+                "20s",
+                "--textfile",
+                textfile.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", output_text(&out));
+        std::fs::read_to_string(&textfile).unwrap()
+    };
+    let first = run();
+    assert_eq!(total(&first, "mailcanary_delivered_total", "replay"), 1.0);
+    let (_, canary) = mail_files(&maildir)
+        .into_iter()
+        .find(|(_, t)| t.contains("X-Mailcanary"))
+        .expect("the kept canary");
+    // The same canary, sent again by someone who captured it.
+    let head_end = canary.find("\n\n").map_or(canary.len(), |i| i + 2);
+    let replay = canary[head_end..].to_string();
+    let headers: String = canary[..head_end]
+        .lines()
+        .filter(|l| !l.starts_with("Return-Path") && !l.starts_with("Delivered-To"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    inject(
+        stack,
+        "probe1@example.test",
+        user,
+        &format!("{headers}{replay}"),
+    );
+    wait_for_mail_count(&maildir, 2);
+    let second = run();
+    assert_eq!(
+        total(&second, "mailcanary_duplicates_total", "replay"),
+        1.0,
+        "{second}"
+    );
+    assert_eq!(
+        total(&second, "mailcanary_delivered_total", "replay"),
+        2.0,
+        "the replay is not a delivery (the second run's own canary is)"
+    );
+    assert_eq!(
+        metric(
+            &second,
+            "mailcanary_delivery_delay_seconds_count{class=\"interpersonal\",probe=\"replay\"}"
+        ),
+        Some(2.0)
+    );
+    empty_mailbox(stack, user);
+}
+
+fn wait_for_mail_count(maildir: &Path, n: usize) {
+    let ok = poll_until(Duration::from_secs(10), &mut || {
+        mail_files(maildir)
+            .iter()
+            .filter(|(_, t)| t.contains("X-Mailcanary"))
+            .count()
+            >= n
+    });
+    assert!(ok, "{n} canaries never reached {}", maildir.display());
+}
