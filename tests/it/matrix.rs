@@ -27,7 +27,9 @@ fn total(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-/// Denies or allows a user's logins (IMAP, POP3, SMTP AUTH) through the stack's deny file.
+/// Denies or allows a user's logins (IMAP, POP3, SMTP AUTH) through the stack's deny file, and
+/// waits until Dovecot (which re-reads the file at most once a second) acts on it: a direct
+/// POP3 login is the observable event.
 fn deny(stack: &Stack, user: &str, denied: bool) {
     let path = stack.get("MAILSTACK_DENY_FILE");
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -40,6 +42,40 @@ fn deny(stack: &Stack, user: &str, denied: bool) {
         lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
     )
     .unwrap();
+    let password = if user.starts_with("probe1") {
+        "MC_PROBE1_PASSWORD"
+    } else {
+        "MAILSTACK_TEST_PASSWORD"
+    };
+    let ok = poll_until(LIMIT, &mut || {
+        pop3_login(stack, user, stack.get(password)) != denied
+    });
+    assert!(
+        ok,
+        "Dovecot did not take up the deny file for {user} (denied: {denied})"
+    );
+}
+
+/// Whether a plain POP3 login as `user` succeeds right now.
+fn pop3_login(stack: &Stack, user: &str, password: &str) -> bool {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", stack.port("MAILSTACK_POP3_PORT")))
+    else {
+        return false;
+    };
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut line = String::new();
+    let mut say = |command: String| {
+        line.clear();
+        writer.write_all(command.as_bytes()).is_ok()
+            && reader.read_line(&mut line).is_ok()
+            && line.starts_with("+OK")
+    };
+    let greeted = say(String::new());
+    let ok = greeted && say(format!("USER {user}\r\n")) && say(format!("PASS {password}\r\n"));
+    let _ = say("QUIT\r\n".to_string());
+    ok
 }
 
 /// One row of the matrix: inject, see the counter and the log line, repair, see recovery.
@@ -54,14 +90,13 @@ impl Row<'_> {
         let before = metric(&self.daemon.scrape(), &self.counter).unwrap_or(0.0);
         let log_before = self.daemon.log_text().len();
         inject();
-        self.daemon
-            .wait_for(&format!("{fault}: {}", self.counter), LIMIT, || {
+        self.daemon.wait_for(
+            &format!("{fault}: {} and a log line with {log:?}", self.counter),
+            LIMIT,
+            || {
                 metric(&self.daemon.scrape(), &self.counter).unwrap_or(0.0) > before
-            });
-        let new_log = self.daemon.log_text()[log_before..].to_string();
-        assert!(
-            new_log.contains(log),
-            "{fault}: no log line with {log:?} in:\n{new_log}"
+                    && self.daemon.log_text()[log_before..].contains(log)
+            },
         );
         let baseline = (self.healthy)(&self.daemon.scrape());
         let repaired = Instant::now();
@@ -196,6 +231,7 @@ fn mailbox_faults_are_staged_logged_and_heal_without_a_restart() {
     let stack = &stack.0;
     for user in ["box06@example.test", "box07@example.test"] {
         deny(stack, user, false);
+        empty_mailbox(stack, user);
     }
     let imap = FaultProxy::start(stack.port("MAILSTACK_IMAP_PORT"));
     let pop3 = FaultProxy::start(stack.port("MAILSTACK_POP3_PORT"));
