@@ -66,9 +66,9 @@ impl Watcher {
     }
 
     /// Waits until the next look is due: up to `max` for the mailbox to announce news (IDLE,
-    /// inotify) while it is healthy; after failures, an exponential backoff (1 s doubling to
-    /// 60 s, never beyond `max`) so a dead server is not hammered yet a recovered one is seen
-    /// soon. A failure to wait is a mailbox failure like any other.
+    /// inotify) while it is healthy; after failures, an exponential backoff with jitter (1 s
+    /// doubling to 60 s, ±20 %, never beyond `max`) so a dead server is not hammered yet a
+    /// recovered one is seen soon. A failure to wait is a mailbox failure like any other.
     pub async fn wait_for_next(&mut self, max: Duration) {
         if self.failures == 0 {
             let result = self.mailbox.wait_for_news(max).await;
@@ -80,7 +80,9 @@ impl Watcher {
         }
         let doublings = self.failures.saturating_sub(1).min(16);
         let backoff = BACKOFF_BASE.saturating_mul(1 << doublings).min(BACKOFF_CAP);
-        tokio::time::sleep(backoff.min(max)).await;
+        // ±20 % jitter, so probes that failed together do not all knock again together.
+        let jittered = backoff.mul_f64(rand::random_range(0.8..1.2));
+        tokio::time::sleep(jittered.min(max)).await;
     }
 
     /// Logs out.
