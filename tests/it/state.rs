@@ -101,3 +101,217 @@ fn a_canary_in_flight_survives_kill_9_and_is_matched_after_restart() {
         },
     );
 }
+
+#[test]
+fn cron_runs_accumulate_and_reach_node_exporter_and_pushgateway() {
+    let stack = Stack::shared();
+    let user = "box09@example.test";
+    empty_mailbox(stack, user);
+    let work = Workdir::new(
+        "it-cron",
+        &probe_section(stack, "cron", user, "MC_PROBE1_PASSWORD"),
+    );
+    let textdir = work.dir.path().join("textfile");
+    std::fs::create_dir(&textdir).unwrap();
+    let textfile = textdir.join("mailcanary.prom");
+    let pushgateway = Service::start("prometheus-pushgateway", &[]);
+    let push_url = format!("http://127.0.0.1:{}", pushgateway.port);
+    for run in 1..=3 {
+        let mut args = vec![
+            "once",
+            "--wait",
+            "20s",
+            "--textfile",
+            textfile.to_str().unwrap(),
+        ];
+        if run == 3 {
+            args.extend(["--push", push_url.as_str()]);
+        }
+        let out = work.run(stack, &args);
+        assert!(out.status.success(), "run {run}: {}", output_text(&out));
+    }
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    let node_exporter = Service::start(
+        "prometheus-node-exporter",
+        &[
+            "--collector.disable-defaults",
+            "--collector.textfile",
+            &format!("--collector.textfile.directory={}", textdir.display()),
+        ],
+    );
+    let exported = node_exporter.scrape();
+    let pushed = pushgateway.scrape();
+    for class in ["interpersonal", "transactional", "bulk"] {
+        let labels = format!("class=\"{class}\",probe=\"cron\"");
+        let grouped = format!("{labels},instance=\"it-cron\",job=\"mailcanary\"");
+        for (name, want) in [("sent_total", 3.0), ("delivery_delay_seconds_count", 3.0)] {
+            let plain = format!("mailcanary_{name}{{{labels}}}");
+            assert_eq!(
+                metric(&text, &plain),
+                Some(want),
+                "textfile {plain}\n{text}"
+            );
+            assert_eq!(
+                metric(&exported, &plain),
+                Some(want),
+                "node_exporter {plain}"
+            );
+            let pushed_series = format!("mailcanary_{name}{{{grouped}}}");
+            assert_eq!(
+                metric(&pushed, &pushed_series),
+                Some(want),
+                "pushgateway {pushed_series}"
+            );
+        }
+        let inbox = format!("mailcanary_delivered_total{{{labels},folder=\"INBOX\"}}");
+        assert_eq!(metric(&text, &inbox), Some(3.0));
+        assert_eq!(metric(&exported, &inbox), Some(3.0));
+    }
+}
+
+#[test]
+fn an_overdue_canary_is_lost_then_late_with_its_real_delay() {
+    let stack = Stack::shared();
+    let user = "box08@example.test";
+    empty_mailbox(stack, user);
+    let section = probe_section(stack, "late", user, "MC_PROBE1_PASSWORD").replace(
+        "to = \"box08@example.test\"",
+        "to = \"box08+hold@example.test\"",
+    );
+    let work = Workdir::new(
+        "it-late",
+        &with_probe_keys(&section, &format!("{ONE_CLASS}\nlost_after = \"3s\"")),
+    );
+    let daemon = work.daemon(stack);
+    daemon.wait_metric(&series("lost_total", "late"), 1.0, Duration::from_secs(15));
+    assert_eq!(
+        metric(&daemon.scrape(), &series("in_flight", "late")),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &daemon.scrape(),
+            &series("oldest_in_flight_age_seconds", "late")
+        ),
+        Some(0.0)
+    );
+
+    stack.ctl("release", &["box08+hold@example.test"]);
+    daemon.wait_metric(&series("late_total", "late"), 1.0, Duration::from_secs(15));
+    let text = daemon.scrape();
+    assert_eq!(metric(&text, &delivered("late")), Some(1.0));
+    assert_eq!(
+        metric(&text, &series("delivery_delay_seconds_count", "late")),
+        Some(1.0)
+    );
+    let delay = metric(&text, &series("delivery_delay_seconds_sum", "late")).unwrap();
+    assert!(
+        delay >= 3.0,
+        "the late canary's delay {delay} includes the hold"
+    );
+    assert_eq!(
+        metric(&text, &series("lost_total", "late")),
+        Some(1.0),
+        "lost stays counted"
+    );
+}
+
+#[test]
+fn a_discarded_canary_shows_as_a_sequence_gap_at_the_receiver() {
+    let stack = Stack::shared();
+    let user = "box10@example.test";
+    empty_mailbox(stack, user);
+    let normal = with_probe_keys(
+        &probe_section(stack, "gap", user, "MC_PROBE1_PASSWORD"),
+        ONE_CLASS,
+    );
+    let discarding = normal.replace(
+        "to = \"box10@example.test\"",
+        "to = \"box10+discard@example.test\"",
+    );
+    let work = Workdir::new("it-gap", &discarding);
+    let textfile = work.dir.path().join("out.prom");
+    let out = work.run(
+        stack,
+        &[
+            "once",
+            "--wait",
+            "1s",
+            "--textfile",
+            textfile.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", output_text(&out));
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    assert_eq!(
+        metric(&text, &series("in_flight", "gap")),
+        Some(1.0),
+        "the discarded canary is still in flight"
+    );
+
+    work.rewrite("it-gap", &normal);
+    let out = work.run(
+        stack,
+        &[
+            "once",
+            "--wait",
+            "20s",
+            "--textfile",
+            textfile.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", output_text(&out));
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    assert_eq!(metric(&text, &delivered("gap")), Some(1.0));
+    assert_eq!(
+        metric(&text, &series("sequence_gaps_total", "gap")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(metric(&text, &series("sent_total", "gap")), Some(2.0));
+}
+
+#[test]
+fn one_process_per_state_dir_and_a_damaged_store_is_refused_clearly() {
+    let stack = Stack::shared();
+    let section = probe_section(stack, "lock", "box11@example.test", "MC_PROBE1_PASSWORD");
+    let work = Workdir::new("it-lock", &with_probe_keys(&section, ONE_CLASS));
+    let daemon = work.daemon(stack);
+    let out = work.run(stack, &["once", "--wait", "1s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("locked by another mailcanary process"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            &work
+                .dir
+                .path()
+                .join("state")
+                .join("lock")
+                .display()
+                .to_string()
+        ),
+        "{stderr}"
+    );
+    drop(daemon);
+
+    let broken = Workdir::new("it-broken", &with_probe_keys(&section, ONE_CLASS));
+    let state = broken.dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(
+        state.join("mailcanary.redb"),
+        b"\x00garbage, not a database\n".repeat(300),
+    )
+    .unwrap();
+    let out = broken.run(stack, &["once", "--wait", "1s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot open the state store") && stderr.contains("move it aside"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
