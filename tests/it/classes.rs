@@ -103,19 +103,7 @@ fn a_spam_flagged_class_is_counted_in_junk() {
         "{section}\n[class.spammy]\ntemplate = \"bulk\"\nheaders = {{ \"X-Spam-Flag\" = \"YES\" }}\n"
     );
     let work = Workdir::new("it-junk", &config);
-    let textfile = work.dir.path().join("out.prom");
-    let out = work.run(
-        stack,
-        &[
-            "once",
-            "--wait",
-            "20s",
-            "--textfile",
-            textfile.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{}", output_text(&out));
-    let text = std::fs::read_to_string(&textfile).unwrap();
+    let text = work.once(stack, "20s");
     assert_eq!(
         metric(&text, &in_folder("junk", "spammy", "Junk")),
         Some(1.0),
@@ -148,19 +136,7 @@ fn a_large_class_is_two_mebibytes_on_the_wire_and_measured() {
         "{section}  cleanup = \"keep\"\n\n[class.large]\ntemplate = \"interpersonal\"\nsize = \"2MiB\"\nlost_after = \"6h\"\n"
     );
     let work = Workdir::new("it-large", &config);
-    let textfile = work.dir.path().join("out.prom");
-    let out = work.run(
-        stack,
-        &[
-            "once",
-            "--wait",
-            "30s",
-            "--textfile",
-            textfile.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{}", output_text(&out));
-    let text = std::fs::read_to_string(&textfile).unwrap();
+    let text = work.once(stack, "30s");
     assert_eq!(
         metric(&text, &in_folder("big", "large", "INBOX")),
         Some(1.0),

@@ -22,19 +22,7 @@ fn an_injected_delay_shows_in_server_delay_and_in_the_hop_after_postfix() {
         "{section}\n[class.delayed]\ntemplate = \"interpersonal\"\nheaders = {{ \"X-Test-Delay\" = \"3\" }}\n"
     );
     let work = Workdir::new("it-slow", &config);
-    let textfile = work.dir.path().join("out.prom");
-    let out = work.run(
-        stack,
-        &[
-            "once",
-            "--wait",
-            "30s",
-            "--textfile",
-            textfile.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{}", output_text(&out));
-    let text = std::fs::read_to_string(&textfile).unwrap();
+    let text = work.once(stack, "30s");
     let s = |name: &str| series(name, "slow", "delayed");
     assert_eq!(
         metric(&text, &s("server_delay_seconds_count")),

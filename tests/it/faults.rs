@@ -202,19 +202,7 @@ fn forged_and_foreign_canaries_are_counted_or_ignored_but_never_touched() {
         "classes = [\"interpersonal\"]\n  [probe.smtp]",
     );
     let work = Workdir::new("it-forged", &section);
-    let textfile = work.dir.path().join("out.prom");
-    let out = work.run(
-        stack,
-        &[
-            "once",
-            "--wait",
-            "20s",
-            "--textfile",
-            textfile.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{}", output_text(&out));
-    let text = std::fs::read_to_string(&textfile).unwrap();
+    let text = work.once(stack, "20s");
     let labels = "class=\"interpersonal\",probe=\"forged\"";
     assert_eq!(
         metric(&text, &format!("mailcanary_forged_total{{{labels}}}")),

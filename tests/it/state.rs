@@ -230,19 +230,7 @@ fn a_discarded_canary_shows_as_a_sequence_gap_at_the_receiver() {
         "to = \"box10+discard@example.test\"",
     );
     let work = Workdir::new("it-gap", &discarding);
-    let textfile = work.dir.path().join("out.prom");
-    let out = work.run(
-        stack,
-        &[
-            "once",
-            "--wait",
-            "1s",
-            "--textfile",
-            textfile.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{}", output_text(&out));
-    let text = std::fs::read_to_string(&textfile).unwrap();
+    let text = work.once(stack, "1s");
     assert_eq!(
         metric(&text, &series("in_flight", "gap")),
         Some(1.0),
@@ -250,18 +238,7 @@ fn a_discarded_canary_shows_as_a_sequence_gap_at_the_receiver() {
     );
 
     work.rewrite("it-gap", &normal);
-    let out = work.run(
-        stack,
-        &[
-            "once",
-            "--wait",
-            "20s",
-            "--textfile",
-            textfile.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{}", output_text(&out));
-    let text = std::fs::read_to_string(&textfile).unwrap();
+    let text = work.once(stack, "20s");
     assert_eq!(metric(&text, &delivered("gap")), Some(1.0));
     assert_eq!(
         metric(&text, &series("sequence_gaps_total", "gap")),

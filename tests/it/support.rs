@@ -180,6 +180,23 @@ impl Workdir {
         cmd
     }
 
+    /// Runs `once --wait WAIT --textfile …`, requires success, and returns the metrics written.
+    pub fn once(&self, stack: &Stack, wait: &str) -> String {
+        let textfile = self.dir.path().join("out.prom");
+        let out = self.run(
+            stack,
+            &[
+                "once",
+                "--wait",
+                wait,
+                "--textfile",
+                textfile.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", output_text(&out));
+        std::fs::read_to_string(&textfile).expect("textfile written")
+    }
+
     /// Runs a command to completion.
     pub fn run(&self, stack: &Stack, args: &[&str]) -> Output {
         self.command(stack, args).output().expect("run mailcanary")
