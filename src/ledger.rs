@@ -224,11 +224,20 @@ pub struct Found<'a> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Arrival {
     /// Delivered while in flight.
-    OnTime { delay_s: f64 },
+    OnTime {
+        /// Its delivery delay.
+        delay_s: f64,
+    },
     /// Delivered after it had been counted lost.
-    Late { delay_s: f64 },
+    Late {
+        /// Its delivery delay, hold time included.
+        delay_s: f64,
+    },
     /// Delivered, but the books had no record of sending it (state reset or forgotten).
-    Unexpected { delay_s: f64 },
+    Unexpected {
+        /// Its delivery delay, from its own `sent` field.
+        delay_s: f64,
+    },
     /// A second mail with a canary already delivered.
     Duplicate,
     /// The same mail, already counted (read again, e.g. after a restart with `cleanup = keep`).

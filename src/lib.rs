@@ -5,6 +5,8 @@
 //! [`delay`]) does no I/O; adapters ([`send`], [`mailbox`]) translate protocols; [`probe`]
 //! decides and accounts.
 
+#![warn(missing_docs)]
+
 pub mod agent;
 pub mod canary;
 pub mod class;
