@@ -111,17 +111,7 @@ fn round_trip(user: &str, name: &str, via: Pop3Port) {
     let stack = Stack::shared();
     let maildir = stack.maildir(user);
     empty_mailbox(stack, user);
-    let message_id = format!("ordinary-{name}@example.test");
-    inject(
-        stack,
-        "friend@example.test",
-        user,
-        &format!(
-            "From: friend@example.test\nTo: {user}\nSubject: lunch\n\
-             Message-ID: <{message_id}>\n\nSee you at noon.\n"
-        ),
-    );
-    let (_, before) = wait_for_mail(&maildir, &message_id);
+    let (_, before) = place_ordinary_mail(stack, user, name);
     // `empty_mailbox` deletes files behind Dovecot's back, and its index may list them until
     // it next rescans the Maildir: wait until POP3 shows just the ordinary mail.
     let mut uidls_before = Vec::new();
@@ -133,15 +123,7 @@ fn round_trip(user: &str, name: &str, via: Pop3Port) {
 
     let section = pop3_section(stack, name, user, via, "MAILSTACK_TEST_PASSWORD");
     let work = Workdir::new(&format!("it-{name}"), &section);
-    let textfile = work.dir.path().join("mailcanary.prom");
-    let textfile_arg = textfile.to_str().expect("utf-8 path");
-    let out = work.run(
-        stack,
-        &["once", "--wait", "30s", "--textfile", textfile_arg],
-    );
-    assert!(out.status.success(), "{}", output_text(&out));
-
-    let text = std::fs::read_to_string(&textfile).expect("textfile written");
+    let text = work.once(stack, "30s");
     for class in CLASSES {
         let labels = format!("class=\"{class}\",probe=\"{name}\"");
         let delivered = format!("mailcanary_delivered_total{{{labels},folder=\"INBOX\"}}");
@@ -154,27 +136,7 @@ fn round_trip(user: &str, name: &str, via: Pop3Port) {
     let up = format!("mailcanary_mailbox_up{{probe=\"{name}\",protocol=\"pop3\"}}");
     assert_eq!(metric(&text, &up), Some(1.0), "{text}");
 
-    let files = mail_files(&maildir);
-    let left: Vec<_> = files
-        .iter()
-        .filter(|(_, t)| t.contains("X-Mailcanary"))
-        .map(|(p, _)| p)
-        .collect();
-    assert!(left.is_empty(), "canaries left in the mailbox: {left:?}");
-    let (path, after) = files
-        .iter()
-        .find(|(_, t)| t.contains(&message_id))
-        .expect("the ordinary mail is still there");
-    assert_eq!(after, &before, "the ordinary mail's content changed");
-    let flags = path
-        .to_string_lossy()
-        .rsplit_once(":2,")
-        .map(|(_, f)| f.to_string())
-        .unwrap_or_default();
-    assert!(
-        !flags.contains('S') && !flags.contains('T'),
-        "ordinary mail got flags {flags:?}"
-    );
+    assert_untouched(&maildir, name, &before);
     assert_eq!(
         uidls(stack, user, via),
         uidls_before,

@@ -13,14 +13,7 @@ fn once_measures_every_class_and_leaves_other_mail_alone() {
     let user = "box01@example.test";
     let maildir = stack.maildir(user);
     empty_mailbox(stack, user);
-    inject(
-        stack,
-        "friend@example.test",
-        user,
-        "From: friend@example.test\nTo: box01@example.test\nSubject: lunch\n\
-         Message-ID: <ordinary-1@example.test>\n\nSee you at noon.\n",
-    );
-    let (_, before) = wait_for_mail(&maildir, "ordinary-1@example.test");
+    let (_, before) = place_ordinary_mail(stack, user, "1");
 
     let work = Workdir::new(
         "it-roundtrip",
@@ -81,26 +74,7 @@ fn once_measures_every_class_and_leaves_other_mail_alone() {
         Some(1.0)
     );
 
-    let files = mail_files(&maildir);
-    assert!(
-        files.iter().all(|(_, t)| !t.contains("X-Mailcanary")),
-        "canaries left in the mailbox: {:?}",
-        files.iter().map(|(p, _)| p).collect::<Vec<_>>()
-    );
-    let (path, after) = files
-        .iter()
-        .find(|(_, t)| t.contains("ordinary-1@example.test"))
-        .expect("the ordinary mail is still there");
-    assert_eq!(after, &before, "the ordinary mail's content changed");
-    let flags = path
-        .to_string_lossy()
-        .rsplit_once(":2,")
-        .map(|(_, f)| f.to_string())
-        .unwrap_or_default();
-    assert!(
-        !flags.contains('S') && !flags.contains('T'),
-        "ordinary mail got flags {flags:?}"
-    );
+    assert_untouched(&maildir, "1", &before);
 }
 
 #[test]

@@ -436,6 +436,45 @@ pub fn wait_for_mail(maildir: &Path, needle: &str) -> (PathBuf, String) {
     found.expect("found")
 }
 
+/// Delivers an ordinary (non-canary) mail with Message-ID `<ordinary-TAG@example.test>` to
+/// `user` and returns its file and content once it is in the Maildir.
+pub fn place_ordinary_mail(stack: &Stack, user: &str, tag: &str) -> (PathBuf, String) {
+    let message_id = format!("ordinary-{tag}@example.test");
+    inject(
+        stack,
+        "friend@example.test",
+        user,
+        &format!(
+            "From: friend@example.test\nTo: {user}\nSubject: lunch\n\
+             Message-ID: <{message_id}>\n\nSee you at noon.\n"
+        ),
+    );
+    wait_for_mail(&stack.maildir(user), &message_id)
+}
+
+/// Checks that the ordinary mail `tag` is still in `maildir` with the same content, not flagged
+/// seen or deleted, and that no canary is left.
+pub fn assert_untouched(maildir: &Path, tag: &str, before: &str) {
+    let files = mail_files(maildir);
+    let left: Vec<_> = files
+        .iter()
+        .filter(|(_, t)| t.contains("X-Mailcanary"))
+        .map(|(p, _)| p)
+        .collect();
+    assert!(left.is_empty(), "canaries left in the mailbox: {left:?}");
+    let (path, after) = files
+        .iter()
+        .find(|(_, t)| t.contains(&format!("ordinary-{tag}@example.test")))
+        .expect("the ordinary mail is still there");
+    assert_eq!(after, before, "the ordinary mail's content changed");
+    let name = path.to_string_lossy();
+    let flags = name.rsplit_once(":2,").map_or("", |(_, f)| f);
+    assert!(
+        !flags.contains('S') && !flags.contains('T'),
+        "ordinary mail got flags {flags:?}"
+    );
+}
+
 /// Removes every mail of a user, so a test starts from an empty mailbox.
 pub fn empty_mailbox(stack: &Stack, user: &str) {
     for (path, _) in mail_files(&stack.maildir(user)) {
