@@ -340,3 +340,47 @@ fn render_probe(f: &mut Families, probe: &Probe, now_ms: u64) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_indexes_match_their_names() {
+        let named = [
+            (F::BuildInfo, "build_info"),
+            (F::Sent, "sent_total"),
+            (F::SendFailures, "send_failures_total"),
+            (F::SmtpDuration, "smtp_duration_seconds"),
+            (F::Delivered, "delivered_total"),
+            (F::DeliveryDelay, "delivery_delay_seconds"),
+            (F::ServerDelay, "server_delay_seconds"),
+            (F::HopDelay, "hop_delay_seconds"),
+            (F::ClockSkew, "clock_skew_seconds"),
+            (F::LastDelay, "last_delivery_delay_seconds"),
+            (F::LastTimestamp, "last_delivery_timestamp_seconds"),
+            (F::InFlight, "in_flight"),
+            (F::OldestAge, "oldest_in_flight_age_seconds"),
+            (F::Lost, "lost_total"),
+            (F::Late, "late_total"),
+            (F::Duplicates, "duplicates_total"),
+            (F::SequenceGaps, "sequence_gaps_total"),
+            (F::Forged, "forged_total"),
+            (F::MailboxUp, "mailbox_up"),
+            (F::MailboxErrors, "mailbox_errors_total"),
+            (F::StateErrors, "state_errors_total"),
+        ];
+        assert_eq!(named.len(), FAMILIES.len());
+        for (family, name) in named {
+            assert_eq!(FAMILIES[family as usize].0, name);
+        }
+    }
+
+    #[test]
+    fn an_agent_without_probes_still_reports_itself() {
+        let text = render(&[], AgentFigures { state_errors: 3 }, 0);
+        assert!(text.contains("# TYPE mailcanary_build_info gauge"), "{text}");
+        assert!(text.contains("mailcanary_state_errors_total 3"), "{text}");
+        assert!(!text.contains("mailcanary_sent_total"), "empty families are left out");
+    }
+}
