@@ -379,8 +379,14 @@ mod tests {
     #[test]
     fn an_agent_without_probes_still_reports_itself() {
         let text = render(&[], AgentFigures { state_errors: 3 }, 0);
-        assert!(text.contains("# TYPE mailcanary_build_info gauge"), "{text}");
+        assert!(
+            text.contains("# TYPE mailcanary_build_info gauge"),
+            "{text}"
+        );
         assert!(text.contains("mailcanary_state_errors_total 3"), "{text}");
-        assert!(!text.contains("mailcanary_sent_total"), "empty families are left out");
+        assert!(
+            !text.contains("mailcanary_sent_total"),
+            "empty families are left out"
+        );
     }
 }
