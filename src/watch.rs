@@ -48,7 +48,7 @@ impl Watcher {
     async fn try_look(&mut self) -> Result<(), MailboxError> {
         let arrivals = self.mailbox.canaries().await?;
         // Mails judged before and still present (forged ones left in place, canaries kept by
-        // config or whose removal failed) are not judged again on every look.
+        // config) are not judged again on every look.
         let present: HashSet<&MailId> = arrivals.iter().map(|a| &a.id).collect();
         self.judged.retain(|id| present.contains(id));
         let fresh: Vec<_> = arrivals
@@ -56,8 +56,20 @@ impl Watcher {
             .filter(|a| !self.judged.contains(&a.id))
             .collect();
         let clean = self.probe.settle(&fresh).await;
-        self.judged.extend(fresh.into_iter().map(|a| a.id));
-        self.mailbox.clean_up(&clean).await
+        let cleaned = self.mailbox.clean_up(&clean).await;
+        // A canary whose removal failed is judged again next look: the books know it
+        // (`AlreadyCounted`, not a second delivery) and hand it back for another removal.
+        let retry: HashSet<&MailId> = match &cleaned {
+            Ok(()) => HashSet::new(),
+            Err(_) => clean.iter().collect(),
+        };
+        let judged: Vec<MailId> = fresh
+            .into_iter()
+            .map(|a| a.id)
+            .filter(|id| !retry.contains(id))
+            .collect();
+        self.judged.extend(judged);
+        cleaned
     }
 
     /// Time between looks.

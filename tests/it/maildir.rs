@@ -26,23 +26,6 @@ fn labels(probe: &str, class: &str) -> String {
     format!("class=\"{class}\",probe=\"{probe}\"")
 }
 
-/// Runs `mailcanary once` and returns the textfile it wrote.
-fn once(stack: &Stack, work: &Workdir) -> String {
-    let textfile = work.dir.path().join("mailcanary.prom");
-    let out = work.run(
-        stack,
-        &[
-            "once",
-            "--wait",
-            "30s",
-            "--textfile",
-            textfile.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{}", output_text(&out));
-    std::fs::read_to_string(&textfile).expect("textfile written")
-}
-
 /// Every file in the mail directories of a Maildir, including folders `mail_files` skips.
 fn files_under(maildir: &Path, subdirs: &[&str]) -> Vec<PathBuf> {
     subdirs
@@ -70,7 +53,7 @@ fn once_measures_every_class_and_leaves_other_mail_alone() {
 
     let section = maildir_section(stack, "md", user, r#"["INBOX", "Junk"]"#, "");
     let work = Workdir::new("it-maildir-once", &section);
-    let text = once(stack, &work);
+    let text = work.once(stack, "30s");
 
     for class in CLASSES {
         let l = labels("md", class);
@@ -201,7 +184,7 @@ fn junk_placement_is_counted_and_move_files_canaries_away() {
         "{section}\n[class.spammy]\ntemplate = \"bulk\"\nheaders = {{ \"X-Spam-Flag\" = \"YES\" }}\n"
     );
     let work = Workdir::new("it-maildir-move", &config);
-    let text = once(stack, &work);
+    let text = work.once(stack, "30s");
 
     let in_folder = |class: &str, folder: &str| {
         let l = labels("mv", class);
@@ -228,4 +211,59 @@ fn junk_placement_is_counted_and_move_files_canaries_away() {
         assert!(content.contains("X-Mailcanary:"), "{name} is not a canary");
     }
     assert!(files_under(&maildir, &[".Trash/new"]).is_empty());
+}
+
+#[test]
+fn a_canary_whose_removal_failed_is_removed_later_and_counted_once() {
+    let stack = Stack::shared();
+    let user = "box32@example.test";
+    let maildir = stack.maildir(user);
+    empty_mailbox(stack, user);
+    let _ = std::fs::remove_dir_all(maildir.join(".Retry"));
+    let section = with_probe_keys(
+        &maildir_section(
+            stack,
+            "retry",
+            user,
+            "[\"INBOX\"]",
+            "  cleanup = \"move:Retry\"\n",
+        ),
+        "classes = [\"interpersonal\"]",
+    );
+    let work = Workdir::new("it-retry", &section);
+    let daemon = work.daemon(stack);
+    // The target folder does not exist yet: the move fails, the canary stays.
+    daemon.wait_metric(
+        "mailcanary_mailbox_errors_total{probe=\"retry\",stage=\"cleanup\"}",
+        1.0,
+        Duration::from_secs(15),
+    );
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(maildir.join(".Retry").join(sub)).unwrap();
+    }
+    daemon.wait_for(
+        "the canary to be moved once the folder exists",
+        Duration::from_secs(15),
+        || {
+            !files_under(&maildir, &[".Retry/cur"]).is_empty()
+                && files_under(&maildir, &["new", "cur"]).is_empty()
+        },
+    );
+    let text = daemon.scrape();
+    let delivered = format!(
+        "mailcanary_delivered_total{{{},folder=\"INBOX\"}}",
+        labels("retry", "interpersonal")
+    );
+    assert_eq!(
+        metric(&text, &delivered),
+        Some(1.0),
+        "counted once, though judged again"
+    );
+    let duplicates = format!(
+        "mailcanary_duplicates_total{{{}}}",
+        labels("retry", "interpersonal")
+    );
+    assert_eq!(metric(&text, &duplicates), Some(0.0));
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(maildir.join(".Retry"));
 }
