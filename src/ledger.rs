@@ -203,6 +203,10 @@ pub enum Write {
     Class(String, Box<ClassTally>),
     /// Replace the probe's own totals.
     Probe(ProbeTally),
+    /// Remember a forged mail as counted.
+    Forged(String, u64),
+    /// Forget a forged mail.
+    Unforged(String),
     /// Remove every record of the probe (the first write of a full rewrite of its books).
     Reset,
 }
@@ -253,6 +257,9 @@ pub struct Ledger {
     pub lost: BTreeMap<String, LostCanary>,
     /// Canaries delivered, by id.
     pub seen: BTreeMap<String, SeenCanary>,
+    /// Forged mails already counted, by mail (`folder/key`), with when: a forgery left in
+    /// place is counted once, not again after every restart.
+    pub forged: BTreeMap<String, u64>,
     /// Totals per class.
     pub classes: BTreeMap<String, ClassTally>,
     /// Totals of the probe.
@@ -422,16 +429,21 @@ impl Ledger {
         self.arrived(canary, found, &Breakdown::default())
     }
 
-    /// A mail claims to be this probe's canary but its signature fails.
-    pub fn forged(&mut self, claimed_class: &str) -> Vec<Write> {
+    /// `mail` claims to be this probe's canary but its signature fails. Counted once per mail.
+    pub fn forged(&mut self, claimed_class: &str, mail: &str, now_ms: u64) -> Vec<Write> {
+        if self.forged.contains_key(mail) {
+            return Vec::new();
+        }
+        self.forged.insert(mail.to_string(), now_ms);
+        let remembered = Write::Forged(mail.to_string(), now_ms);
         match self.classes.get_mut(claimed_class) {
             Some(tally) => {
                 tally.forged += 1;
-                vec![self.class_write(claimed_class)]
+                vec![remembered, self.class_write(claimed_class)]
             }
             None => {
                 self.probe.forged_unknown_class += 1;
-                vec![Write::Probe(self.probe.clone())]
+                vec![remembered, Write::Probe(self.probe.clone())]
             }
         }
     }
@@ -491,6 +503,13 @@ impl Ledger {
             }
             keep
         });
+        self.forged.retain(|mail, at| {
+            let keep = age_ms(*at) < forget_ms;
+            if !keep {
+                writes.push(Write::Unforged(mail.clone()));
+            }
+            keep
+        });
         (declared, writes)
     }
 
@@ -528,6 +547,12 @@ impl Ledger {
                 self.classes.insert(class, *tally);
             }
             Write::Probe(p) => self.probe = p,
+            Write::Forged(mail, at) => {
+                self.forged.insert(mail, at);
+            }
+            Write::Unforged(mail) => {
+                self.forged.remove(&mail);
+            }
             Write::Reset => *self = Ledger::default(),
         }
     }

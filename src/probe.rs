@@ -270,8 +270,8 @@ impl Probe {
                             writes.extend(w);
                             Some(outcome)
                         }
-                        Judged::Forged(_, claimed_class) => {
-                            writes.extend(l.forged(claimed_class));
+                        Judged::Forged(a, claimed_class) => {
+                            writes.extend(l.forged(claimed_class, &a.id.to_string(), a.seen_ms));
                             None
                         }
                     })

@@ -28,6 +28,7 @@ type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 const IN_FLIGHT: Table = TableDefinition::new("in_flight");
 const LOST: Table = TableDefinition::new("lost");
 const SEEN: Table = TableDefinition::new("seen");
+const FORGED: Table = TableDefinition::new("forged");
 const CLASSES: Table = TableDefinition::new("classes");
 const PROBES: Table = TableDefinition::new("probes");
 
@@ -296,7 +297,7 @@ fn take_lock(dir: &Path) -> Result<File, OpenError> {
 
 fn create_tables(db: &Database) -> Result<(), String> {
     let txn = db.begin_write().map_err(|e| e.to_string())?;
-    for table in [IN_FLIGHT, LOST, SEEN, CLASSES, PROBES] {
+    for table in [IN_FLIGHT, LOST, SEEN, FORGED, CLASSES, PROBES] {
         txn.open_table(table).map_err(|e| e.to_string())?;
     }
     txn.commit().map_err(|e| e.to_string())
@@ -311,7 +312,7 @@ fn key(probe: &str, rest: &str) -> String {
 type Decode = fn(&str, &[u8]) -> serde_json::Result<Write>;
 
 /// Every table, what its records are called in errors, and how to read them.
-const TABLES: [(Table, &str, Decode); 5] = [
+const TABLES: [(Table, &str, Decode); 6] = [
     (IN_FLIGHT, "in-flight", |_, v| {
         serde_json::from_slice(v).map(Write::InFlight)
     }),
@@ -320,6 +321,9 @@ const TABLES: [(Table, &str, Decode); 5] = [
     }),
     (SEEN, "seen", |id, v| {
         serde_json::from_slice(v).map(|s| Write::Seen(id.into(), s))
+    }),
+    (FORGED, "forged", |mail, v| {
+        serde_json::from_slice(v).map(|at| Write::Forged(mail.into(), at))
     }),
     (CLASSES, "class", |class, v| {
         serde_json::from_slice(v).map(|t| Write::Class(class.into(), Box::new(t)))
@@ -411,6 +415,7 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
         let mut in_flight = txn.open_table(IN_FLIGHT)?;
         let mut lost = txn.open_table(LOST)?;
         let mut seen = txn.open_table(SEEN)?;
+        let mut forged = txn.open_table(FORGED)?;
         let mut classes = txn.open_table(CLASSES)?;
         let mut probes = txn.open_table(PROBES)?;
         for batch in group {
@@ -435,6 +440,12 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
                     Write::Unseen(id) => {
                         seen.remove(key(p, id).as_str())?;
                     }
+                    Write::Forged(mail, at) => {
+                        forged.insert(key(p, mail).as_str(), json(at).as_slice())?;
+                    }
+                    Write::Unforged(mail) => {
+                        forged.remove(key(p, mail).as_str())?;
+                    }
                     Write::Class(class, t) => {
                         classes.insert(key(p, class).as_str(), json(t.as_ref()).as_slice())?;
                     }
@@ -448,6 +459,7 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
                             &mut in_flight,
                             &mut lost,
                             &mut seen,
+                            &mut forged,
                             &mut classes,
                             &mut probes,
                         ] {

@@ -91,9 +91,9 @@ fn every_change_replays_to_the_same_books() {
         3_000_000,
     );
     r.apply(w);
-    let w = r.live.forged("interpersonal");
+    let w = r.live.forged("interpersonal", "INBOX/9.1", 700);
     r.apply(w);
-    let w = r.live.forged("made-up");
+    let w = r.live.forged("made-up", "INBOX/9.2", 700);
     r.apply(w);
     let w = r.live.mailbox_error("auth");
     r.apply(w);
@@ -216,8 +216,12 @@ fn a_refused_send_gives_its_sequence_number_back_but_a_timeout_does_not() {
 fn forged_canaries_count_under_a_known_class_only() {
     let mut l = Ledger::default();
     l.open_class("bulk");
-    l.forged("bulk");
-    l.forged("<script>");
+    l.forged("bulk", "INBOX/1.1", 10);
+    l.forged("<script>", "INBOX/1.2", 10);
+    assert!(
+        l.forged("bulk", "INBOX/1.1", 20).is_empty(),
+        "one forged mail counts once"
+    );
     assert_eq!(l.classes["bulk"].forged, 1);
     assert_eq!(l.probe.forged_unknown_class, 1);
     assert!(!l.classes.contains_key("<script>"));

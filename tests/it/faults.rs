@@ -242,4 +242,12 @@ fn forged_and_foreign_canaries_are_counted_or_ignored_but_never_touched() {
         "another agent's canary must stay untouched"
     );
     assert_eq!(files.len(), 2, "only the real canary was removed");
+
+    // A new process, the same forgery still in place: it was counted already.
+    let again = work.once(stack, "20s");
+    assert_eq!(
+        metric(&again, &format!("mailcanary_forged_total{{{labels}}}")),
+        Some(1.0),
+        "a forgery left in place is counted once, also across runs"
+    );
 }
