@@ -86,13 +86,17 @@ where
     let service = service_fn(move |req: Request<Incoming>| {
         let (state, web) = (Arc::clone(&state), Arc::clone(&web));
         async move {
-            let auth = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
-            // bcrypt takes tens of ms: keep it off the async workers.
-            let auth = auth.map(<[u8]>::to_vec);
-            let checker = Arc::clone(&web);
-            let allowed = tokio::task::spawn_blocking(move || checker.authorized(auth.as_deref()))
-                .await
-                .unwrap_or(false);
+            let allowed = !web.requires_auth() || {
+                let auth = req
+                    .headers()
+                    .get(AUTHORIZATION)
+                    .map(|v| v.as_bytes().to_vec());
+                // bcrypt takes tens of ms: keep it off the async workers.
+                let checker = Arc::clone(&web);
+                tokio::task::spawn_blocking(move || checker.authorized(auth.as_deref()))
+                    .await
+                    .unwrap_or(false)
+            };
             Ok::<_, Infallible>(if allowed {
                 respond(&req, &state)
             } else {

@@ -126,14 +126,10 @@ impl Store {
             reason,
         };
         // A damaged file must give an error, not a panic deep inside the database.
-        let db = std::panic::catch_unwind(|| {
-            Database::builder()
-                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-                .set_check_integrity_on_open(true)
-                .create(&path)
-        })
-        .map_err(|_| unusable("the database panicked while opening it".into()))?
-        .map_err(|e| unusable(e.to_string()))?;
+        let db =
+            std::panic::catch_unwind(|| builder().set_check_integrity_on_open(true).create(&path))
+                .map_err(|_| unusable("the database panicked while opening it".into()))?
+                .map_err(|e| unusable(e.to_string()))?;
         create_tables(&db).map_err(unusable)?;
         let ledgers = load(&db).map_err(unusable)?;
         let (queue, rx) = mpsc::unbounded_channel();
@@ -243,8 +239,7 @@ pub fn read(dir: &Path) -> Result<BTreeMap<String, Ledger>, OpenError> {
             Ok(opened.ledgers)
         }
         Err(OpenError::Locked { .. }) => {
-            let db = Database::builder()
-                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            let db = builder()
                 .open_read_only(&path)
                 .map_err(|e| OpenError::Unusable {
                     path: path.clone(),
@@ -254,6 +249,14 @@ pub fn read(dir: &Path) -> Result<BTreeMap<String, Ledger>, OpenError> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// Every open of the store uses redb's single-writer mode: the agent writes, `status` may read
+/// alongside it.
+fn builder() -> redb::Builder {
+    let mut builder = Database::builder();
+    builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    builder
 }
 
 fn take_lock(dir: &Path) -> Result<File, OpenError> {
@@ -393,8 +396,7 @@ impl Writer {
     /// full or read-only for a while heals without restarting the agent.
     fn commit(&mut self, group: &[Batch]) -> Committed {
         if self.db.is_none() {
-            let reopened = Database::builder()
-                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            let reopened = builder()
                 .create(&self.path)
                 .map_err(|e| format!("reopening the state store: {e}"))?;
             tracing::info!(path = %self.path.display(), "state store reopened; probes rewrite their books");

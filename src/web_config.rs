@@ -94,9 +94,14 @@ impl WebConfig {
         })
     }
 
+    /// Whether requests must carry credentials at all.
+    pub fn requires_auth(&self) -> bool {
+        !self.users.is_empty()
+    }
+
     /// Whether a request with this `Authorization` header may proceed.
     pub fn authorized(&self, authorization: Option<&[u8]>) -> bool {
-        if self.users.is_empty() {
+        if !self.requires_auth() {
             return true;
         }
         let Some((user, password)) = authorization.and_then(basic_credentials) else {

@@ -162,24 +162,12 @@ fn ten_thousand_ordinary_mails_are_left_exactly_as_they_were() {
     let section = probe_section(stack, "crowded", user, "MC_PROBE1_PASSWORD")
         .replace("timeout = \"5s\"", "timeout = \"60s\"");
     let work = Workdir::new("it-crowded", &section);
-    let textfile = work.dir.path().join("out.prom");
     let start = Instant::now();
-    let out = work.run(
-        stack,
-        &[
-            "once",
-            "--wait",
-            "60s",
-            "--textfile",
-            textfile.to_str().unwrap(),
-        ],
-    );
+    let text = work.once(stack, "60s");
     println!(
         "matrix | mailbox with 10,000 ordinary mails | once round trip {:.2} s",
         start.elapsed().as_secs_f64()
     );
-    assert!(out.status.success(), "{}", output_text(&out));
-    let text = std::fs::read_to_string(&textfile).unwrap();
     assert_eq!(
         total(&text, "mailcanary_delivered_total", "crowded"),
         3.0,
@@ -204,21 +192,7 @@ fn a_replayed_canary_is_a_duplicate_not_a_delivery() {
         "classes = [\"interpersonal\"]",
     );
     let work = Workdir::new("it-replay", &format!("{section}  cleanup = \"keep\"\n"));
-    let textfile = work.dir.path().join("out.prom");
-    let run = || {
-        let out = work.run(
-            stack,
-            &[
-                "once",
-                "--wait",
-                "20s",
-                "--textfile",
-                textfile.to_str().unwrap(),
-            ],
-        );
-        assert!(out.status.success(), "{}", output_text(&out));
-        std::fs::read_to_string(&textfile).unwrap()
-    };
+    let run = || work.once(stack, "20s");
     let first = run();
     assert_eq!(total(&first, "mailcanary_delivered_total", "replay"), 1.0);
     let (_, canary) = mail_files(&maildir)
