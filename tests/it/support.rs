@@ -16,6 +16,16 @@ use std::time::{Duration, Instant};
 /// (which names its ports and CA) works against it.
 pub const SHARED_STACK: &str = "/tmp/mailcanary-stack";
 
+/// `MAILCANARY_IT_PORT_OFFSET=N` moves every stack the tests start by N ports and into
+/// directories of their own (`…-N`), so two checkouts can run the suite side by side on one
+/// machine. Unset (CI, README), the tests use the default stack and ports.
+fn port_offset() -> Option<u16> {
+    std::env::var("MAILCANARY_IT_PORT_OFFSET")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &u16| n > 0)
+}
+
 /// A running mail stack, as described by its `stack.env`.
 #[derive(Debug, Clone)]
 pub struct Stack {
@@ -30,8 +40,17 @@ impl Stack {
         STACK.get_or_init(|| Stack::up(Path::new(SHARED_STACK), None))
     }
 
-    /// Starts (or reuses) the stack in `dir`, with `port_base` on its first start.
+    /// Starts (or reuses) the stack in `dir`, with `port_base` on its first start (both moved
+    /// by `MAILCANARY_IT_PORT_OFFSET` when it is set).
     pub fn up(dir: &Path, port_base: Option<u16>) -> Stack {
+        let (dir, port_base) = match port_offset() {
+            Some(n) => (
+                PathBuf::from(format!("{}-{n}", dir.display())),
+                Some(port_base.unwrap_or(10000) + n),
+            ),
+            None => (dir.to_path_buf(), port_base),
+        };
+        let dir = dir.as_path();
         let mut cmd = Command::new(script("mailstack"));
         cmd.arg("up").arg(dir);
         if let Some(base) = port_base {
