@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canary::Canary;
 use crate::delay::{self, Breakdown};
+use crate::stage::{MailboxStage, SendStage};
 
 /// Buckets of the delay histograms: 1 s up to 48 h, so a multi-day incident still has a bucket.
 pub const DELAY_BUCKETS: [f64; 19] = [
@@ -328,13 +329,13 @@ impl Ledger {
     /// Its sequence number is handed out again unless the failure was a timeout (after which
     /// the server may still have accepted it), so receivers do not see a gap for mail that was
     /// never sent.
-    pub fn send_failed(&mut self, id: &str, stage: &str) -> Vec<Write> {
+    pub fn send_failed(&mut self, id: &str, stage: SendStage) -> Vec<Write> {
         let Some(canary) = self.in_flight.remove(id) else {
             return Vec::new();
         };
         let tally = self.tally(&canary.class);
         *tally.send_failures.entry(stage.to_string()).or_default() += 1;
-        if stage != "timeout" && tally.last_seq_sent == canary.seq {
+        if stage != SendStage::Timeout && tally.last_seq_sent == canary.seq {
             tally.last_seq_sent -= 1;
         }
         vec![
@@ -449,7 +450,7 @@ impl Ledger {
     }
 
     /// A mailbox check failed at `stage`.
-    pub fn mailbox_error(&mut self, stage: &str) -> Vec<Write> {
+    pub fn mailbox_error(&mut self, stage: MailboxStage) -> Vec<Write> {
         *self
             .probe
             .mailbox_errors

@@ -22,6 +22,9 @@ pub mod mailbox;
 pub mod metrics;
 pub mod probe;
 pub mod send;
+pub mod stage;
 pub mod state;
+#[cfg(test)]
+mod testing;
 pub mod watch;
 pub mod web_config;

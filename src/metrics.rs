@@ -11,14 +11,7 @@ use prometheus::{Encoder as _, TextEncoder};
 
 use crate::ledger::{DELAY_BUCKETS, Histogram, SMTP_BUCKETS};
 use crate::probe::Probe;
-
-/// Where a send failed, as in `send_failures_total{stage}`.
-pub const SEND_STAGES: [&str; 5] = ["connect", "tls", "auth", "rejected", "timeout"];
-
-/// Where a mailbox check failed, as in `mailbox_errors_total{stage}`.
-pub const MAILBOX_STAGES: [&str; 9] = [
-    "connect", "tls", "greeting", "auth", "select", "search", "cleanup", "idle", "timeout",
-];
+use crate::stage::{MailboxStage, SendStage};
 
 /// Class label of forged canaries that claim a class the probe does not send; keeps an
 /// attacker from creating series at will.
@@ -280,7 +273,7 @@ fn render_probe(f: &mut Families, probe: &Probe, now_ms: u64) {
         for (class, t) in &ledger.classes {
             let pc = [("probe", name), ("class", class.as_str())];
             f.counter(F::Sent, &pc, t.sent);
-            for stage in SEND_STAGES {
+            for stage in SendStage::ALL.map(SendStage::as_str) {
                 let n = t.send_failures.get(stage).copied().unwrap_or(0);
                 f.counter(F::SendFailures, &[pc[0], pc[1], ("stage", stage)], n);
             }
@@ -333,8 +326,12 @@ fn render_probe(f: &mut Families, probe: &Probe, now_ms: u64) {
         let unlisted = errors
             .keys()
             .map(String::as_str)
-            .filter(|k| !MAILBOX_STAGES.contains(k));
-        for stage in MAILBOX_STAGES.into_iter().chain(unlisted) {
+            .filter(|k| !MailboxStage::ALL.iter().any(|s| s.as_str() == *k));
+        for stage in MailboxStage::ALL
+            .map(MailboxStage::as_str)
+            .into_iter()
+            .chain(unlisted)
+        {
             let n = errors.get(stage).copied().unwrap_or(0);
             f.counter(F::MailboxErrors, &[("probe", name), ("stage", stage)], n);
         }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use rand::Rng as _;
 use rand::seq::SliceRandom as _;
+use tokio_util::sync::CancellationToken;
 use ulid::Ulid;
 
 use crate::canary::{Canary, SigningKey, parse_header};
@@ -21,7 +22,7 @@ use crate::config::{ClassConfig, ProbeConfig};
 use crate::delay::{self, Breakdown};
 use crate::ledger::{Arrival, Found, Ledger, Write};
 use crate::mailbox::{self, MailId};
-use crate::send::{SendError, Submitter};
+use crate::send::{SendError, Submit, Submitter};
 use crate::state::Store;
 
 /// What a mail with a canary header is, to this probe.
@@ -68,7 +69,7 @@ pub struct Probe {
     agent: String,
     key: SigningKey,
     forget_after: Duration,
-    submitter: Submitter,
+    submitter: Box<dyn Submit>,
     ledger: Mutex<Ledger>,
     store: Store,
     /// The store generation the books were last written in full for.
@@ -93,12 +94,20 @@ impl Probe {
             agent: agent.to_string(),
             key,
             forget_after,
-            submitter,
+            submitter: Box::new(submitter),
             ledger: Mutex::new(ledger),
             synced: AtomicU64::new(store.generation()),
             store,
             mailbox_up: AtomicBool::new(false),
         })
+    }
+
+    /// The same probe sending through `submitter` instead of its SMTP account (for tests of
+    /// the loops around it).
+    #[cfg(test)]
+    pub(crate) fn with_submitter(mut self, submitter: Box<dyn Submit>) -> Probe {
+        self.submitter = submitter;
+        self
     }
 
     /// The probe's configuration.
@@ -196,8 +205,7 @@ impl Probe {
                 Ok(id)
             }
             Err(e) => {
-                self.record(|l| ((), l.send_failed(&id, e.stage.as_str())))
-                    .await;
+                self.record(|l| ((), l.send_failed(&id, e.stage))).await;
                 tracing::warn!(
                     probe = %self.config.name, class = %class.name(), stage = e.stage.as_str(),
                     error = %e.message, "canary not sent"
@@ -210,14 +218,25 @@ impl Probe {
     /// Sends one canary of every class, in random order with a random pause of up to
     /// `jitter` between two, so no class is always first and they do not arrive as one burst
     /// a provider could treat differently. Returns the ids the server accepted.
-    pub async fn send_round(&self) -> Vec<String> {
+    ///
+    /// Once `stop` is cancelled no further class is begun: a canary either goes through the
+    /// whole submission (bounded by the SMTP timeout) and onto the books, or is never booked.
+    /// Callers stopping the agent therefore await the round instead of dropping it, and close
+    /// the store only afterwards.
+    pub async fn send_round(&self, stop: &CancellationToken) -> Vec<String> {
         let mut classes: Vec<&ClassConfig> = self.config.classes.iter().collect();
         classes.shuffle(&mut rand::rng());
         let mut ids = Vec::new();
         for (i, class) in classes.into_iter().enumerate() {
             if i > 0 && !self.config.jitter.is_zero() {
                 let pause = rand::rng().random_range(Duration::ZERO..=self.config.jitter);
-                tokio::time::sleep(pause).await;
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+            if stop.is_cancelled() {
+                break;
             }
             if let Ok(id) = self.send(class).await {
                 ids.push(id);
@@ -347,6 +366,12 @@ impl Probe {
         }
     }
 
+    /// The mailbox could not be read because of a fault of ours (the adapter panicked): down,
+    /// but not a server error of any stage.
+    pub fn mailbox_faulted(&self) {
+        self.mailbox_up.store(false, Ordering::Relaxed);
+    }
+
     /// Records the outcome of a mailbox check.
     pub async fn mailbox_checked(&self, result: &Result<(), mailbox::MailboxError>) {
         self.mailbox_up.store(result.is_ok(), Ordering::Relaxed);
@@ -355,8 +380,7 @@ impl Probe {
                 probe = %self.config.name, protocol = self.config.mailbox.protocol(),
                 stage = e.stage.as_str(), error = %e.message, "mailbox check failed"
             );
-            self.record(|l| ((), l.mailbox_error(e.stage.as_str())))
-                .await;
+            self.record(|l| ((), l.mailbox_error(e.stage))).await;
         }
     }
 }

@@ -14,33 +14,7 @@ use lettre::transport::smtp::extension::ClientId;
 
 use crate::config::{Credentials, SmtpConfig, TlsMode};
 
-/// Where a submission failed, as in `send_failures_total{stage}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendStage {
-    /// TCP connect, greeting, EHLO.
-    Connect,
-    /// TLS handshake, certificate verification, or STARTTLS missing.
-    Tls,
-    /// AUTH refused or no common mechanism.
-    Auth,
-    /// The server refused the envelope or the message (4xx/5xx).
-    Rejected,
-    /// The server did not answer within the configured timeout.
-    Timeout,
-}
-
-impl SendStage {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SendStage::Connect => "connect",
-            SendStage::Tls => "tls",
-            SendStage::Auth => "auth",
-            SendStage::Rejected => "rejected",
-            SendStage::Timeout => "timeout",
-        }
-    }
-}
+pub use crate::stage::SendStage;
 
 /// A failed submission.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -59,6 +33,17 @@ pub struct Accepted {
     pub queue_id: Option<String>,
     /// Connect to accepted.
     pub duration: Duration,
+}
+
+/// What a probe needs from its sending side: one submission, with the stage that failed.
+///
+/// [`Submitter`] is the only real implementation; the trait exists so the probe's loops can be
+/// tested with a scripted sender and paused time, without a network.
+#[async_trait::async_trait]
+pub trait Submit: Send + Sync {
+    /// Submits one message; the caller takes `sent` before calling. Bounded in time by the
+    /// implementation, so a caller that awaits it during shutdown waits at most that long.
+    async fn send(&self, from: &str, to: &str, message: &[u8]) -> Result<Accepted, SendError>;
 }
 
 /// An SMTP submission account, ready to send.
@@ -99,7 +84,7 @@ impl Submitter {
         })
     }
 
-    /// Submits one message; the caller takes `sent` before calling.
+    /// Submits one message under the endpoint's timeout; the caller takes `sent` before calling.
     pub async fn send(&self, from: &str, to: &str, message: &[u8]) -> Result<Accepted, SendError> {
         let envelope = envelope(from, to)?;
         let start = Instant::now();
@@ -191,6 +176,13 @@ impl Submitter {
             return Err(e);
         }
         Ok(conn)
+    }
+}
+
+#[async_trait::async_trait]
+impl Submit for Submitter {
+    async fn send(&self, from: &str, to: &str, message: &[u8]) -> Result<Accepted, SendError> {
+        Submitter::send(self, from, to, message).await
     }
 }
 
@@ -286,17 +278,5 @@ mod tests {
         assert_eq!(queue_id("2.6.0 Queued mail for delivery"), None);
         assert_eq!(queue_id("Ok: queued as "), None);
         assert_eq!(queue_id(""), None);
-    }
-
-    #[test]
-    fn stage_labels_match_design() {
-        let all = [
-            SendStage::Connect,
-            SendStage::Tls,
-            SendStage::Auth,
-            SendStage::Rejected,
-            SendStage::Timeout,
-        ];
-        assert_eq!(all.map(SendStage::as_str), crate::metrics::SEND_STAGES);
     }
 }

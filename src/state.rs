@@ -222,6 +222,37 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+impl Store {
+    /// A store that acknowledges every write at once from a task on the calling runtime, with
+    /// no disk and no thread: tests with paused time then never wait on anything tokio cannot
+    /// see (which would let the paused clock jump ahead). Writes after [`Store::stop`]-like
+    /// shutdown (dropping the runtime) fail and are counted in [`Store::errors`].
+    pub(crate) fn acknowledging() -> Store {
+        let (queue, mut rx) = mpsc::unbounded_channel::<Job>();
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                match job {
+                    Job::Write(batch) => {
+                        let _ = batch.done.send(Ok(()));
+                    }
+                    Job::Stop => break,
+                }
+            }
+        });
+        Store {
+            queue,
+            errors: Arc::default(),
+            generation: Arc::default(),
+        }
+    }
+
+    /// Stops an [`Store::acknowledging`] store: later writes fail and are counted.
+    pub(crate) fn stop_acknowledging(&self) {
+        let _ = self.queue.send(Job::Stop);
+    }
+}
+
 /// Reads every probe's books, for `mailcanary status`. With no agent running it opens the
 /// store like an agent would (repairing it after a crash); while one runs it opens it read-only
 /// next to the writer, which redb's single-writer mode allows.

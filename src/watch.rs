@@ -1,10 +1,17 @@
-//! The receiving side of a probe, and the daemon's loop around both sides.
+//! The receiving side of a probe: look at the mailbox, hand what it holds to the probe, clean
+//! up, and wait for the next look. Shared by the daemon's loop (`cmd::run`) and `once`.
+//!
+//! The mailbox adapters parse whatever a server or a stranger's mail hands them, so a bug there
+//! must not silence a probe: a look or a wait that panics is caught here, logged, counted as a
+//! failed look, and the connection is dropped so the next look starts clean.
 
+use std::any::Any;
 use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
+use futures::FutureExt as _;
 
 use crate::mailbox::{MailId, Mailbox, MailboxError};
 use crate::probe::Probe;
@@ -35,14 +42,41 @@ impl Watcher {
     }
 
     /// One look: find canaries, account for them, clean up, then count overdue canaries as
-    /// lost. Loss is accounted even when the mailbox cannot be read: an unreadable mailbox is
-    /// no reason to stop saying that mail is late.
-    pub async fn look(&mut self) -> Result<(), MailboxError> {
-        let result = self.try_look().await;
-        self.failures = if result.is_ok() { 0 } else { self.failures + 1 };
-        self.probe.mailbox_checked(&result).await;
+    /// lost; true when the mailbox was read. Loss is accounted even when the mailbox cannot be
+    /// read: an unreadable mailbox is no reason to stop saying that mail is late.
+    pub async fn look(&mut self) -> bool {
+        match AssertUnwindSafe(self.try_look()).catch_unwind().await {
+            Ok(result) => {
+                self.failures = if result.is_ok() { 0 } else { self.failures + 1 };
+                self.probe.mailbox_checked(&result).await;
+            }
+            Err(panic) => self.recover("look", panic).await,
+        }
         self.probe.expire().await;
-        result
+        self.failures == 0
+    }
+
+    /// After a panic in the adapter: log it, mark the mailbox down, and drop the connection
+    /// (whatever state it was left in) so the next attempt reconnects from scratch.
+    async fn recover(&mut self, during: &str, panic: Box<dyn Any + Send>) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        tracing::error!(
+            probe = %self.probe.config().name, during, panic = %what,
+            "the mailbox adapter panicked (a bug); reconnecting and watching on"
+        );
+        self.failures += 1;
+        self.probe.mailbox_faulted();
+        if AssertUnwindSafe(self.mailbox.close())
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            tracing::error!(probe = %self.probe.config().name, "closing the mailbox panicked too");
+        }
     }
 
     async fn try_look(&mut self) -> Result<(), MailboxError> {
@@ -83,12 +117,17 @@ impl Watcher {
     /// recovered one is seen soon. A failure to wait is a mailbox failure like any other.
     pub async fn wait_for_next(&mut self, max: Duration) {
         if self.failures == 0 {
-            let result = self.mailbox.wait_for_news(max).await;
-            if result.is_ok() {
-                return;
+            match AssertUnwindSafe(self.mailbox.wait_for_news(max))
+                .catch_unwind()
+                .await
+            {
+                Ok(Ok(())) => return,
+                Ok(result) => {
+                    self.failures = 1;
+                    self.probe.mailbox_checked(&result).await;
+                }
+                Err(panic) => self.recover("wait", panic).await,
             }
-            self.failures = 1;
-            self.probe.mailbox_checked(&result).await;
         }
         let doublings = self.failures.saturating_sub(1).min(16);
         let backoff = BACKOFF_BASE.saturating_mul(1 << doublings).min(BACKOFF_CAP);
@@ -101,47 +140,4 @@ impl Watcher {
     pub async fn close(&mut self) {
         self.mailbox.close().await;
     }
-}
-
-/// Runs a probe until `shutdown`: a canary of every class each `interval`, a look at the
-/// mailbox whenever it announces news and at least each poll interval.
-pub async fn run(probe: Arc<Probe>, mailbox: Box<dyn Mailbox>, shutdown: CancellationToken) {
-    let sender = async {
-        let mut ticks = tokio::time::interval(probe.config().interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = ticks.tick() => {}
-            }
-            // Each round is a task of its own: a bug that panics in one round is logged and
-            // the next round still runs, instead of the probe falling silent.
-            let round = tokio::spawn({
-                let probe = Arc::clone(&probe);
-                async move { probe.send_round().await }
-            });
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                done = round => if let Err(e) = done {
-                    tracing::error!(probe = %probe.config().name, error = %e, "a send round failed; continuing");
-                }
-            }
-        }
-    };
-    let watcher = async {
-        let mut watcher = Watcher::new(Arc::clone(&probe), mailbox);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = watcher.look() => {}
-            }
-            let max = watcher.poll_interval();
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = watcher.wait_for_next(max) => {}
-            }
-        }
-        watcher.close().await;
-    };
-    tokio::join!(sender, watcher);
 }

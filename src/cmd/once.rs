@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
 use crate::config::Config;
@@ -37,9 +38,13 @@ pub async fn run(config: &Config, wait: Duration, outputs: Outputs<'_>) -> Resul
     let mut agent = Agent::open(config).await?;
     let probes = agent.probe_list();
     let deadline = Instant::now() + wait;
+    // SIGTERM/SIGINT cut the wait short: no further canary is begun, the ones being submitted
+    // finish (bounded by the SMTP timeout), and the metrics are still written.
+    let stop = CancellationToken::new();
+    let signals = tokio::spawn(super::run::cancel_on_signal(stop.clone()));
     let mut rounds = JoinSet::new();
     for (probe, mailbox) in std::mem::take(&mut agent.probes) {
-        rounds.spawn(round(probe, mailbox, deadline));
+        rounds.spawn(round(probe, mailbox, deadline, stop.clone()));
     }
     let mut failed = false;
     while let Some(outcome) = rounds.join_next().await {
@@ -52,6 +57,7 @@ pub async fn run(config: &Config, wait: Duration, outputs: Outputs<'_>) -> Resul
             );
         }
     }
+    signals.abort();
     let text = Agent::render(&probes, &agent.store);
     agent.close();
     if let Some(path) = outputs.textfile {
@@ -73,29 +79,35 @@ pub async fn run(config: &Config, wait: Duration, outputs: Outputs<'_>) -> Resul
 /// Watches the mailbox while sending (so a canary that lands mid-round is seen when it lands,
 /// not after the round), then until this round's canaries are in or the deadline passes.
 /// Canaries of earlier runs found on the way are accounted for too.
-async fn round(probe: Arc<Probe>, mailbox: Box<dyn Mailbox>, deadline: Instant) -> Outcome {
+async fn round(
+    probe: Arc<Probe>,
+    mailbox: Box<dyn Mailbox>,
+    deadline: Instant,
+    stop: CancellationToken,
+) -> Outcome {
     let (sent_tx, mut sent_rx) = tokio::sync::watch::channel(None::<Vec<String>>);
     let sender = async {
-        let ids = probe.send_round().await;
+        let ids = probe.send_round(&stop).await;
         let _ = sent_tx.send(Some(ids));
     };
     let watching = async {
         let mut watcher = Watcher::new(Arc::clone(&probe), mailbox);
         let mut read_any = false;
         loop {
-            read_any |= watcher.look().await.is_ok();
+            read_any |= watcher.look().await;
             let sent = sent_rx.borrow().clone();
             let all_in = sent
                 .as_ref()
                 .is_some_and(|ids| !ids.iter().any(|id| probe.is_in_flight(id)));
             let now = Instant::now();
-            if all_in || now >= deadline {
+            if all_in || now >= deadline || stop.is_cancelled() {
                 break;
             }
             let wait = (deadline - now).min(watcher.poll_interval());
             tokio::select! {
                 _ = watcher.wait_for_next(wait) => {}
                 _ = sent_rx.changed(), if sent.is_none() => {}
+                _ = stop.cancelled() => {}
             }
         }
         watcher.close().await;

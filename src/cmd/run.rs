@@ -1,4 +1,10 @@
-//! `mailcanary run`: the daemon.
+//! `mailcanary run`: the daemon, and the loops that drive each probe.
+//!
+//! Every probe runs as two tasks, a send loop and a watch loop, so that a fault on one side
+//! (a hanging server, a bug that panics) never silences the other. Shutdown goes in order:
+//! the signal stops new work, every send round in flight finishes or stops before booking its
+//! next canary, the watch loops log out, and only then does the store close, so nothing is
+//! written after it and no accepted canary is missing from the books.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,7 +20,9 @@ use tokio_util::task::TaskTracker;
 use crate::agent::Agent;
 use crate::config::Config;
 use crate::http::{self, WebState};
-use crate::watch;
+use crate::mailbox::Mailbox;
+use crate::probe::Probe;
+use crate::watch::Watcher;
 use crate::web_config::WebConfig;
 
 /// Runs every probe and the HTTP endpoints until SIGINT or SIGTERM.
@@ -41,17 +49,81 @@ pub async fn run(config: &Config, listen: SocketAddr, web: Option<&Path>) -> Res
         shutdown.clone(),
     ));
     for (probe, mailbox) in std::mem::take(&mut agent.probes) {
-        tasks.spawn(watch::run(probe, mailbox, shutdown.clone()));
+        spawn_probe(&tasks, probe, mailbox, &shutdown);
     }
     state.ready.store(true, Ordering::Release);
     tracing::info!(%listen, probes = config.probes.len(), agent = %config.agent.id, "mailcanary running");
     wait_for_signal().await?;
-    tracing::info!("shutting down");
+    tracing::info!("shutting down: finishing the canaries being sent");
     shutdown.cancel();
     tasks.close();
     tasks.wait().await;
     agent.close();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts a probe's send loop and watch loop as two tasks of `tasks`, both ending on `shutdown`.
+pub(crate) fn spawn_probe(
+    tasks: &TaskTracker,
+    probe: Arc<Probe>,
+    mailbox: Box<dyn Mailbox>,
+    shutdown: &CancellationToken,
+) {
+    tasks.spawn(send_loop(Arc::clone(&probe), shutdown.clone()));
+    tasks.spawn(watch_loop(probe, mailbox, shutdown.clone()));
+}
+
+/// A canary of every class each `interval` (the first round at once), until `shutdown`.
+async fn send_loop(probe: Arc<Probe>, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(probe.config().interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        // Each round is a task of its own: a bug that panics in one round is logged and the
+        // next round still runs. It is awaited even when shutdown comes meanwhile (the round
+        // itself stops before its next class), never dropped: a dropped round would go on
+        // sending after the store closed, and its canaries would miss the books.
+        let round = tokio::spawn({
+            let (probe, stop) = (Arc::clone(&probe), shutdown.clone());
+            async move { probe.send_round(&stop).await }
+        });
+        if let Err(e) = round.await {
+            tracing::error!(probe = %probe.config().name, error = %e, "a send round failed; continuing");
+        }
+    }
+}
+
+/// A look whenever the mailbox announces news and at least each poll interval, until
+/// `shutdown`; then logs out. A look interrupted by shutdown loses nothing: what it booked is
+/// queued for the store, and what it did not get to is found again by the next run.
+async fn watch_loop(probe: Arc<Probe>, mailbox: Box<dyn Mailbox>, shutdown: CancellationToken) {
+    let mut watcher = Watcher::new(probe, mailbox);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = watcher.look() => {}
+        }
+        let max = watcher.poll_interval();
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = watcher.wait_for_next(max) => {}
+        }
+    }
+    watcher.close().await;
+}
+
+/// Cancels `stop` on the first SIGTERM or SIGINT (for `once`, which has no other way to stop).
+pub(crate) async fn cancel_on_signal(stop: CancellationToken) {
+    match wait_for_signal().await {
+        Ok(()) => {
+            tracing::info!("signal received: finishing the canaries being sent, then exiting");
+            stop.cancel();
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot listen for signals"),
+    }
 }
 
 async fn wait_for_signal() -> Result<()> {
@@ -63,3 +135,6 @@ async fn wait_for_signal() -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

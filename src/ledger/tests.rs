@@ -72,7 +72,7 @@ fn every_change_replays_to_the_same_books() {
     }
     let (_, w) = r.live.begin_send("E", "interpersonal", 9_000);
     r.apply(w);
-    let w = r.live.send_failed("E", "auth");
+    let w = r.live.send_failed("E", SendStage::Auth);
     r.apply(w);
     let (_, w) = r
         .live
@@ -95,7 +95,7 @@ fn every_change_replays_to_the_same_books() {
     r.apply(w);
     let w = r.live.forged("made-up", "INBOX/9.2", 700);
     r.apply(w);
-    let w = r.live.mailbox_error("auth");
+    let w = r.live.mailbox_error(MailboxStage::Auth);
     r.apply(w);
     let (_, w) = r.live.expire(100 * HOUR.as_millis() as u64, |_| HOUR, HOUR);
     r.apply(w);
@@ -198,9 +198,9 @@ fn receiver_counts_skipped_sequence_numbers() {
 fn a_refused_send_gives_its_sequence_number_back_but_a_timeout_does_not() {
     let mut l = Ledger::default();
     let (seq, _) = l.begin_send("A", "bulk", 0);
-    l.send_failed("A", "auth");
+    l.send_failed("A", SendStage::Auth);
     assert_eq!(l.begin_send("B", "bulk", 0).0, seq, "refused: reused");
-    l.send_failed("B", "timeout");
+    l.send_failed("B", SendStage::Timeout);
     assert_eq!(
         l.begin_send("C", "bulk", 0).0,
         seq + 1,
@@ -256,7 +256,7 @@ fn full_writes_rebuild_the_same_books() {
     send(&mut l, "C", "bulk", 0);
     l.arrived_at(&canary("B", "interpersonal", 1, 0), "INBOX", "m", 1_000);
     l.expire(10_000_000, |_| HOUR, HOUR * 24);
-    l.mailbox_error("tls");
+    l.mailbox_error(MailboxStage::Tls);
     let mut rebuilt = Ledger::default();
     rebuilt.replay(Write::Seen(
         "stale".into(),

@@ -49,45 +49,7 @@ pub struct Arrival {
     pub server_ms: Option<u64>,
 }
 
-/// Where a mailbox check failed, as in `mailbox_errors_total{stage}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MailboxStage {
-    /// TCP connect.
-    Connect,
-    /// TLS handshake or STARTTLS.
-    Tls,
-    /// Server greeting missing or not OK.
-    Greeting,
-    /// Login refused.
-    Auth,
-    /// Opening a folder.
-    Select,
-    /// Searching or fetching headers.
-    Search,
-    /// Deleting or moving canaries.
-    Cleanup,
-    /// Waiting for news (IMAP IDLE, inotify).
-    Idle,
-    /// The server did not answer in time.
-    Timeout,
-}
-
-impl MailboxStage {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MailboxStage::Connect => "connect",
-            MailboxStage::Tls => "tls",
-            MailboxStage::Greeting => "greeting",
-            MailboxStage::Auth => "auth",
-            MailboxStage::Select => "select",
-            MailboxStage::Search => "search",
-            MailboxStage::Cleanup => "cleanup",
-            MailboxStage::Idle => "idle",
-            MailboxStage::Timeout => "timeout",
-        }
-    }
-}
+pub use crate::stage::MailboxStage;
 
 /// A failed mailbox operation. The adapter has dropped its connection; the next call reconnects.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -146,28 +108,4 @@ pub fn open(config: &MailboxConfig) -> Result<Box<dyn Mailbox>, String> {
         MailboxConfig::Pop3(c) => Box::new(pop3::Pop3Mailbox::new(c.clone())?),
         MailboxConfig::Maildir(c) => Box::new(maildir::MaildirMailbox::new(c.clone())?),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stage_labels_match_metrics() {
-        let all = [
-            MailboxStage::Connect,
-            MailboxStage::Tls,
-            MailboxStage::Greeting,
-            MailboxStage::Auth,
-            MailboxStage::Select,
-            MailboxStage::Search,
-            MailboxStage::Cleanup,
-            MailboxStage::Idle,
-            MailboxStage::Timeout,
-        ];
-        assert_eq!(
-            all.map(MailboxStage::as_str),
-            crate::metrics::MAILBOX_STAGES
-        );
-    }
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::canary::Canary;
+use crate::stage::MailboxStage;
 
 fn canary(id: &str) -> Canary {
     Canary {
@@ -52,7 +53,7 @@ async fn books_survive_a_reopen() {
         std::time::Duration::from_secs(86_400),
     );
     commit(&store, "p1", w).await;
-    let w = live.mailbox_error("connect");
+    let w = live.mailbox_error(MailboxStage::Connect);
     commit(&store, "p1", w).await;
     let mut other = Ledger::default();
     let (_, w) = other.begin_send("Z", "interpersonal", 7);

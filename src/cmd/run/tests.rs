@@ -1,0 +1,249 @@
+//! The probe's loops against a mail server in memory, with paused time: what happens when the
+//! mailbox fails, panics or hangs, and when the agent stops in the middle of a send round.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::mailbox::MailboxStage;
+use crate::state::Store;
+use crate::testing::{self, FakeServer, Fault};
+
+const ALL_CLASSES: &str = r#""interpersonal", "transactional", "bulk""#;
+
+/// Waits (in paused time) until `cond` holds, at most `limit`; true if it did.
+async fn until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cond()
+}
+
+fn delivered(probe: &Probe) -> u64 {
+    probe.read_ledger(|l| l.classes.values().flat_map(|c| c.delivered.values()).sum())
+}
+
+fn sent(probe: &Probe) -> u64 {
+    probe.read_ledger(|l| l.classes.values().map(|c| c.sent).sum())
+}
+
+fn duplicates(probe: &Probe) -> u64 {
+    probe.read_ledger(|l| l.classes.values().map(|c| c.duplicates).sum())
+}
+
+fn mailbox_errors(probe: &Probe, stage: MailboxStage) -> u64 {
+    probe.read_ledger(|l| {
+        l.probe
+            .mailbox_errors
+            .get(stage.as_str())
+            .copied()
+            .unwrap_or(0)
+    })
+}
+
+/// One probe's loops on `server`, until the returned token is cancelled.
+fn start(server: &FakeServer, store: &Store, classes: &str) -> (Arc<Probe>, Running) {
+    let probe = testing::probe(server, store, classes, "60s");
+    let running = Running::default();
+    spawn_probe(
+        &running.tasks,
+        Arc::clone(&probe),
+        server.mailbox(),
+        &running.shutdown,
+    );
+    (probe, running)
+}
+
+#[derive(Default)]
+struct Running {
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Running {
+    /// Cancels and waits for every task; false if they did not end within a minute.
+    async fn stop(self) -> bool {
+        self.shutdown.cancel();
+        self.tasks.close();
+        tokio::time::timeout(Duration::from_secs(60), self.tasks.wait())
+            .await
+            .is_ok()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_mailbox_that_panics_once_does_not_stop_sending_or_watching() {
+    let (server, store) = (FakeServer::default(), Store::acknowledging());
+    server.fail_mailbox(&[Fault::Panic]);
+    let (probe, running) = start(&server, &store, r#""bulk""#);
+    assert!(
+        until(Duration::from_secs(200), || delivered(&probe) >= 3).await,
+        "rounds delivered after the panic: {}",
+        delivered(&probe)
+    );
+    assert!(server.accepted() >= 3);
+    assert!(probe.mailbox_up());
+    // A panic is our bug, not a server's error at some stage.
+    for stage in MailboxStage::ALL {
+        assert_eq!(mailbox_errors(&probe, stage), 0, "{stage:?}");
+    }
+    assert!(running.stop().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_round_that_panics_does_not_stop_the_next_round() {
+    let (server, store) = (FakeServer::default(), Store::acknowledging());
+    server.fail_send(&[Fault::Panic]);
+    let (probe, running) = start(&server, &store, r#""bulk""#);
+    assert!(until(Duration::from_secs(150), || delivered(&probe) >= 2).await);
+    assert!(running.stop().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn mailbox_failures_back_off_doubling_to_the_cap_then_recover() {
+    let (server, store) = (FakeServer::default(), Store::acknowledging());
+    // A poll interval above the cap, so only the cap limits the backoff.
+    server.set_poll_interval(Duration::from_secs(300));
+    server.fail_mailbox(&[Fault::Mailbox(MailboxStage::Connect); 9]);
+    let probe = testing::probe(&server, &store, r#""bulk""#, "1h");
+    let running = Running::default();
+    running.tasks.spawn(watch_loop(
+        Arc::clone(&probe),
+        server.mailbox(),
+        running.shutdown.clone(),
+    ));
+    assert!(until(Duration::from_secs(600), || server.looks().len() >= 11).await);
+    let looks = server.looks();
+    let gaps: Vec<f64> = looks
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
+    let expected = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0];
+    for (i, (gap, want)) in gaps.iter().zip(expected).enumerate() {
+        assert!(
+            (want * 0.8..=want * 1.2).contains(gap),
+            "pause {i} after a failure: {gap} s, expected {want} s ±20 % (all: {gaps:?})"
+        );
+    }
+    // Healthy again: the next look waits for news up to the poll interval, not the backoff.
+    assert!(
+        (299.0..=301.0).contains(&gaps[9]),
+        "pause after recovery: {gaps:?}"
+    );
+    assert_eq!(mailbox_errors(&probe, MailboxStage::Connect), 9);
+    assert!(probe.mailbox_up());
+    assert!(running.stop().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_canary_sent_while_the_mailbox_fails_is_delivered_once_it_recovers() {
+    let (server, store) = (FakeServer::default(), Store::acknowledging());
+    server.fail_mailbox(&[
+        Fault::Mailbox(MailboxStage::Connect),
+        Fault::Mailbox(MailboxStage::Auth),
+        Fault::Mailbox(MailboxStage::Timeout),
+    ]);
+    let (probe, running) = start(&server, &store, r#""bulk""#);
+    assert!(until(Duration::from_secs(30), || delivered(&probe) == 1).await);
+    for stage in [
+        MailboxStage::Connect,
+        MailboxStage::Auth,
+        MailboxStage::Timeout,
+    ] {
+        assert_eq!(mailbox_errors(&probe, stage), 1, "{stage:?}");
+    }
+    assert_eq!(server.mail_count(), 0, "the canary was cleaned up");
+    assert!(running.stop().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_copy_of_a_canary_is_one_duplicate_and_is_removed() {
+    let (server, store) = (FakeServer::default(), Store::acknowledging());
+    let probe = testing::probe(&server, &store, r#""bulk""#, "1h");
+    let running = Running::default();
+    spawn_probe(
+        &running.tasks,
+        Arc::clone(&probe),
+        server.mailbox(),
+        &running.shutdown,
+    );
+    assert!(until(Duration::from_secs(30), || delivered(&probe) == 1).await);
+    server.deliver(&server.message(0));
+    assert!(until(Duration::from_secs(30), || duplicates(&probe) == 1).await);
+    // Further looks neither count it again nor count it as a delivery.
+    let looks = server.looks().len();
+    assert!(
+        until(Duration::from_secs(60), || server.looks().len()
+            >= looks + 3)
+        .await
+    );
+    assert_eq!(duplicates(&probe), 1);
+    assert_eq!(delivered(&probe), 1);
+    assert_eq!(server.mail_count(), 0);
+    assert_eq!(server.cleaned().len(), 2);
+    assert!(running.stop().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopping_during_a_round_finishes_the_canary_being_sent_and_books_it() {
+    let (server, store) = (FakeServer::default(), Store::acknowledging());
+    // The server takes the first canary, then holds its answer for 5 s.
+    server.fail_send(&[Fault::Slow(Duration::from_secs(5))]);
+    let probe = testing::probe(&server, &store, ALL_CLASSES, "60s");
+    let running = Running::default();
+    // The mailbox is never read: only the sending side's books are under test.
+    server.fail_mailbox(&[Fault::Hang]);
+    spawn_probe(
+        &running.tasks,
+        Arc::clone(&probe),
+        server.mailbox(),
+        &running.shutdown,
+    );
+    assert!(until(Duration::from_secs(5), || server.accepted() == 1).await);
+    assert!(running.stop().await, "shutdown waits at most for the send");
+    // Whatever a dropped round would still do happens now, after the store stopped.
+    store.stop_acknowledging();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(server.accepted(), 1, "no class begun after the signal");
+    assert_eq!(sent(&probe), 1, "the accepted canary is on the books");
+    let in_flight = probe.read_ledger(|l| l.in_flight.values().cloned().collect::<Vec<_>>());
+    assert_eq!(in_flight.len(), 1);
+    assert_eq!(in_flight[0].queue_id.as_deref(), Some("Q1"));
+    assert_eq!(
+        store.errors(),
+        0,
+        "nothing was written after the store closed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_mailbox_does_not_stall_another_probe_or_shutdown() {
+    let store = Store::acknowledging();
+    let (stuck, healthy) = (FakeServer::default(), FakeServer::default());
+    stuck.fail_mailbox(&[Fault::Hang]);
+    let (stuck_probe, stuck_running) = start(&stuck, &store, r#""bulk""#);
+    let (healthy_probe, healthy_running) = start(&healthy, &store, r#""bulk""#);
+    assert!(until(Duration::from_secs(200), || delivered(&healthy_probe) >= 3).await);
+    // The stuck probe still sends; only its mailbox hangs.
+    assert!(stuck.accepted() >= 3);
+    assert_eq!(delivered(&stuck_probe), 0);
+    assert!(stuck_running.stop().await);
+    assert!(healthy_running.stop().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_send_is_counted_by_stage_and_the_next_round_goes_out() {
+    let (server, store) = (FakeServer::default(), Store::acknowledging());
+    server.fail_send(&[Fault::Send(crate::send::SendStage::Auth)]);
+    let (probe, running) = start(&server, &store, r#""bulk""#);
+    assert!(until(Duration::from_secs(90), || delivered(&probe) == 1).await);
+    let auth_failures = probe.read_ledger(|l| l.classes["bulk"].send_failures.get("auth").copied());
+    assert_eq!(auth_failures, Some(1));
+    assert_eq!(sent(&probe), 1);
+    assert!(running.stop().await);
+}

@@ -1,0 +1,294 @@
+//! Test doubles for the probe's loops: a mail server in memory that a scripted sender delivers
+//! into and a scripted mailbox reads from, so the loops can be tested with paused time and no
+//! network. Faults are queued per call (fail at a stage, panic, hang), as the real adapters'
+//! fault tests do with a scripted TCP peer.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::canary::{SigningKey, find_header};
+use crate::clock;
+use crate::config::Config;
+use crate::ledger::Ledger;
+use crate::mailbox::{Arrival, MailId, Mailbox, MailboxError, MailboxStage};
+use crate::probe::Probe;
+use crate::send::{Accepted, SendError, SendStage, Submit};
+use crate::state::Store;
+
+/// What one call to the fake mailbox or sender does instead of its normal work.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// Fail at this mailbox stage.
+    Mailbox(MailboxStage),
+    /// Fail at this submission stage.
+    Send(SendStage),
+    /// Panic.
+    Panic,
+    /// Never answer.
+    Hang,
+    /// Answer after this long (sender: the mail is accepted by the server before the wait).
+    Slow(Duration),
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Mails in the box by key.
+    mails: BTreeMap<u64, Vec<u8>>,
+    next_key: u64,
+    /// Faults for the next `canaries` / `wait_for_news` calls, in order.
+    mailbox_faults: VecDeque<Fault>,
+    /// Faults for the next `send` calls, in order.
+    send_faults: VecDeque<Fault>,
+    /// When each `canaries` call started (paused-time instants).
+    looks: Vec<Instant>,
+    /// Mails the server accepted.
+    accepted: u64,
+    /// Keys handed to `clean_up`.
+    cleaned: Vec<String>,
+    /// Every message the server accepted, in order.
+    messages: Vec<Vec<u8>>,
+    /// The mailbox's poll interval (default 10 s).
+    poll_interval: Option<Duration>,
+}
+
+/// One mail server and mailbox in memory; cheap to clone, every clone is the same server.
+#[derive(Clone, Default)]
+pub struct FakeServer {
+    inner: Arc<Mutex<Inner>>,
+    news: Arc<Notify>,
+}
+
+impl FakeServer {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts a mail in the box (as a delivery would) and wakes a waiting watcher.
+    pub fn deliver(&self, message: &[u8]) {
+        {
+            let mut inner = self.lock();
+            inner.next_key += 1;
+            let key = inner.next_key;
+            inner.mails.insert(key, message.to_vec());
+        }
+        self.news.notify_waiters();
+    }
+
+    /// Queues faults for the next mailbox calls.
+    pub fn fail_mailbox(&self, faults: &[Fault]) {
+        self.lock().mailbox_faults.extend(faults.iter().cloned());
+    }
+
+    /// Queues faults for the next submissions.
+    pub fn fail_send(&self, faults: &[Fault]) {
+        self.lock().send_faults.extend(faults.iter().cloned());
+    }
+
+    /// When each look started.
+    pub fn looks(&self) -> Vec<Instant> {
+        self.lock().looks.clone()
+    }
+
+    /// How many mails the server accepted.
+    pub fn accepted(&self) -> u64 {
+        self.lock().accepted
+    }
+
+    /// How many mails are in the box now.
+    pub fn mail_count(&self) -> usize {
+        self.lock().mails.len()
+    }
+
+    /// The `n`th message the server accepted (e.g. to deliver it again as a duplicate).
+    pub fn message(&self, n: usize) -> Vec<u8> {
+        self.lock().messages[n].clone()
+    }
+
+    /// Sets the mailbox's poll interval (the longest wait between looks).
+    pub fn set_poll_interval(&self, every: Duration) {
+        self.lock().poll_interval = Some(every);
+    }
+
+    /// Keys of the mails the watcher asked to clean up, in order.
+    pub fn cleaned(&self) -> Vec<String> {
+        self.lock().cleaned.clone()
+    }
+
+    /// A mailbox adapter reading this server.
+    pub fn mailbox(&self) -> Box<dyn Mailbox> {
+        Box::new(FakeMailbox {
+            server: self.clone(),
+        })
+    }
+
+    /// A sender delivering into this server.
+    pub fn sender(&self) -> Box<dyn Submit> {
+        Box::new(FakeSender {
+            server: self.clone(),
+        })
+    }
+}
+
+async fn act(fault: Option<Fault>) -> Option<Fault> {
+    match fault {
+        Some(Fault::Panic) => panic!("scripted panic"),
+        Some(Fault::Hang) => std::future::pending().await,
+        Some(Fault::Slow(d)) => {
+            tokio::time::sleep(d).await;
+            None
+        }
+        other => other,
+    }
+}
+
+struct FakeMailbox {
+    server: FakeServer,
+}
+
+#[async_trait]
+impl Mailbox for FakeMailbox {
+    fn protocol(&self) -> &'static str {
+        "imap"
+    }
+
+    async fn canaries(&mut self) -> Result<Vec<Arrival>, MailboxError> {
+        let fault = {
+            let mut inner = self.server.lock();
+            inner.looks.push(Instant::now());
+            inner.mailbox_faults.pop_front()
+        };
+        if let Some(Fault::Mailbox(stage)) = act(fault).await {
+            return Err(MailboxError::new(stage, "scripted failure"));
+        }
+        let inner = self.server.lock();
+        Ok(inner
+            .mails
+            .iter()
+            .filter_map(|(key, raw)| {
+                Some(Arrival {
+                    id: MailId {
+                        folder: "INBOX".into(),
+                        key: key.to_string(),
+                    },
+                    header: find_header(raw)?,
+                    head: raw.clone(),
+                    seen_ms: clock::now_ms(),
+                    server_ms: None,
+                })
+            })
+            .collect())
+    }
+
+    async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {
+        let mut inner = self.server.lock();
+        for mail in mails {
+            if let Ok(key) = mail.key.parse::<u64>() {
+                inner.mails.remove(&key);
+            }
+            inner.cleaned.push(mail.key.clone());
+        }
+        Ok(())
+    }
+
+    async fn check_login(&mut self) -> Result<(), MailboxError> {
+        Ok(())
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.server
+            .lock()
+            .poll_interval
+            .unwrap_or(Duration::from_secs(10))
+    }
+
+    async fn wait_for_news(&mut self, max: Duration) -> Result<(), MailboxError> {
+        let _ = tokio::time::timeout(max, self.server.news.notified()).await;
+        Ok(())
+    }
+
+    async fn close(&mut self) {}
+}
+
+struct FakeSender {
+    server: FakeServer,
+}
+
+#[async_trait]
+impl Submit for FakeSender {
+    async fn send(&self, _from: &str, _to: &str, message: &[u8]) -> Result<Accepted, SendError> {
+        let fault = self.server.lock().send_faults.pop_front();
+        if let Some(Fault::Send(stage)) = fault {
+            return Err(SendError {
+                stage,
+                message: "scripted failure".into(),
+            });
+        }
+        // The server takes the mail first; a slow or hanging answer comes after that, as
+        // when the final reply to DATA is held up.
+        let queue_id = {
+            let mut inner = self.server.lock();
+            inner.accepted += 1;
+            inner.messages.push(message.to_vec());
+            format!("Q{}", inner.accepted)
+        };
+        self.server.deliver(message);
+        act(fault).await;
+        Ok(Accepted {
+            queue_id: Some(queue_id),
+            duration: Duration::from_millis(1),
+        })
+    }
+}
+
+/// Config text of one probe `p` of agent `a` with `classes`, sending every `interval`.
+fn config_text(classes: &str, interval: &str) -> String {
+    format!(
+        r#"
+[agent]
+id = "a"
+state_dir = "/nonexistent"
+secret_env = "UNUSED"
+
+[[probe]]
+name = "p"
+from = "a@example.test"
+to = "b@example.test"
+interval = "{interval}"
+jitter = "0s"
+classes = [{classes}]
+  [probe.smtp]
+  host = "127.0.0.1"
+  tls = "none"
+  [probe.mailbox]
+  protocol = "imap"
+  host = "127.0.0.1"
+  username = "b@example.test"
+  password = "unused"
+"#
+    )
+}
+
+/// A probe named `p` whose sender delivers into `server`, keeping its books in `store`.
+/// `classes` is TOML list content, e.g. `"\"bulk\""`.
+pub fn probe(server: &FakeServer, store: &Store, classes: &str, interval: &str) -> Arc<Probe> {
+    let config = Config::parse(Path::new("/t/probes.toml"), &config_text(classes, interval))
+        .expect("test config");
+    let key = SigningKey::new(b"test key of sixteen bytes".to_vec()).expect("key");
+    let probe = Probe::new(
+        config.probes[0].clone(),
+        &config.agent.id,
+        key,
+        Duration::from_secs(3600),
+        Ledger::default(),
+        store.clone(),
+    )
+    .expect("probe")
+    .with_submitter(server.sender());
+    Arc::new(probe)
+}
