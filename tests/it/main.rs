@@ -13,5 +13,6 @@ mod proxy;
 mod resilience;
 mod roundtrip;
 mod security;
+mod shutdown;
 mod state;
 mod support;

@@ -290,6 +290,28 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Sends SIGTERM, as an init system stopping the service would, and waits for the exit
+    /// (at most 60 s, then SIGKILL and a failed test).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for mailcanary") {
+                return status;
+            }
+            assert!(
+                Instant::now() < end,
+                "mailcanary did not exit within 60 s of SIGTERM\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Daemon {
     /// SIGKILL, like a crash: tests that restart a daemon rely on nothing being flushed here.
     fn drop(&mut self) {

@@ -1,0 +1,169 @@
+//! Stopping the agent in the middle of a send round (issue 10): the canary being submitted
+//! finishes and is booked, no further class is begun, nothing is written after the store
+//! closed, and after a restart the books agree with what the server accepted.
+
+use std::io::{Read as _, Write as _};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// A plain-SMTP proxy in front of the real Postfix that holds the server's final reply to the
+/// first message ("250 2.0.0 Ok: queued as …") for a while: Postfix has accepted the mail, the
+/// client does not know yet. A server this slow is a fault Postfix will not produce on demand.
+struct SlowQueueReply {
+    port: u16,
+    /// Every "queued as" reply that passed (the mails the server accepted).
+    accepted: Arc<AtomicUsize>,
+    /// Told when the first reply is being held.
+    held: mpsc::Receiver<()>,
+}
+
+impl SlowQueueReply {
+    fn start(upstream: u16, hold: Duration) -> SlowQueueReply {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (tell, held) = mpsc::channel();
+        let counter = Arc::clone(&accepted);
+        thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (counter, tell) = (Arc::clone(&counter), tell.clone());
+                thread::spawn(move || relay(client, upstream, &counter, &tell, hold));
+            }
+        });
+        SlowQueueReply {
+            port,
+            accepted,
+            held,
+        }
+    }
+}
+
+fn relay(
+    client: TcpStream,
+    upstream: u16,
+    accepted: &AtomicUsize,
+    tell: &mpsc::Sender<()>,
+    hold: Duration,
+) {
+    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+        return;
+    };
+    let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let up = thread::spawn(move || {
+        let _ = std::io::copy(&mut c_read, &mut s_write);
+        let _ = s_write.shutdown(Shutdown::Both);
+    });
+    let (mut s_read, mut c_write) = (server, client);
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s_read.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        if chunk.windows(9).any(|w| w == b"queued as")
+            && accepted.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            let _ = tell.send(());
+            thread::sleep(hold);
+        }
+        if c_write.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    let _ = c_write.shutdown(Shutdown::Both);
+    let _ = up.join();
+}
+
+/// Sum of every sample of `name` for probe `probe`.
+fn sum(text: &str, name: &str, probe: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| l.contains(&format!("probe=\"{probe}\"")))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn sigterm_during_a_round_books_the_accepted_canary_and_begins_no_other() {
+    let stack = Stack::shared();
+    let user = "box26@example.test";
+    empty_mailbox(stack, user);
+    let proxy = SlowQueueReply::start(stack.port("MAILSTACK_SMTP_PORT"), Duration::from_secs(3));
+    let section = |smtp_port: u16| {
+        format!(
+            r#"
+[[probe]]
+name = "stop-mid-round"
+from = "probe1@example.test"
+to = "{user}"
+jitter = "200ms"
+  [probe.smtp]
+  host = "127.0.0.1"
+  port = {port}
+  tls = "none"
+  timeout = "20s"
+  [probe.mailbox]
+  protocol = "imap"
+  host = "127.0.0.1"
+  port = {imaps}
+  tls = "tls"
+  username = "{user}"
+  password_env = "MAILSTACK_TEST_PASSWORD"
+  ca_file = "{ca}"
+  watch = "poll"
+  poll_interval = "250ms"
+  timeout = "5s"
+"#,
+            port = smtp_port,
+            imaps = stack.port("MAILSTACK_IMAPS_PORT"),
+            ca = stack.get("MAILSTACK_CA_FILE"),
+        )
+    };
+    let work = Workdir::new("it-shutdown", &section(proxy.port));
+    let mut daemon = work.daemon(stack);
+    proxy
+        .held
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("no canary reached the server\n{}", daemon.log_text()));
+    let status = daemon.terminate();
+    let log = daemon.log_text();
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert!(
+        !log.contains("state store write failed") && !log.contains("writer has stopped"),
+        "written after the store closed:\n{log}"
+    );
+    assert!(
+        log.contains("canary sent"),
+        "the held canary was booked:\n{log}"
+    );
+    assert_eq!(
+        proxy.accepted.load(Ordering::SeqCst),
+        1,
+        "no class begun after the signal"
+    );
+
+    // Restart, with sending now refused (so the restart's own round adds nothing): the books
+    // know the canary the server accepted, and it is delivered as the one they expect.
+    work.rewrite("it-shutdown", &section(free_port()));
+    let daemon = work.daemon(stack);
+    daemon.wait_for("the held canary delivered", Duration::from_secs(20), || {
+        sum(
+            &daemon.scrape(),
+            "mailcanary_delivered_total",
+            "stop-mid-round",
+        ) == 1.0
+    });
+    let text = daemon.scrape();
+    assert_eq!(sum(&text, "mailcanary_sent_total", "stop-mid-round"), 1.0);
+    assert_eq!(sum(&text, "mailcanary_in_flight", "stop-mid-round"), 0.0);
+    let log = daemon.log_text();
+    assert!(
+        !log.contains("the books do not know"),
+        "delivered as a stranger to the books:\n{log}"
+    );
+}
