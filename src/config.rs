@@ -6,6 +6,7 @@
 //! and the key, because the person reading it is editing that file.
 
 mod classes;
+mod context;
 mod mailbox;
 mod raw;
 mod secret;
@@ -20,8 +21,8 @@ use std::time::Duration;
 pub use secret::{Secret, load_signing_key};
 
 use crate::class::ClassSpec;
+use context::Context;
 use raw::RawConfig;
-use validate::Context;
 
 /// A byte range in the config text.
 type Span = std::ops::Range<usize>;

@@ -1,10 +1,9 @@
 //! `[class.NAME]` custom classes, and resolving a probe's `classes` list.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
+use super::context::Context;
 use super::raw::{RawClass, RawSize, Spanned};
-use super::validate::Context;
 use super::{ClassConfig, ConfigError};
 use crate::canary::is_label;
 use crate::class::{ClassSpec, RESERVED_HEADERS, Template};
@@ -224,11 +223,6 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         }
     };
     Ok((number * multiplier as f64).round() as u64)
-}
-
-/// A duration parsed from config that may be zero (e.g. `jitter = "0s"`).
-pub(super) fn zero_ok(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e} (expected a duration like \"3s\")"))
 }
 
 #[cfg(test)]

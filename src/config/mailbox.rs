@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::context::Context;
 use super::raw::{RawMailbox, Spanned};
-use super::validate::Context;
 use super::{
     Cleanup, ConfigError, DEFAULT_POLL, ImapConfig, MailboxConfig, MaildirConfig, Pop3Config,
     TlsMode, Watch,

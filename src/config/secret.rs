@@ -90,7 +90,7 @@ pub(super) fn resolve_password(
         return Ok(Some(Secret(value)));
     }
     if let Some(literal) = &raw.password {
-        let (line, _) = super::validate::line_col(cx.text, literal.span().start);
+        let (line, _) = super::context::line_col(cx.text, literal.span().start);
         warnings.push(format!(
             "{}:{line}: {key}.password is written in the config file; prefer password_env or password_file",
             cx.path.display()

@@ -1,66 +1,13 @@
 //! From what the user wrote to what it means: defaults, durations, paths, secrets, and an
 //! error that names `file:line:column` and the key for everything that is wrong.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
+use super::classes::Custom;
+use super::context::Context;
 use super::raw::{self, RawConfig, RawEndpoint, RawProbe, Spanned};
 use super::*;
 use crate::canary::{is_agent_id, is_label};
 
-/// What validation needs to phrase errors and resolve relative paths.
-pub(super) struct Context<'a> {
-    pub(super) path: &'a Path,
-    pub(super) text: &'a str,
-}
-
 impl Context<'_> {
-    pub(super) fn error(&self, span: Option<Span>, key: &str, message: String) -> ConfigError {
-        ConfigError {
-            file: self.path.to_path_buf(),
-            position: span.map(|s| line_col(self.text, s.start)),
-            key: (!key.is_empty()).then(|| key.to_string()),
-            message,
-        }
-    }
-
-    pub(super) fn at<T>(
-        &self,
-        v: &Spanned<T>,
-        key: &str,
-        message: impl Into<String>,
-    ) -> ConfigError {
-        self.error(Some(v.span()), key, message.into())
-    }
-
-    pub(super) fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
-        let key = e.span().and_then(|s| key_near(self.text, s.start));
-        self.error(
-            e.span(),
-            key.as_deref().unwrap_or(""),
-            e.message().to_string(),
-        )
-    }
-
-    /// Resolves a path from the config relative to the config file's directory.
-    pub(super) fn resolve(&self, p: &str) -> PathBuf {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.path.parent().unwrap_or(Path::new(".")).join(p)
-        }
-    }
-
-    pub(super) fn duration(&self, v: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
-        let d = humantime::parse_duration(v.get_ref())
-            .map_err(|e| self.at(v, key, format!("{e} (expected a duration like \"90s\")")))?;
-        if d.is_zero() {
-            return Err(self.at(v, key, "must be greater than zero"));
-        }
-        Ok(d)
-    }
-
     pub(super) fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let mut warnings = Vec::new();
         let agent = self.agent(raw.agent.unwrap_or_default())?;
@@ -140,7 +87,7 @@ impl Context<'_> {
         raw: RawProbe,
         key: &str,
         span: Span,
-        custom: &super::classes::Custom,
+        custom: &Custom,
         warnings: &mut Vec<String>,
     ) -> Result<ProbeConfig, ConfigError> {
         let missing = |key: &str, field: &str| {
@@ -182,8 +129,7 @@ impl Context<'_> {
         };
         let classes = self.classes(raw.classes.as_ref(), &format!("{key}.classes"), custom)?;
         let jitter = match &raw.jitter {
-            Some(v) => super::classes::zero_ok(v.get_ref())
-                .map_err(|e| self.at(v, &format!("{key}.jitter"), e))?,
+            Some(v) => self.duration_or_zero(v, &format!("{key}.jitter"))?,
             None => DEFAULT_JITTER,
         };
         let smtp = raw.smtp.ok_or_else(|| missing("smtp"))?;
@@ -328,23 +274,4 @@ fn is_address(s: &str) -> bool {
         }
         None => false,
     }
-}
-
-/// 1-based line and column of a byte offset.
-pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
-}
-
-/// The key written on the line of `offset` (`key = value`), for errors toml reports on a value.
-fn key_near(text: &str, offset: usize) -> Option<String> {
-    let start = text[..offset.min(text.len())]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
-    let line = text[start..].lines().next()?;
-    let (key, _) = line.split_once('=')?;
-    let key = key.trim();
-    (!key.is_empty() && !key.starts_with('#')).then(|| key.to_string())
 }
