@@ -28,7 +28,7 @@ async fn main() {
     let start = Instant::now();
     for n in 0..SEQUENTIAL {
         let (_, writes) = lone.begin_send(&id(PROBES, n), "bulk", n as u64);
-        assert!(store.settle(store.submit("lone", writes)).await);
+        assert!(store.wait_committed(store.submit("lone", writes)).await);
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
@@ -51,7 +51,7 @@ async fn main() {
                     let (_, writes) = l.begin_send(&id(p, n), "bulk", n as u64);
                     store.submit(&name, writes)
                 };
-                assert!(store.settle(pending).await);
+                assert!(store.wait_committed(pending).await);
             }
         }));
     }

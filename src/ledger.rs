@@ -227,7 +227,7 @@ pub struct Found<'a> {
 
 /// What a verified canary's arrival turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Arrival {
+pub enum Delivery {
     /// Delivered while in flight.
     OnTime {
         /// Its delivery delay.
@@ -351,7 +351,7 @@ impl Ledger {
         canary: &Canary,
         found: Found<'_>,
         servers: &Breakdown,
-    ) -> (Arrival, Vec<Write>) {
+    ) -> (Delivery, Vec<Write>) {
         let Found {
             folder,
             mail,
@@ -360,22 +360,22 @@ impl Ledger {
         } = found;
         if let Some(seen) = self.seen.get(&canary.id) {
             if seen.mail == mail {
-                return (Arrival::AlreadyCounted, Vec::new());
+                return (Delivery::AlreadyCounted, Vec::new());
             }
             self.tally(&canary.class).duplicates += 1;
-            return (Arrival::Duplicate, vec![self.class_write(&canary.class)]);
+            return (Delivery::Duplicate, vec![self.class_write(&canary.class)]);
         }
         let delay_s = delay::delivery_delay(canary.sent_ms, seen_ms);
         let mut writes = Vec::new();
         let arrival = if self.in_flight.remove(&canary.id).is_some() {
             writes.push(Write::Landed(canary.id.clone()));
-            Arrival::OnTime { delay_s }
+            Delivery::OnTime { delay_s }
         } else if self.lost.remove(&canary.id).is_some() {
             writes.push(Write::Unlost(canary.id.clone()));
             self.tally(&canary.class).late += 1;
-            Arrival::Late { delay_s }
+            Delivery::Late { delay_s }
         } else {
-            Arrival::Unexpected { delay_s }
+            Delivery::Unexpected { delay_s }
         };
         let tally = self.tally(&canary.class);
         *tally.delivered.entry(folder.to_string()).or_default() += 1;
@@ -420,7 +420,7 @@ impl Ledger {
         folder: &str,
         mail: &str,
         seen_ms: u64,
-    ) -> (Arrival, Vec<Write>) {
+    ) -> (Delivery, Vec<Write>) {
         let found = Found {
             folder,
             mail,

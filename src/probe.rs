@@ -20,14 +20,14 @@ use crate::class::{self, Envelope};
 use crate::clock;
 use crate::config::{ClassConfig, ProbeConfig};
 use crate::delay::{self, Breakdown};
-use crate::ledger::{Arrival, Found, Ledger, Write};
+use crate::ledger::{Delivery, Found, Ledger, Write};
 use crate::mailbox::{self, MailId};
 use crate::send::{SendError, Submit, Submitter};
 use crate::state::Store;
 
 /// What a mail with a canary header is, to this probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Judgement {
+pub enum Verdict {
     /// A verified canary this probe sent.
     Ours(Canary),
     /// Claims to be this agent's and this probe's, but the signature does not verify.
@@ -40,23 +40,23 @@ pub enum Judgement {
 }
 
 /// Decides what a canary header found in this probe's mailbox is. Pure.
-pub fn judge(header: &str, key: &SigningKey, agent: &str, probe: &str) -> Judgement {
+pub fn judge(header: &str, key: &SigningKey, agent: &str, probe: &str) -> Verdict {
     let Ok(claimed) = parse_header(header) else {
-        return Judgement::NotOurs;
+        return Verdict::NotOurs;
     };
     if claimed.canary.agent != agent || claimed.canary.probe != probe {
-        return Judgement::NotOurs;
+        return Verdict::NotOurs;
     }
     match claimed.verify(key) {
-        Ok(canary) => Judgement::Ours(canary.clone()),
-        Err(_) => Judgement::Forged {
+        Ok(canary) => Verdict::Ours(canary.clone()),
+        Err(_) => Verdict::Forged {
             claimed_class: claimed.canary.class.clone(),
         },
     }
 }
 
 /// A mail with a canary header that concerns this probe, judged.
-enum Judged<'a> {
+enum JudgedMail<'a> {
     /// A verified canary, with the servers' view of its journey.
     Ours(&'a mailbox::Arrival, Canary, Breakdown),
     /// A forgery, with the class it claims.
@@ -145,7 +145,7 @@ impl Probe {
             }
             (value, self.store.submit(&self.config.name, writes))
         };
-        self.store.settle(pending).await;
+        self.store.wait_committed(pending).await;
         value
     }
 
@@ -252,19 +252,19 @@ impl Probe {
 
     /// Accounts for canaries found in the mailbox; returns the mails to clean up (verified
     /// canaries of this probe, and only those).
-    pub async fn settle(&self, arrivals: &[mailbox::Arrival]) -> Vec<MailId> {
+    pub async fn account_for(&self, arrivals: &[mailbox::Arrival]) -> Vec<MailId> {
         // Judging and parsing Received chains happen before the books are locked.
-        let judged: Vec<Judged> = arrivals
+        let judged: Vec<JudgedMail> = arrivals
             .iter()
             .filter_map(
                 |a| match judge(&a.header, &self.key, &self.agent, &self.config.name) {
-                    Judgement::Ours(canary) => {
+                    Verdict::Ours(canary) => {
                         let chain = delay::received_chain(&a.head);
                         let servers = delay::breakdown(canary.sent_ms, &chain, a.server_ms);
-                        Some(Judged::Ours(a, canary, servers))
+                        Some(JudgedMail::Ours(a, canary, servers))
                     }
-                    Judgement::Forged { claimed_class } => Some(Judged::Forged(a, claimed_class)),
-                    Judgement::NotOurs => None,
+                    Verdict::Forged { claimed_class } => Some(JudgedMail::Forged(a, claimed_class)),
+                    Verdict::NotOurs => None,
                 },
             )
             .collect();
@@ -274,10 +274,10 @@ impl Probe {
         let outcomes = self
             .record(|l| {
                 let mut writes = Vec::new();
-                let outcomes: Vec<Option<Arrival>> = judged
+                let outcomes: Vec<Option<Delivery>> = judged
                     .iter()
                     .map(|j| match j {
-                        Judged::Ours(a, canary, servers) => {
+                        JudgedMail::Ours(a, canary, servers) => {
                             let mail = a.id.to_string();
                             let found = Found {
                                 folder: &a.id.folder,
@@ -289,7 +289,7 @@ impl Probe {
                             writes.extend(w);
                             Some(outcome)
                         }
-                        Judged::Forged(a, claimed_class) => {
+                        JudgedMail::Forged(a, claimed_class) => {
                             writes.extend(l.forged(claimed_class, &a.id.to_string(), a.seen_ms));
                             None
                         }
@@ -301,11 +301,11 @@ impl Probe {
         let mut clean = Vec::new();
         for (judged, outcome) in judged.iter().zip(outcomes) {
             match (judged, outcome) {
-                (Judged::Ours(a, canary, servers), Some(outcome)) => {
+                (JudgedMail::Ours(a, canary, servers), Some(outcome)) => {
                     self.log_arrival(canary, a, outcome, servers);
                     clean.push(a.id.clone());
                 }
-                (Judged::Forged(a, _), _) | (Judged::Ours(a, ..), None) => tracing::warn!(
+                (JudgedMail::Forged(a, _), _) | (JudgedMail::Ours(a, ..), None) => tracing::warn!(
                     probe = %self.config.name, mail = %a.id,
                     "forged canary: signature does not verify; left in place"
                 ),
@@ -318,29 +318,29 @@ impl Probe {
         &self,
         canary: &Canary,
         arrival: &mailbox::Arrival,
-        outcome: Arrival,
+        outcome: Delivery,
         servers: &Breakdown,
     ) {
         let (probe, class, id) = (&self.config.name, &canary.class, &canary.id);
         let folder = &arrival.id.folder;
         match outcome {
-            Arrival::OnTime { delay_s } => tracing::info!(
+            Delivery::OnTime { delay_s } => tracing::info!(
                 %probe, %class, %id, seq = canary.seq, %folder, delay_s,
                 server_delay_s = ?servers.server_delay_s, hops_s = ?servers.hops,
                 "canary delivered"
             ),
-            Arrival::Late { delay_s } => tracing::warn!(
+            Delivery::Late { delay_s } => tracing::warn!(
                 %probe, %class, %id, seq = canary.seq, %folder, delay_s,
                 "canary delivered late, after it was counted lost"
             ),
-            Arrival::Unexpected { delay_s } => tracing::warn!(
+            Delivery::Unexpected { delay_s } => tracing::warn!(
                 %probe, %class, %id, seq = canary.seq, %folder, delay_s,
                 "canary delivered that the books do not know (state reset or forgotten)"
             ),
-            Arrival::Duplicate => tracing::warn!(
+            Delivery::Duplicate => tracing::warn!(
                 %probe, %class, %id, mail = %arrival.id, "duplicate of a delivered canary"
             ),
-            Arrival::AlreadyCounted => {}
+            Delivery::AlreadyCounted => {}
         }
     }
 
@@ -410,22 +410,19 @@ mod tests {
         let k = key();
         let other = SigningKey::new(b"other".to_vec()).unwrap();
         assert!(
-            matches!(judge(&header("a", "p", &k), &k, "a", "p"), Judgement::Ours(c) if c.seq == 1)
+            matches!(judge(&header("a", "p", &k), &k, "a", "p"), Verdict::Ours(c) if c.seq == 1)
         );
         assert_eq!(
             judge(&header("a", "p", &other), &k, "a", "p"),
-            Judgement::Forged {
+            Verdict::Forged {
                 claimed_class: "bulk".into()
             }
         );
         assert_eq!(
             judge(&header("b", "p", &other), &k, "a", "p"),
-            Judgement::NotOurs
+            Verdict::NotOurs
         );
-        assert_eq!(
-            judge(&header("a", "q", &k), &k, "a", "p"),
-            Judgement::NotOurs
-        );
-        assert_eq!(judge("v=1; garbage", &k, "a", "p"), Judgement::NotOurs);
+        assert_eq!(judge(&header("a", "q", &k), &k, "a", "p"), Verdict::NotOurs);
+        assert_eq!(judge("v=1; garbage", &k, "a", "p"), Verdict::NotOurs);
     }
 }

@@ -186,7 +186,7 @@ impl Store {
 
     /// Waits for a commit; a failure is logged and counted, never fatal: the agent keeps
     /// probing with its books in memory.
-    pub async fn settle(&self, pending: oneshot::Receiver<Committed>) -> bool {
+    pub async fn wait_committed(&self, pending: oneshot::Receiver<Committed>) -> bool {
         let result = pending
             .await
             .unwrap_or_else(|_| Err("the store writer has stopped".into()));

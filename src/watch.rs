@@ -89,7 +89,7 @@ impl Watcher {
             .into_iter()
             .filter(|a| !self.judged.contains(&a.id))
             .collect();
-        let clean = self.probe.settle(&fresh).await;
+        let clean = self.probe.account_for(&fresh).await;
         let cleaned = self.mailbox.clean_up(&clean).await;
         // A canary whose removal failed is judged again next look: the books know it
         // (`AlreadyCounted`, not a second delivery) and hand it back for another removal.

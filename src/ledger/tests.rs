@@ -48,7 +48,7 @@ fn sent_canary_is_in_flight_then_delivered_on_time() {
     assert_eq!(send(&mut l, "B", "bulk", 2_000), 2);
     assert_eq!(l.oldest_age("bulk", 11_000), 10.0);
     let (arrival, _) = l.arrived_at(&canary("A", "bulk", 1, 1_000), "INBOX", "INBOX/1.1", 4_500);
-    assert_eq!(arrival, Arrival::OnTime { delay_s: 3.5 });
+    assert_eq!(arrival, Delivery::OnTime { delay_s: 3.5 });
     let t = &l.classes["bulk"];
     assert_eq!(
         (t.sent, t.delivered["INBOX"], t.delivery_delay.count()),
@@ -114,7 +114,7 @@ fn overdue_canary_is_lost_then_late() {
     assert!(l.in_flight.is_empty());
     assert_eq!(l.classes["bulk"].lost, 1);
     let (arrival, _) = l.arrived_at(&canary("A", "bulk", 1, 0), "INBOX", "m", 7_000);
-    assert_eq!(arrival, Arrival::Late { delay_s: 7.0 });
+    assert_eq!(arrival, Delivery::Late { delay_s: 7.0 });
     let t = &l.classes["bulk"];
     assert_eq!((t.lost, t.late, t.delivery_delay.count()), (1, 1, 1));
     assert!(l.lost.is_empty());
@@ -152,7 +152,7 @@ fn lost_and_seen_canaries_are_forgotten_after_forget_after() {
     );
     let (arrival, _) = l.arrived_at(&canary("A", "bulk", 1, 0), "INBOX", "m2", 20_000_000);
     assert!(
-        matches!(arrival, Arrival::Unexpected { .. }),
+        matches!(arrival, Delivery::Unexpected { .. }),
         "a forgotten canary still counts"
     );
 }
@@ -165,11 +165,11 @@ fn duplicates_and_rereads_are_told_apart() {
     l.arrived_at(&c, "INBOX", "INBOX/7.1", 1_000);
     assert_eq!(
         l.arrived_at(&c, "INBOX", "INBOX/7.1", 2_000).0,
-        Arrival::AlreadyCounted
+        Delivery::AlreadyCounted
     );
     assert_eq!(
         l.arrived_at(&c, "INBOX", "INBOX/7.2", 2_000).0,
-        Arrival::Duplicate
+        Delivery::Duplicate
     );
     let t = &l.classes["bulk"];
     assert_eq!(

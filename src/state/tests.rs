@@ -15,7 +15,7 @@ fn canary(id: &str) -> Canary {
 
 async fn commit(store: &Store, probe: &str, writes: Vec<Write>) {
     assert!(
-        store.settle(store.submit(probe, writes)).await,
+        store.wait_committed(store.submit(probe, writes)).await,
         "commit failed"
     );
 }
@@ -156,7 +156,7 @@ async fn a_failed_commit_is_counted_and_not_fatal() {
     let mut live = Ledger::default();
     let (_, w) = live.begin_send("A", "bulk", 1);
     assert!(
-        !store.settle(store.submit("p1", w)).await,
+        !store.wait_committed(store.submit("p1", w)).await,
         "the writer is gone"
     );
     assert_eq!(store.errors(), 1);
