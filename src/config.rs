@@ -146,9 +146,9 @@ pub enum TlsMode {
 pub struct Endpoint {
     /// Host name or address; also the name the certificate must carry.
     pub host: String,
-    /// TCP port.
+    /// TCP port; defaults follow `tls` (587/465/25, 993/143, 995/110).
     pub port: u16,
-    /// Connection security.
+    /// Implicit TLS, STARTTLS (required, never opportunistic) or none.
     pub tls: TlsMode,
     /// Verify the server certificate (default true; off only when written explicitly).
     pub tls_verify: bool,
@@ -164,10 +164,10 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// A login.
+/// A login. The password is a [`Secret`], so no `Debug` or log line can show it.
 #[derive(Debug, Clone)]
 pub struct Credentials {
-    /// Login name.
+    /// Login name, often the full address.
     pub username: String,
     /// Password; never printed.
     pub password: Secret,
@@ -248,9 +248,10 @@ pub enum Watch {
 /// An IMAP mailbox.
 #[derive(Debug, Clone)]
 pub struct ImapConfig {
-    /// Server.
+    /// Where the server is; its `timeout` bounds every command, since IMAP servers can fall
+    /// silent mid-session and async-imap itself has no timeouts.
     pub endpoint: Endpoint,
-    /// Login.
+    /// IMAP always logs in: there is no anonymous mailbox to watch.
     pub credentials: Credentials,
     /// Folders searched; the first is where inbox placement is expected.
     pub folders: Vec<String>,
@@ -265,9 +266,9 @@ pub struct ImapConfig {
 /// A POP3 mailbox.
 #[derive(Debug, Clone)]
 pub struct Pop3Config {
-    /// Server.
+    /// Where the server is; its `timeout` bounds every command and reply.
     pub endpoint: Endpoint,
-    /// Login.
+    /// USER/PASS after STLS or on implicit TLS (plaintext only with `tls = "none"`).
     pub credentials: Credentials,
     /// How often the mailbox is listed.
     pub poll_interval: Duration,

@@ -1,30 +1,43 @@
 //! mailcanary: an end-to-end mail delivery-delay monitor.
 //!
 //! Probes send signed canary mails of several classes over SMTP, watch the receiving mailbox,
-//! and export per-class delivery delays to Prometheus. The pure core ([`canary`], [`class`],
-//! [`delay`]) does no I/O; adapters ([`send`], [`mailbox`]) translate protocols; [`probe`]
-//! decides and accounts.
+//! and export per-class delivery delays to Prometheus.
+//!
+//! # Layout
+//!
+//! - Pure core, no I/O: [`canary`] (sign, parse, verify), [`class`] (what each class of mail
+//!   looks like), [`delay`] (delays, `Received:` chain, skew), [`ledger`] (a probe's books as
+//!   accounting that returns the writes making it durable), [`stage`] (failure stage labels).
+//! - Adapters that translate a protocol and decide nothing: `send` (SMTP submission) and
+//!   [`mailbox`] (IMAP, POP3, Maildir behind one trait).
+//! - `probe` judges what a mailbox holds and keeps the books; `watch` is the receiving side's
+//!   loop body; [`state`] makes the books durable.
+//! - Around them: [`config`] (file → validated config), [`cmd`] (one module per subcommand;
+//!   `run` owns the daemon's loops), `metrics`, [`http`], [`web_config`], `export`.
+//!
+//! Only what the binary, the benchmarks and the fuzz targets use is public; the rest is
+//! `pub(crate)`, documented where the why is not obvious.
 
 #![warn(missing_docs)]
 
-pub mod agent;
+pub(crate) mod agent;
 pub mod canary;
 pub mod class;
 pub mod cli;
-pub mod clock;
+pub(crate) mod clock;
 pub mod cmd;
 pub mod config;
 pub mod delay;
-pub mod export;
+pub(crate) mod export;
 pub mod http;
 pub mod ledger;
 pub mod mailbox;
-pub mod metrics;
-pub mod probe;
-pub mod send;
+pub(crate) mod metrics;
+pub(crate) mod probe;
+pub(crate) mod send;
 pub mod stage;
 pub mod state;
 #[cfg(test)]
 mod testing;
-pub mod watch;
+pub(crate) mod watch;
 pub mod web_config;
