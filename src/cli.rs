@@ -61,7 +61,7 @@ pub enum Command {
         #[arg(long)]
         textfile: Option<PathBuf>,
         /// PUT metrics to this Pushgateway (http://host:port), grouped by job="mailcanary" and
-        /// instance=<agent id>.
+        /// instance=`<agent id>`.
         #[arg(long)]
         push: Option<String>,
     },

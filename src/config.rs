@@ -1,6 +1,6 @@
 //! `probes.toml` → typed, validated configuration.
 //!
-//! Two layers, as ripgrep does with its arguments: [`raw`] mirrors exactly what the user wrote
+//! Two layers, as ripgrep does with its arguments: `raw` mirrors exactly what the user wrote
 //! (with source positions, unknown keys rejected), and this module turns it into what it means
 //! (defaults applied, durations parsed, secrets resolved). Every error names `file:line:column`
 //! and the key, because the person reading it is editing that file.
