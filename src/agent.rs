@@ -10,6 +10,7 @@ use crate::config::{self, Config};
 use crate::mailbox::{self, Mailbox};
 use crate::metrics::{self, AgentFigures};
 use crate::probe::Probe;
+use crate::setup::ProbeSetupError;
 use crate::state::Store;
 
 /// Everything a run needs.
@@ -33,9 +34,11 @@ impl Agent {
         let mut ledgers = opened.ledgers;
         let mut probes = Vec::with_capacity(config.probes.len());
         for probe in &config.probes {
-            let mailbox = mailbox::open(&probe.mailbox)
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("probe {}: mailbox", probe.name))?;
+            let mailbox = mailbox::open(&probe.mailbox).map_err(|source| ProbeSetupError {
+                probe: probe.name.clone(),
+                side: "mailbox",
+                source,
+            })?;
             let ledger = ledgers.remove(&probe.name).unwrap_or_default();
             let probe = Probe::new(
                 probe.clone(),
@@ -44,8 +47,7 @@ impl Agent {
                 config.agent.forget_after,
                 ledger,
                 opened.store.clone(),
-            )
-            .map_err(anyhow::Error::msg)?;
+            )?;
             probe.open_books().await;
             probes.push((Arc::new(probe), mailbox));
         }

@@ -35,6 +35,7 @@ pub mod mailbox;
 pub(crate) mod metrics;
 pub(crate) mod probe;
 pub(crate) mod send;
+pub mod setup;
 pub mod stage;
 pub mod state;
 #[cfg(test)]

@@ -23,6 +23,7 @@ use crate::delay::{self, Breakdown};
 use crate::ledger::{Delivery, Found, Ledger, Write};
 use crate::mailbox::{self, MailId};
 use crate::send::{SendError, Submit, Submitter};
+use crate::setup::ProbeSetupError;
 use crate::state::Store;
 
 /// What a mail with a canary header is, to this probe.
@@ -86,9 +87,12 @@ impl Probe {
         forget_after: Duration,
         ledger: Ledger,
         store: Store,
-    ) -> Result<Probe, String> {
-        let submitter = Submitter::new(&config.smtp)
-            .map_err(|e| format!("probe {}: smtp: {e}", config.name))?;
+    ) -> Result<Probe, ProbeSetupError> {
+        let submitter = Submitter::new(&config.smtp).map_err(|source| ProbeSetupError {
+            probe: config.name.clone(),
+            side: "smtp",
+            source,
+        })?;
         Ok(Probe {
             config,
             agent: agent.to_string(),

@@ -13,6 +13,7 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParam
 use lettre::transport::smtp::extension::ClientId;
 
 use crate::config::{Credentials, SmtpConfig, TlsMode};
+use crate::setup::{SetupError, read_ca};
 
 pub use crate::stage::SendStage;
 
@@ -55,7 +56,7 @@ pub struct Submitter {
 
 impl Submitter {
     /// Prepares TLS parameters once (reads `ca_file`), so each send only connects.
-    pub fn new(config: &SmtpConfig) -> Result<Submitter, String> {
+    pub fn new(config: &SmtpConfig) -> Result<Submitter, SetupError> {
         let endpoint = &config.endpoint;
         let tls = match endpoint.tls {
             TlsMode::None => None,
@@ -64,16 +65,17 @@ impl Submitter {
                     .dangerous_accept_invalid_certs(!endpoint.tls_verify)
                     .dangerous_accept_invalid_hostnames(!endpoint.tls_verify);
                 if let Some(path) = &endpoint.ca_file {
-                    let pem = std::fs::read(path)
-                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                    let cert = Certificate::from_pem(&pem)
-                        .map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
+                    let pem = read_ca(path)?;
+                    let cert = Certificate::from_pem(&pem).map_err(|e| SetupError::BadCa {
+                        path: path.clone(),
+                        source: Box::new(e),
+                    })?;
                     builder = builder.add_root_certificate(cert);
                 }
                 Some(
                     builder
                         .build_native()
-                        .map_err(|e| format!("TLS setup: {e}"))?,
+                        .map_err(|e| SetupError::Tls(Box::new(e)))?,
                 )
             }
         };

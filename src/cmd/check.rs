@@ -24,7 +24,7 @@ pub async fn run(config: &Config, no_login: bool) -> Result<ExitCode> {
             let start = Instant::now();
             let result = match Submitter::new(&probe.smtp) {
                 Ok(s) => s.check_login().await.map_err(|e| e.to_string()),
-                Err(e) => Err(e),
+                Err(e) => Err(crate::setup::chain(&e)),
             };
             line(
                 &probe.name,
@@ -39,7 +39,7 @@ pub async fn run(config: &Config, no_login: bool) -> Result<ExitCode> {
             let endpoint = probe.mailbox.location();
             let result = match mailbox::open(&probe.mailbox) {
                 Ok(mut m) => m.check_login().await.map_err(|e| e.to_string()),
-                Err(e) => Err(e),
+                Err(e) => Err(crate::setup::chain(&e)),
             };
             line(
                 &probe.name,

@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::config::MailboxConfig;
+use crate::setup::SetupError;
 
 /// Identifies one mail in a mailbox across calls: the folder plus an adapter-defined key
 /// (IMAP: `UIDVALIDITY.UID`).
@@ -102,10 +103,12 @@ pub trait Mailbox: Send {
 }
 
 /// Opens the adapter the config asks for. Connecting happens on first use.
-pub fn open(config: &MailboxConfig) -> Result<Box<dyn Mailbox>, String> {
+pub fn open(config: &MailboxConfig) -> Result<Box<dyn Mailbox>, SetupError> {
     Ok(match config {
         MailboxConfig::Imap(c) => Box::new(imap::ImapMailbox::new(c.clone())?),
         MailboxConfig::Pop3(c) => Box::new(pop3::Pop3Mailbox::new(c.clone())?),
-        MailboxConfig::Maildir(c) => Box::new(maildir::MaildirMailbox::new(c.clone())?),
+        MailboxConfig::Maildir(c) => {
+            Box::new(maildir::MaildirMailbox::new(c.clone()).map_err(SetupError::Maildir)?)
+        }
     })
 }

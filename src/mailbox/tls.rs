@@ -1,5 +1,6 @@
 //! TCP and TLS plumbing shared by the network mailbox adapters.
 
+use crate::setup::{SetupError, read_ca};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -63,13 +64,14 @@ impl AsyncWrite for MailStream {
 
 /// Builds the TLS connector for an endpoint: system roots plus `ca_file`, verification on
 /// unless `tls_verify = false` was written.
-pub fn connector(endpoint: &Endpoint) -> Result<TlsConnector, String> {
+pub fn connector(endpoint: &Endpoint) -> Result<TlsConnector, SetupError> {
     let mut builder = native_tls::TlsConnector::builder();
     if let Some(path) = &endpoint.ca_file {
-        let pem =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let cert = native_tls::Certificate::from_pem(&pem)
-            .map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
+        let pem = read_ca(path)?;
+        let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| SetupError::BadCa {
+            path: path.clone(),
+            source: Box::new(e),
+        })?;
         builder.add_root_certificate(cert);
     }
     if !endpoint.tls_verify {
@@ -79,7 +81,7 @@ pub fn connector(endpoint: &Endpoint) -> Result<TlsConnector, String> {
     builder
         .build()
         .map(TlsConnector::from)
-        .map_err(|e| format!("TLS setup: {e}"))
+        .map_err(|e| SetupError::Tls(Box::new(e)))
 }
 
 /// Opens the TCP connection within the endpoint's timeout.

@@ -10,6 +10,7 @@
 //! Removal works by UID (`UID STORE` + `UID EXPUNGE`, or `UID MOVE`), so mail the probe did not
 //! name — including mail another client flagged `\Deleted` — is never expunged.
 
+use crate::setup::SetupError;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ struct Connected {
 
 impl ImapMailbox {
     /// Prepares the adapter; reads `ca_file` now so a bad one fails at start-up.
-    pub fn new(config: ImapConfig) -> Result<ImapMailbox, String> {
+    pub fn new(config: ImapConfig) -> Result<ImapMailbox, SetupError> {
         let tls = match config.endpoint.tls {
             TlsMode::None => None,
             _ => Some(tls::connector(&config.endpoint)?),

@@ -16,6 +16,7 @@
 
 pub mod proto;
 
+use crate::setup::SetupError;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -77,7 +78,7 @@ impl Seen {
 
 impl Pop3Mailbox {
     /// Prepares the adapter; reads `ca_file` now so a bad one fails at start-up.
-    pub fn new(config: Pop3Config) -> Result<Pop3Mailbox, String> {
+    pub fn new(config: Pop3Config) -> Result<Pop3Mailbox, SetupError> {
         let tls = match config.endpoint.tls {
             TlsMode::None => None,
             _ => Some(tls::connector(&config.endpoint)?),
