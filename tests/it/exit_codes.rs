@@ -293,3 +293,30 @@ fn status_needs_none_of_the_secrets() {
         stderr(&out)
     );
 }
+
+/// The textfile's own mode, not the umask's: node_exporter, another user, must read it.
+#[test]
+fn the_textfile_is_readable_by_others_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    let s = Setup::new();
+    let textfile = s.path("out.prom");
+    let mut cmd = s.command(&[
+        "once",
+        "--wait",
+        "1s",
+        "--textfile",
+        textfile.to_str().unwrap(),
+    ]);
+    // SAFETY: umask is async-signal-safe and changes only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        })
+    };
+    let out = cmd.output().unwrap();
+    assert_code(&out, 2);
+    let mode = std::fs::metadata(&textfile).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644, "{}", output_text(&out));
+}
