@@ -320,3 +320,24 @@ fn the_textfile_is_readable_by_others_whatever_the_umask() {
     let mode = std::fs::metadata(&textfile).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o644, "{}", output_text(&out));
 }
+
+#[test]
+fn a_weak_signing_key_file_is_warned_about_never_shown() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let s = Setup::new();
+    let key = s.path("canary.key");
+    std::fs::write(&key, "short-secret\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = s.run(&["once", "--wait", "1s"]);
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{} has mode 0644", key.display())),
+        "{err}"
+    );
+    assert!(err.contains("only 12 bytes long"), "{err}");
+    assert!(
+        !err.contains("short-secret"),
+        "the key is in the log: {err}"
+    );
+}
