@@ -310,12 +310,7 @@ const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
-            position: None,
-            key: None,
-            message: format!("cannot read config: {e}"),
-        })?;
+        let text = read(path)?;
         Config::parse(path, &text)
     }
 
@@ -325,6 +320,33 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
         cx.build(raw)
     }
+}
+
+impl AgentConfig {
+    /// Reads a config file for a command that only needs `[agent]` (`status`, run by an
+    /// operator who holds none of the daemon's secrets). The whole file must still be valid TOML
+    /// with known keys, so a typo gets the usual `file:line:column` error; the probes are not
+    /// validated and no password is resolved.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = read(path)?;
+        AgentConfig::parse(path, &text)
+    }
+
+    /// [`AgentConfig::load`] on config text.
+    pub fn parse(path: &Path, text: &str) -> Result<AgentConfig, ConfigError> {
+        let cx = Context { path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
+        cx.agent(raw.agent.unwrap_or_default())
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        position: None,
+        key: None,
+        message: format!("cannot read config: {e}"),
+    })
 }
 
 #[cfg(test)]

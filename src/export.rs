@@ -2,7 +2,8 @@
 //! or a Pushgateway.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Full};
@@ -19,6 +20,12 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Writes a node_exporter textfile atomically: a temporary file in the same directory, synced,
 /// then renamed over the target, so the collector never reads half a file.
+///
+/// The textfile directory is often writable by other users (node_exporter's collector reads
+/// what several jobs drop there), so the temporary is created exclusively (`O_CREAT|O_EXCL`,
+/// which also refuses to follow a symlink planted at its name) under a random name: nobody can
+/// make us write through their link or into their file. Mode 0644 whatever the umask, because
+/// node_exporter usually runs as another user. A failed write removes its temporary.
 pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
     let dir = path
         .parent()
@@ -27,14 +34,10 @@ pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other(format!("{} names no file", path.display())))?;
-    // node_exporter only reads `*.prom`, so the temporary name must not end in `.prom`.
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let (mut file, tmp) = create_temporary(dir, &name.to_string_lossy())?;
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
+        // Set on the open file, as the umask may have narrowed the mode given at creation.
+        file.set_permissions(std::fs::Permissions::from_mode(TEXTFILE_MODE))?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -45,6 +48,29 @@ pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Mode of the textfile: node_exporter, usually another user, must read it.
+const TEXTFILE_MODE: u32 = 0o644;
+
+/// Creates a new file `.NAME.RANDOM.tmp` in `dir`, never opening one that exists. node_exporter
+/// only reads `*.prom`, so the name must not end in `.prom`.
+fn create_temporary(dir: &Path, name: &str) -> std::io::Result<(std::fs::File, PathBuf)> {
+    let mut last = None;
+    for _ in 0..8 {
+        let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(TEXTFILE_MODE)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((file, tmp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.expect("the loop ran"))
 }
 
 /// Replaces this agent's group on a Pushgateway: `PUT <base>/metrics/job/mailcanary/instance/<agent>`.
@@ -120,5 +146,56 @@ mod tests {
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("mailcanary.prom")]);
         assert!(write_textfile(&dir.path().join("missing/x.prom"), "a").is_err());
+    }
+
+    #[test]
+    fn a_link_planted_at_the_old_predictable_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        // The name the temporary used to get: `.NAME.PID.tmp`.
+        let planted = dir
+            .path()
+            .join(format!(".mailcanary.prom.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let path = dir.path().join("mailcanary.prom");
+        write_textfile(&path, "a 1\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.is_file(), "the textfile must be a file of its own");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a 1\n");
+        assert!(std::fs::symlink_metadata(&planted).unwrap().is_symlink());
+    }
+
+    #[test]
+    fn the_temporary_is_created_exclusively() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_file, tmp) = create_temporary(dir.path(), "x.prom").unwrap();
+        let name = tmp.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with(".x.prom.") && name.ends_with(".tmp"),
+            "{name}"
+        );
+        let (_other, tmp2) = create_temporary(dir.path(), "x.prom").unwrap();
+        assert_ne!(tmp, tmp2, "names are not reused");
+    }
+
+    #[test]
+    fn a_failed_rename_leaves_no_temporary_and_the_mode_is_0644() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailcanary.prom");
+        write_textfile(&path, "a 1\n").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        // A directory where the textfile should go: the rename fails.
+        let blocked = dir.path().join("blocked.prom");
+        std::fs::create_dir(&blocked).unwrap();
+        assert!(write_textfile(&blocked, "a 2\n").is_err());
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["blocked.prom", "mailcanary.prom"]);
     }
 }

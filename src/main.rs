@@ -3,36 +3,56 @@
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use mailcanary::cli::{Cli, Command, LogFormat};
-use mailcanary::cmd::{self, EXIT_CONFIG};
+use mailcanary::cmd::{self, ExitAs as _, Failure};
 use mailcanary::config::Config;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Err(e) = init_logging(&cli) {
-        eprintln!("mailcanary: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    let config = match Config::load(&cli.config) {
-        Ok(c) => c,
+    let cli = match parse_args() {
+        Ok(cli) => cli,
         Err(e) => {
-            eprintln!("mailcanary: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+            let _ = e.print();
+            // clap's own usage code is 2, which here means "a probe failed".
+            if e.use_stderr() {
+                return Failure::Config.exit_code();
+            }
+            return ExitCode::SUCCESS; // --help, --version
         }
     };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mailcanary: {e:#}");
+            e.failure.exit_code()
+        }
+    }
+}
+
+fn parse_args() -> Result<Cli, clap::Error> {
+    let matches = Cli::command()
+        .after_help(cmd::exit_codes_help())
+        .try_get_matches()?;
+    Cli::from_arg_matches(&matches)
+}
+
+fn run(cli: Cli) -> Result<ExitCode, cmd::Error> {
+    init_logging(&cli)
+        .map_err(anyhow::Error::msg)
+        .exit_as(Failure::Config)?;
+    if let Command::Status = cli.command {
+        // Needs only [agent]: no secrets, no runtime.
+        return cmd::status::run(&cli.config);
+    }
+    let config = Config::load(&cli.config).exit_as(Failure::Config)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("mailcanary: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+        .exit_as(Failure::Internal)?;
+    runtime.block_on(async {
         match cli.command {
             Command::Run { listen, web_config } => {
                 cmd::run::run(&config, listen, web_config.as_deref()).await
@@ -48,17 +68,11 @@ fn main() -> ExitCode {
                 };
                 cmd::once::run(&config, wait, outputs).await
             }
-            Command::Status => cmd::status::run(&config),
+            // Answered above, before the config was loaded in full.
+            Command::Status => cmd::status::run(&cli.config),
             Command::Check { no_login } => cmd::check::run(&config, no_login).await,
         }
-    });
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("mailcanary: {e:#}");
-            ExitCode::from(EXIT_CONFIG)
-        }
-    }
+    })
 }
 
 fn init_logging(cli: &Cli) -> Result<(), String> {

@@ -290,21 +290,40 @@ fn builder() -> redb::Builder {
     builder
 }
 
+/// Opens and flocks the lock file. A symbolic link there is refused, not followed (`O_NOFOLLOW`,
+/// in the same call that opens, so there is no check-then-open race): following it would let
+/// whoever can write the state directory make the agent write its pid into any file it can
+/// write. The file is never truncated before the lock is held, so an agent that is refused
+/// leaves the running one's pid in place.
 fn take_lock(dir: &Path) -> Result<File, OpenError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+
     let path = dir.join(LOCK_FILE);
+    let refused = |reason: String| OpenError::Directory {
+        dir: dir.to_path_buf(),
+        reason: format!("lock file {}: {reason}", path.display()),
+    };
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
-        .map_err(|e| OpenError::Directory {
-            dir: dir.to_path_buf(),
-            reason: format!("lock file {}: {e}", path.display()),
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refused("is a symbolic link; refusing to follow it".into()),
+            _ => refused(e.to_string()),
         })?;
+    // Asked of the open file, not the path: what was opened is what is checked.
+    match file.metadata() {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => return Err(refused("is not a regular file".into())),
+        Err(e) => return Err(refused(e.to_string())),
+    }
     match file.try_lock() {
         Ok(()) => {
             // Diagnostics only: the lock itself is the flock, released by the kernel on exit.
+            // Truncated only now that the lock is ours.
             let _ = file.set_len(0);
             let _ = writeln!(file, "{}", std::process::id());
             Ok(file)

@@ -3,14 +3,12 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Result;
-
 use crate::config::Config;
 use crate::mailbox;
 use crate::send::Submitter;
 
 /// Logs in to every SMTP and mailbox endpoint and prints one line each.
-pub async fn run(config: &Config, no_login: bool) -> Result<ExitCode> {
+pub async fn run(config: &Config, no_login: bool) -> Result<ExitCode, super::Error> {
     println!(
         "config {}: ok ({} probes)",
         config.path.display(),

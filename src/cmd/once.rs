@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::{ExitAs as _, Failure};
 use crate::agent::Agent;
 use crate::config::Config;
 use crate::export;
@@ -34,8 +35,12 @@ struct Outcome {
 
 /// Sends one canary per probe×class, waits up to `wait` for them (collecting earlier runs'
 /// canaries on the way), and writes the metrics.
-pub async fn run(config: &Config, wait: Duration, outputs: Outputs<'_>) -> Result<ExitCode> {
-    let mut agent = Agent::open(config).await?;
+pub async fn run(
+    config: &Config,
+    wait: Duration,
+    outputs: Outputs<'_>,
+) -> Result<ExitCode, super::Error> {
+    let mut agent = Agent::open(config).await.map_err(super::opening)?;
     let probes = agent.probe_list();
     let deadline = Instant::now() + wait;
     // SIGTERM/SIGINT cut the wait short: no further canary is begun, the ones being submitted
@@ -48,7 +53,9 @@ pub async fn run(config: &Config, wait: Duration, outputs: Outputs<'_>) -> Resul
     }
     let mut failed = false;
     while let Some(outcome) = rounds.join_next().await {
-        let outcome = outcome.context("a probe task panicked")?;
+        let outcome = outcome
+            .context("a probe task panicked")
+            .exit_as(Failure::Internal)?;
         if !outcome.sent_any || !outcome.read_any {
             failed = true;
             tracing::error!(
@@ -62,13 +69,15 @@ pub async fn run(config: &Config, wait: Duration, outputs: Outputs<'_>) -> Resul
     agent.close();
     if let Some(path) = outputs.textfile {
         export::write_textfile(path, &text)
-            .with_context(|| format!("writing textfile {}", path.display()))?;
+            .with_context(|| format!("writing textfile {}", path.display()))
+            .exit_as(Failure::Metrics)?;
     }
     if let Some(url) = outputs.push {
         export::push(url, &config.agent.id, &text)
             .await
             .map_err(anyhow::Error::msg)
-            .with_context(|| format!("pushing to {url}"))?;
+            .with_context(|| format!("pushing to {url}"))
+            .exit_as(Failure::Metrics)?;
     }
     if outputs.textfile.is_none() && outputs.push.is_none() {
         print!("{text}");

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::{ExitAs as _, Failure};
 use crate::agent::Agent;
 use crate::config::Config;
 use crate::http::{self, WebState};
@@ -26,15 +27,20 @@ use crate::watch::Watcher;
 use crate::web_config::WebConfig;
 
 /// Runs every probe and the HTTP endpoints until SIGINT or SIGTERM.
-pub async fn run(config: &Config, listen: SocketAddr, web: Option<&Path>) -> Result<ExitCode> {
+pub async fn run(
+    config: &Config,
+    listen: SocketAddr,
+    web: Option<&Path>,
+) -> Result<ExitCode, super::Error> {
     let web = Arc::new(match web {
-        Some(path) => WebConfig::load(path)?,
+        Some(path) => WebConfig::load(path).exit_as(Failure::Config)?,
         None => WebConfig::open(),
     });
-    let mut agent = Agent::open(config).await?;
+    let mut agent = Agent::open(config).await.map_err(super::opening)?;
     let listener = TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+        .with_context(|| format!("cannot listen on {listen}"))
+        .exit_as(Failure::Listen)?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let state = Arc::new(WebState {
@@ -53,7 +59,7 @@ pub async fn run(config: &Config, listen: SocketAddr, web: Option<&Path>) -> Res
     }
     state.ready.store(true, Ordering::Release);
     tracing::info!(%listen, probes = config.probes.len(), agent = %config.agent.id, "mailcanary running");
-    wait_for_signal().await?;
+    wait_for_signal().await.exit_as(Failure::Internal)?;
     tracing::info!("shutting down: finishing the canaries being sent");
     shutdown.cancel();
     tasks.close();

@@ -2,22 +2,26 @@
 //!
 //! The store is opened read-only in redb's single-writer mode, so this works while `run` is
 //! writing to it, without asking the daemon (whose address `status` would not know).
+//!
+//! Only `[agent]` of the config is read: the operator asking for the books need not hold the
+//! daemon's passwords or signing key.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
-
+use super::{ExitAs as _, Failure};
 use crate::clock;
-use crate::config::Config;
+use crate::config::AgentConfig;
 use crate::ledger::Ledger;
 use crate::state;
 
 /// Prints the in-flight canaries and each probe×class's last results.
-pub fn run(config: &Config) -> Result<ExitCode> {
-    let ledgers = state::read(&config.agent.state_dir)?;
+pub fn run(config: &Path) -> Result<ExitCode, super::Error> {
+    let agent = AgentConfig::load(config).exit_as(Failure::Config)?;
+    let ledgers = state::read(&agent.state_dir).exit_as(Failure::State)?;
     print!("{}", render(&ledgers, clock::now_ms()));
     Ok(ExitCode::SUCCESS)
 }

@@ -4,8 +4,8 @@
 //! `Display` print `<secret>` so that logging a config struct cannot leak it.
 
 use std::fmt;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
 use base64::Engine as _;
@@ -100,23 +100,69 @@ pub(super) fn resolve_password(
     Ok(None)
 }
 
+/// Keys shorter than this many bytes are warned about: the key is all that stands between a
+/// forger and a canary that counts.
+pub const SHORT_KEY: usize = 16;
+
 /// Loads the canary signing key, creating a random one (mode 0600) when the file is missing.
 ///
 /// The key is the file's or variable's text with surrounding white space removed, so it can be
-/// copied between agents that must verify each other's canaries.
+/// copied between agents that must verify each other's canaries. A key file that group or others
+/// can read, or a key shorter than [`SHORT_KEY`] bytes, works but is warned about in the log
+/// (which names the file, its mode and the length, never the key).
 pub fn load_signing_key(source: &SecretSource) -> Result<SigningKey, String> {
-    let text = match source {
-        SecretSource::Env(var) => std::env::var(var)
-            .map_err(|_| format!("agent.secret_env: environment variable {var} is not set"))?,
-        SecretSource::File(path) => read_or_create_key(path)?,
-    };
-    SigningKey::new(text.trim().as_bytes().to_vec())
-        .ok_or_else(|| "the canary signing key is empty".to_string())
+    let (key, warnings) = read_signing_key(source)?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(key)
 }
 
-fn read_or_create_key(path: &Path) -> Result<String, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(text),
+/// The key and what is wrong with how it is kept.
+fn read_signing_key(source: &SecretSource) -> Result<(SigningKey, Vec<String>), String> {
+    let mut warnings = Vec::new();
+    let (text, what) = match source {
+        SecretSource::Env(var) => (
+            std::env::var(var)
+                .map_err(|_| format!("agent.secret_env: environment variable {var} is not set"))?,
+            format!("in environment variable {var}"),
+        ),
+        SecretSource::File(path) => (
+            read_or_create_key(path, &mut warnings)?,
+            format!("in {}", path.display()),
+        ),
+    };
+    let bytes = text.trim().as_bytes();
+    if !bytes.is_empty() && bytes.len() < SHORT_KEY {
+        warnings.push(format!(
+            "the canary signing key {what} is only {} bytes long; use at least {SHORT_KEY} random \
+             bytes (a missing key file is created with 32)",
+            bytes.len()
+        ));
+    }
+    let key = SigningKey::new(bytes.to_vec())
+        .ok_or_else(|| "the canary signing key is empty".to_string())?;
+    Ok((key, warnings))
+}
+
+fn read_or_create_key(path: &Path, warnings: &mut Vec<String>) -> Result<String, String> {
+    match std::fs::File::open(path) {
+        Ok(mut file) => {
+            let cannot =
+                |e: std::io::Error| format!("cannot read signing key {}: {e}", path.display());
+            // The mode of the file read, not of whatever the path names a moment later.
+            let mode = file.metadata().map_err(cannot)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                warnings.push(format!(
+                    "the canary signing key {} has mode {mode:04o}: group or others can read or \
+                     write it; chmod 600 it",
+                    path.display()
+                ));
+            }
+            let mut text = String::new();
+            file.read_to_string(&mut text).map_err(cannot)?;
+            Ok(text)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
             rand::fill(&mut bytes);
@@ -136,5 +182,64 @@ fn read_or_create_key(path: &Path) -> Result<String, String> {
             Ok(text)
         }
         Err(e) => Err(format!("cannot read signing key {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_file(mode: u32, text: &str) -> (tempfile::TempDir, SecretSource) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canary.key");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        (dir, SecretSource::File(path))
+    }
+
+    const GOOD: &str = "0123456789abcdef0123456789abcdef\n";
+
+    #[test]
+    fn a_private_long_key_gives_no_warning() {
+        let (_dir, source) = key_file(0o600, GOOD);
+        let (_, warnings) = read_signing_key(&source).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn a_key_file_others_can_read_is_warned_about() {
+        for mode in [0o644, 0o640, 0o604, 0o620] {
+            let (_dir, source) = key_file(mode, GOOD);
+            let (_, warnings) = read_signing_key(&source).unwrap();
+            assert_eq!(warnings.len(), 1, "{mode:o}: {warnings:?}");
+            assert!(
+                warnings[0].contains(&format!("mode {mode:04o}"))
+                    && warnings[0].contains("chmod 600"),
+                "{warnings:?}"
+            );
+            assert!(
+                !warnings[0].contains(GOOD.trim()),
+                "the key must not be shown"
+            );
+        }
+    }
+
+    #[test]
+    fn a_short_key_is_warned_about_without_showing_it() {
+        let (_dir, source) = key_file(0o600, "  s3cr3t-15-bytes \n");
+        let (_, warnings) = read_signing_key(&source).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("only 15 bytes long"), "{warnings:?}");
+        assert!(!warnings[0].contains("s3cr3t"), "the key must not be shown");
+        let (_dir, source) = key_file(0o600, "0123456789abcdef");
+        assert!(read_signing_key(&source).unwrap().1.is_empty());
+    }
+
+    #[test]
+    fn a_created_key_gives_no_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = SecretSource::File(dir.path().join("canary.key"));
+        let (_, warnings) = read_signing_key(&source).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 }

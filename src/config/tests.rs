@@ -420,3 +420,18 @@ fn custom_class_mistakes_are_named() {
     let unknown_key = CUSTOM.replace("size = \"2MiB\"", "sise = \"2MiB\"");
     assert!(error(&with_classes("classes = [\"large\"]", &unknown_key)).contains("sise"));
 }
+
+#[test]
+fn agent_section_alone_needs_no_secrets_but_valid_toml() {
+    let text = MINIMAL.replace("MC_CONFIG_TEST_PASSWORD", "MC_CONFIG_TEST_NEVER_SET");
+    let path = Path::new("/etc/mc/probes.toml");
+    assert!(Config::parse(path, &text).is_err());
+    let agent = AgentConfig::parse(path, &text).unwrap();
+    assert_eq!(agent.id, "agent-1");
+    assert_eq!(agent.state_dir, Path::new("/etc/mc/state"));
+    let typo = text.replace("id = ", "idd = ");
+    assert_eq!(
+        AgentConfig::parse(path, &typo).unwrap_err().to_string(),
+        "/etc/mc/probes.toml:3:1: idd: unknown field `idd`, expected one of `id`, `state_dir`, `forget_after`, `secret_file`, `secret_env`"
+    );
+}

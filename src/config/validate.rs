@@ -35,7 +35,7 @@ impl Context<'_> {
         })
     }
 
-    fn agent(&self, raw: raw::RawAgent) -> Result<AgentConfig, ConfigError> {
+    pub(super) fn agent(&self, raw: raw::RawAgent) -> Result<AgentConfig, ConfigError> {
         let id = match &raw.id {
             Some(id) if !is_agent_id(id.get_ref()) => {
                 return Err(self.at(id, "agent.id", "must match [A-Za-z0-9._-]+"));

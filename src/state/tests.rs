@@ -75,6 +75,9 @@ async fn a_second_opener_is_refused_with_the_lock_named() {
         .expect("second open must fail");
     let text = err.to_string();
     assert!(matches!(err, OpenError::Locked { .. }), "{text}");
+    // The refused opener did not wipe the holder's pid.
+    let pid = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
+    assert_eq!(pid.trim(), std::process::id().to_string());
     assert!(
         text.contains("locked by another mailcanary process"),
         "{text}"
@@ -179,4 +182,38 @@ async fn a_reset_removes_exactly_one_probes_records() {
     assert!(!books.contains_key("p1"));
     assert_eq!(books["p10"].in_flight.len(), 1);
     assert_eq!(books["p2"].in_flight.len(), 1);
+}
+
+#[test]
+fn a_symlinked_lock_file_is_refused_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::symlink(&victim, state.join(LOCK_FILE)).unwrap();
+    let err = Store::open(&state)
+        .err()
+        .expect("a symlinked lock must be refused");
+    assert!(matches!(err, OpenError::Directory { .. }), "{err}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    // Also when the link dangles: nothing is created at its target.
+    let dangling = dir.path().join("made-by-the-agent");
+    std::fs::remove_file(state.join(LOCK_FILE)).unwrap();
+    std::os::unix::fs::symlink(&dangling, state.join(LOCK_FILE)).unwrap();
+    assert!(Store::open(&state).is_err());
+    assert!(!dangling.exists());
+}
+
+#[test]
+fn a_lock_path_that_is_not_a_regular_file_is_refused() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join(LOCK_FILE);
+    let c_path = std::ffi::CString::new(lock.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo touches nothing else.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let err = Store::open(dir.path()).err().expect("must be refused");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
 }

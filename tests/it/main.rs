@@ -5,6 +5,7 @@ mod alerts;
 mod check;
 mod classes;
 mod delays;
+mod exit_codes;
 mod faults;
 mod maildir;
 mod matrix;

@@ -255,7 +255,7 @@ fn one_process_per_state_dir_and_a_damaged_store_is_refused_clearly() {
     let work = Workdir::new("it-lock", &with_probe_keys(&section, ONE_CLASS));
     let daemon = work.daemon(stack);
     let out = work.run(stack, &["once", "--wait", "1s"]);
-    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", output_text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("locked by another mailcanary process"),
@@ -284,7 +284,7 @@ fn one_process_per_state_dir_and_a_damaged_store_is_refused_clearly() {
     )
     .unwrap();
     let out = broken.run(stack, &["once", "--wait", "1s"]);
-    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", output_text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("cannot open the state store") && stderr.contains("move it aside"),

@@ -4,7 +4,9 @@
 //! to `cur/` or flagged it, which renames it; so a file that is not where it was listed is looked
 //! up again by its key before anything is concluded. A file that is gone for good was removed by
 //! someone else, which is what we wanted anyway. No other file is ever touched: every path acted
-//! on is a listed file of the mail's own folder, and a move never overwrites.
+//! on is a listed file of the mail's own folder, and a move never overwrites: it is one
+//! `renameat2(RENAME_NOREPLACE)`, which the kernel refuses when the target exists, so a file
+//! that appears at the target between any check and the move is not replaced either.
 
 use std::fs;
 use std::io;
@@ -81,13 +83,55 @@ fn move_into(path: &Path, cur: &Path) -> io::Result<()> {
         format!("{name}:2,")
     };
     let target = cur.join(name);
-    if exists(&target) {
-        return Err(io::Error::new(
+    rename_no_replace(path, &target).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => io::Error::new(
             io::ErrorKind::AlreadyExists,
             format!("{} already exists", target.display()),
-        ));
+        ),
+        _ => e,
+    })
+}
+
+/// Renames `from` to `to`, failing with `AlreadyExists` instead of replacing an existing `to`.
+///
+/// Atomic where the file system has `RENAME_NOREPLACE` (ext4, xfs, btrfs, tmpfs…). Where it has
+/// not (NFS, some FUSE file systems say `EINVAL`), a hard link, which also refuses an existing
+/// target, then removing the source: for a moment the mail has both names, which a concurrent
+/// look may see as a duplicate, but nothing is overwritten.
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
+    };
+    let (c_from, c_to) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            c_from.as_ptr(),
+            libc::AT_FDCWD,
+            c_to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
     }
-    fs::rename(path, target)
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL | libc::ENOSYS) => link_then_unlink(from, to),
+        _ => Err(e),
+    }
+}
+
+/// The no-replace move of file systems without `RENAME_NOREPLACE`.
+fn link_then_unlink(from: &Path, to: &Path) -> io::Result<()> {
+    fs::hard_link(from, to)?;
+    fs::remove_file(from).inspect_err(|_| {
+        // Back to one name: the mail stays where it was, to be tried again.
+        let _ = fs::remove_file(to);
+    })
 }
 
 fn exists(path: &Path) -> bool {
@@ -202,6 +246,35 @@ mod tests {
             ORDINARY
         );
         assert!(mine.exists());
+    }
+
+    #[test]
+    fn the_move_itself_refuses_an_existing_target() {
+        // No check before: the kernel (or the link) refuses, so a target that appears after
+        // any check is not overwritten either.
+        let root = maildir();
+        let r = root.path();
+        let mine = put(r, "new/1.A", CANARY);
+        let theirs = put(r, ".Junk/cur/1.A:2,", ORDINARY);
+        for mv in [rename_no_replace, link_then_unlink] {
+            let err = mv(&mine, &theirs).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+            assert_eq!(fs::read_to_string(&theirs).unwrap(), ORDINARY);
+            assert_eq!(fs::read_to_string(&mine).unwrap(), CANARY);
+        }
+        let free = r.join(".Junk/cur/1.A:2,S");
+        for (mv, from, to) in [
+            (
+                rename_no_replace as fn(&Path, &Path) -> io::Result<()>,
+                &mine,
+                &free,
+            ),
+            (link_then_unlink, &free, &mine),
+        ] {
+            mv(from, to).unwrap();
+            assert!(!from.exists());
+            assert_eq!(fs::read_to_string(to).unwrap(), CANARY);
+        }
     }
 
     #[test]

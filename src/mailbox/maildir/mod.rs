@@ -9,11 +9,15 @@
 //! (`scan.rs`), and `wait_for_news` falls back to waiting out the poll interval, so a dropped
 //! event, an exhausted inotify limit or a folder recreated under us costs latency, not mail.
 //!
-//! File system work runs on the blocking pool: listing a large Maildir is not a quick call.
-//! Clean-up (`clean.rs`) touches only the files of the canaries handed back.
+//! File system work runs on the blocking pool (`spawn_blocking`), never on a runtime thread:
+//! checking the folders, starting a watch (inotify calls and the watcher's thread), listing and
+//! reading heads (`scan.rs`), and deleting or moving (`clean.rs`). Listing a large Maildir is not
+//! a quick call, and on a network file system even a `stat` can stall, which on a runtime thread
+//! would stall every other probe's timers with it. Only draining the watch's channel, which does
+//! not wait, runs in place. Clean-up touches only the files of the canaries handed back.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,24 +69,10 @@ impl MaildirMailbox {
         })
     }
 
-    /// Every watched `new/` and `cur/` can be opened: the Maildir equivalent of connecting.
-    fn check_folders(&self) -> Result<(), MailboxError> {
-        for folder in self.folders.iter() {
-            for dir in folder.mail_dirs() {
-                fs::read_dir(&dir).map_err(|e| {
-                    let what =
-                        format!("folder {}: cannot open {}: {e}", folder.name, dir.display());
-                    MailboxError::new(MailboxStage::Connect, what)
-                })?;
-            }
-        }
-        Ok(())
-    }
-
     /// Makes sure a watch is running before the folders are listed, so a mail delivered after
     /// the listing is announced. A broken watch is replaced, and its failure kept for the next
     /// wait to report.
-    fn ensure_watching(&mut self) {
+    async fn ensure_watching(&mut self) {
         if let Some(watching) = &mut self.watching {
             match watching.drain() {
                 Ok(_) => return,
@@ -92,7 +82,11 @@ impl MaildirMailbox {
                 }
             }
         }
-        match Watching::start(&self.folders, self.noticed.clone()) {
+        let (folders, noticed) = (Arc::clone(&self.folders), self.noticed.clone());
+        let started = tokio::task::spawn_blocking(move || Watching::start(&folders, noticed))
+            .await
+            .unwrap_or_else(|e| Err(format!("the watch task failed: {e}")));
+        match started {
             Ok(watching) => {
                 if self.watch_failed {
                     tracing::info!(maildir = %self.config.path.display(), "watching the Maildir again");
@@ -116,23 +110,6 @@ impl MaildirMailbox {
         MailboxError::new(MailboxStage::Idle, what)
     }
 
-    /// What clean-up does, with a move's target checked: it must exist, as nothing is created.
-    fn action(&self) -> Result<Option<Action>, MailboxError> {
-        let target = match &self.config.cleanup {
-            Cleanup::Keep => return Ok(None),
-            Cleanup::Delete => return Ok(Some(Action::Delete)),
-            Cleanup::Move(target) => target,
-        };
-        let cur = folder_dir(&self.config.path, target)
-            .map_err(|e| MailboxError::new(MailboxStage::Cleanup, e))?
-            .join("cur");
-        if !cur.is_dir() {
-            let what = format!("folder {target} does not exist ({})", cur.display());
-            return Err(MailboxError::new(MailboxStage::Cleanup, what));
-        }
-        Ok(Some(Action::MoveTo(cur)))
-    }
-
     /// The canaries' files as last listed, with their folders. Mails not from the last scan are
     /// not ours to touch.
     fn files_of(&self, mails: &[MailId]) -> Vec<(MailId, PathBuf, Folder)> {
@@ -145,6 +122,38 @@ impl MaildirMailbox {
             })
             .collect()
     }
+}
+
+/// Every watched `new/` and `cur/` can be opened: the Maildir equivalent of connecting.
+/// Blocking: run it on the blocking pool.
+fn check_folders(folders: &[Folder]) -> Result<(), MailboxError> {
+    for folder in folders {
+        for dir in folder.mail_dirs() {
+            fs::read_dir(&dir).map_err(|e| {
+                let what = format!("folder {}: cannot open {}: {e}", folder.name, dir.display());
+                MailboxError::new(MailboxStage::Connect, what)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// What clean-up does, with a move's target checked: it must exist, as nothing is created.
+/// Blocking: run it on the blocking pool.
+fn action(root: &Path, cleanup: &Cleanup) -> Result<Option<Action>, MailboxError> {
+    let target = match cleanup {
+        Cleanup::Keep => return Ok(None),
+        Cleanup::Delete => return Ok(Some(Action::Delete)),
+        Cleanup::Move(target) => target,
+    };
+    let cur = folder_dir(root, target)
+        .map_err(|e| MailboxError::new(MailboxStage::Cleanup, e))?
+        .join("cur");
+    if !cur.is_dir() {
+        let what = format!("folder {target} does not exist ({})", cur.display());
+        return Err(MailboxError::new(MailboxStage::Cleanup, what));
+    }
+    Ok(Some(Action::MoveTo(cur)))
 }
 
 /// A blocking task that died (panicked or was cancelled) is a failure of its stage.
@@ -162,8 +171,10 @@ impl Mailbox for MaildirMailbox {
     }
 
     async fn canaries(&mut self) -> Result<Vec<Arrival>, MailboxError> {
-        self.check_folders()?;
-        self.ensure_watching();
+        let folders = Arc::clone(&self.folders);
+        let task = tokio::task::spawn_blocking(move || check_folders(&folders));
+        joined(MailboxStage::Connect, task.await)??;
+        self.ensure_watching().await;
         let folders = Arc::clone(&self.folders);
         let noticed = self.noticed.clone();
         let mut cache = std::mem::take(&mut self.cache);
@@ -177,20 +188,26 @@ impl Mailbox for MaildirMailbox {
     }
 
     async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {
-        if mails.is_empty() {
+        if mails.is_empty() || self.config.cleanup == Cleanup::Keep {
             return Ok(());
         }
-        let Some(action) = self.action()? else {
-            return Ok(());
-        };
         let files = self.files_of(mails);
-        let task = tokio::task::spawn_blocking(move || clean::apply(&files, &action));
+        let (root, cleanup) = (self.config.path.clone(), self.config.cleanup.clone());
+        let task = tokio::task::spawn_blocking(move || match action(&root, &cleanup)? {
+            Some(action) => clean::apply(&files, &action),
+            None => Ok(()),
+        });
         joined(MailboxStage::Cleanup, task.await)?
     }
 
     async fn check_login(&mut self) -> Result<(), MailboxError> {
-        self.check_folders()?;
-        self.action().map(|_| ())
+        let folders = Arc::clone(&self.folders);
+        let (root, cleanup) = (self.config.path.clone(), self.config.cleanup.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            check_folders(&folders)?;
+            action(&root, &cleanup).map(|_| ())
+        });
+        joined(MailboxStage::Connect, task.await)?
     }
 
     fn poll_interval(&self) -> Duration {
