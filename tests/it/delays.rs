@@ -13,10 +13,18 @@ fn an_injected_delay_shows_in_server_delay_and_in_the_hop_after_postfix() {
     let stack = Stack::shared();
     let user = "box20@example.test";
     empty_mailbox(stack, user);
-    // The stack's delaying hop holds the mail 3 s and stamps its own Received line.
+    // The stack's delaying hop holds the mail 3 s and stamps its own Received line. The agent
+    // polls (no IDLE) every 6 s: it sees the canary only at the look after the one just after
+    // sending, more than 6 s after it was sent. So the delivery delay (when the agent saw it)
+    // and the server delay (when the server stored it) must differ by seconds: one copied into
+    // the other would show.
     let section = with_probe_keys(
         &probe_section(stack, "slow", user, "MC_PROBE1_PASSWORD"),
         "classes = [\"delayed\"]",
+    )
+    .replace(
+        "poll_interval = \"250ms\"",
+        "poll_interval = \"6s\"\n  watch = \"poll\"",
     );
     let config = format!(
         "{section}\n[class.delayed]\ntemplate = \"interpersonal\"\nheaders = {{ \"X-Test-Delay\" = \"3\" }}\n"
@@ -24,15 +32,27 @@ fn an_injected_delay_shows_in_server_delay_and_in_the_hop_after_postfix() {
     let work = Workdir::new("it-slow", &config);
     let text = work.once(stack, "30s");
     let s = |name: &str| series(name, "slow", "delayed");
-    assert_eq!(
-        metric(&text, &s("server_delay_seconds_count")),
-        Some(1.0),
-        "{text}"
+    let value = |series: &str| {
+        metric(&text, series).unwrap_or_else(|| panic!("{series} is missing from:\n{text}"))
+    };
+    assert_eq!(value(&s("server_delay_seconds_count")), 1.0);
+    assert_eq!(value(&s("delivery_delay_seconds_count")), 1.0);
+    let server = value(&s("server_delay_seconds_sum"));
+    let delivery = value(&s("delivery_delay_seconds_sum"));
+    // INTERNALDATE has whole seconds (the estimate is its middle): 3 s ± 1.
+    assert!((server - 3.0).abs() <= 1.0, "server delay {server}\n{text}");
+    assert!(
+        (6.0..15.0).contains(&delivery),
+        "delivery delay {delivery}: the canary can only have been seen at the second poll, \
+         6 s after the first look that followed sending\n{text}"
     );
-    let server = metric(&text, &s("server_delay_seconds_sum")).unwrap();
-    let delivery = metric(&text, &s("delivery_delay_seconds_sum")).unwrap();
-    assert!((server - 3.0).abs() <= 1.0, "server delay {server}");
-    assert!((delivery - 3.0).abs() <= 1.0, "delivery delay {delivery}");
+    assert!(
+        delivery - server >= 2.0,
+        "delivery {delivery} and server delay {server} must differ by the wait for the poll"
+    );
+    println!(
+        "matrix | 3 s injected delay, 6 s poll | delivery delay {delivery:.2} s, server delay {server:.2} s"
+    );
     let hop = |n: &str| {
         let labels = format!("class=\"delayed\",hop=\"{n}\",probe=\"slow\"");
         metric(
