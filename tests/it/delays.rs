@@ -74,31 +74,68 @@ fn an_injected_delay_shows_in_server_delay_and_in_the_hop_after_postfix() {
     assert!(skew.abs() <= 1.0, "same clock on both ends: {skew}");
 }
 
+/// Logged (at debug level) each time the agent has entered IDLE.
+const IDLE_ENTERED: &str = "IDLE: waiting for news";
+/// Logged (at debug level) when the server ends an IDLE with news.
+const IDLE_NEWS: &str = "IDLE: the server reports news";
+
 #[test]
 fn idle_records_a_canary_without_waiting_for_a_poll() {
     let stack = Stack::shared();
     let user = "box21@example.test";
     empty_mailbox(stack, user);
+    // The canary is held by the stack (`+hold`) until the agent is idling, so no look but
+    // one woken by IDLE can find it: a poll would only come after 10 minutes.
     let section = with_probe_keys(
         &probe_section(stack, "idler", user, "MC_PROBE1_PASSWORD"),
         "classes = [\"interpersonal\"]",
+    )
+    .replace(
+        "to = \"box21@example.test\"",
+        "to = \"box21+hold@example.test\"",
     )
     .replace(
         "poll_interval = \"250ms\"",
         "poll_interval = \"10min\"\n  watch = \"idle\"",
     );
     let work = Workdir::new("it-idle", &section);
-    let daemon = work.daemon(stack);
-    // A poll would come only after 10 minutes; IDLE has the canary within seconds.
-    daemon.wait_metric(
-        "mailcanary_delivered_total{class=\"interpersonal\",folder=\"INBOX\",probe=\"idler\"}",
-        1.0,
-        Duration::from_secs(10),
+    let daemon = work.daemon_with(
+        stack,
+        &["--log-level", "info,mailcanary::mailbox::imap=debug"],
     );
-    let delay = metric(
-        &daemon.scrape(),
-        &series("last_delivery_delay_seconds", "idler", "interpersonal"),
-    )
-    .unwrap();
-    assert!(delay < 5.0, "delivery delay {delay}");
+    let s = |name: &str| series(name, "idler", "interpersonal");
+    let delivered =
+        "mailcanary_delivered_total{class=\"interpersonal\",folder=\"INBOX\",probe=\"idler\"}";
+    daemon.wait_metric(&s("sent_total"), 1.0, Duration::from_secs(10));
+    daemon.wait_for("the agent to enter IDLE", Duration::from_secs(10), || {
+        daemon.log_text().contains(IDLE_ENTERED)
+    });
+    let idle_log = daemon.log_text();
+    assert!(!idle_log.contains(IDLE_NEWS), "{idle_log}");
+    let before = daemon.scrape();
+    assert_eq!(metric(&before, delivered), Some(0.0), "{before}");
+    assert_eq!(metric(&before, &s("in_flight")), Some(1.0), "{before}");
+
+    stack.ctl("release", &["box21+hold@example.test"]);
+    let released = std::time::Instant::now();
+    // Dovecot debounces IDLE notifications by 0.5 s; seconds, not the 10-minute poll.
+    daemon.wait_metric(delivered, 1.0, Duration::from_secs(5));
+    println!(
+        "matrix | IDLE | seen {:.2} s after release",
+        released.elapsed().as_secs_f64()
+    );
+    let log = daemon.log_text();
+    assert!(
+        log[idle_log.len()..].contains(IDLE_NEWS),
+        "the look that found the canary was woken by IDLE news:\n{log}"
+    );
+    let text = daemon.scrape();
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("mailcanary_mailbox_errors_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "no mailbox error (and so no reconnect look) explains it: {errors:?}"
+    );
 }
