@@ -19,12 +19,10 @@ fn faults_stack(dir: &str, port_base: u16) -> StackGuard {
     StackGuard(stack)
 }
 
-/// Sum of every sample of `name` whose labels contain all of `labels`.
-fn total(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+/// The value of one series, which must be in the exposition: a missing series is a failure,
+/// not a zero.
+fn value(text: &str, series: &str) -> f64 {
+    metric(text, series).unwrap_or_else(|| panic!("{series} is missing from:\n{text}"))
 }
 
 /// Denies or allows a user's logins (IMAP, POP3, SMTP AUTH) through the stack's deny file, and
@@ -81,21 +79,44 @@ fn pop3_login(stack: &Stack, user: &str, password: &str) -> bool {
 /// One row of the matrix: inject, see the counter and the log line, repair, see recovery.
 struct Row<'a> {
     daemon: &'a Daemon,
+    probe: &'a str,
+    stage: &'a str,
+    /// The log message of this kind of failure (`canary not sent`, `mailbox check failed`).
+    event: &'a str,
     counter: String,
     healthy: Box<dyn Fn(&str) -> f64 + 'a>,
 }
 
 impl Row<'_> {
-    fn check(&self, fault: &str, log: &str, inject: impl FnOnce(), repair: impl FnOnce()) {
+    /// Whether `line` is this row's log line: its message, this probe, this stage in the `stage`
+    /// field, and every one of `error` in the `error` field (the last field: the server's reply
+    /// code and text, or the OS error). Structured fields only, never a bare number that a
+    /// timestamp, a port or an id could contain too.
+    fn logged(&self, line: &str, error: &[&str]) -> bool {
+        let Some((head, error_field)) = line.split_once(" error=") else {
+            return false;
+        };
+        head.contains(&format!(" {} ", self.event))
+            && head.contains(&format!(" probe={} ", self.probe))
+            && head.contains(&format!(" stage=\"{}\"", self.stage))
+            && error.iter().all(|e| error_field.contains(e))
+    }
+
+    fn check(&self, fault: &str, error: &[&str], inject: impl FnOnce(), repair: impl FnOnce()) {
         let before = metric(&self.daemon.scrape(), &self.counter).unwrap_or(0.0);
         let log_before = self.daemon.log_text().len();
         inject();
         self.daemon.wait_for(
-            &format!("{fault}: {} and a log line with {log:?}", self.counter),
+            &format!(
+                "{fault}: {} and a {:?} line at stage {:?} with {error:?} in its error",
+                self.counter, self.event, self.stage
+            ),
             LIMIT,
             || {
                 metric(&self.daemon.scrape(), &self.counter).unwrap_or(0.0) > before
-                    && self.daemon.log_text()[log_before..].contains(log)
+                    && self.daemon.log_text()[log_before..]
+                        .lines()
+                        .any(|l| self.logged(l, error))
             },
         );
         let baseline = (self.healthy)(&self.daemon.scrape());
@@ -143,10 +164,24 @@ fn smtp_faults_are_staged_logged_and_heal_without_a_restart() {
         &(with_probe_keys(&main, keys) + &with_probe_keys(&untrusted, keys)),
     );
     let daemon = work.daemon(stack);
-    let sent = |t: &str| total(t, "mailcanary_sent_total", &["probe=\"smtpf\""]);
-    daemon.wait_for("a first canary", LIMIT, || sent(&daemon.scrape()) >= 1.0);
-    let row = |stage: &str| Row {
+    let sent = |t: &str| {
+        value(
+            t,
+            "mailcanary_sent_total{class=\"interpersonal\",probe=\"smtpf\"}",
+        )
+    };
+    daemon.wait_for("a first canary", LIMIT, || {
+        metric(
+            &daemon.scrape(),
+            "mailcanary_sent_total{class=\"interpersonal\",probe=\"smtpf\"}",
+        )
+        .is_some_and(|n| n >= 1.0)
+    });
+    let row = |stage: &'static str| Row {
         daemon: &daemon,
+        probe: "smtpf",
+        stage,
+        event: "canary not sent",
         counter: format!(
             "mailcanary_send_failures_total{{class=\"interpersonal\",probe=\"smtpf\",stage=\"{stage}\"}}"
         ),
@@ -154,31 +189,31 @@ fn smtp_faults_are_staged_logged_and_heal_without_a_restart() {
     };
     row("connect").check(
         "SMTP refusing (421)",
-        "421",
+        &["(421)", "Service shutting down"],
         || proxy.push(&[Fault::Say(b"421 4.3.2 Service shutting down\r\n")]),
         || {},
     );
     row("tls").check(
         "STARTTLS not offered",
-        "does not offer STARTTLS",
+        &["does not offer STARTTLS"],
         || proxy.push(&[Fault::SmtpWithoutStartTls]),
         || {},
     );
     row("timeout").check(
         "SMTP server hangs",
-        "no answer",
+        &["no answer"],
         || proxy.push(&[Fault::Silent]),
         || {},
     );
     row("auth").check(
         "SMTP auth refused",
-        "stage=\"auth\"",
+        &[],
         || deny(stack, "probe1@example.test", true),
         || deny(stack, "probe1@example.test", false),
     );
     row("rejected").check(
         "SMTP rejects (5xx)",
-        "550",
+        &["(550)", "mailstack rejects canaries"],
         || {
             stack.ctl(
                 "rule",
@@ -192,7 +227,7 @@ fn smtp_faults_are_staged_logged_and_heal_without_a_restart() {
     );
     row("rejected").check(
         "SMTP temp-fails (4xx)",
-        "450",
+        &["(450)", "mailstack says later"],
         || {
             stack.ctl(
                 "rcpt-rule",
@@ -201,18 +236,33 @@ fn smtp_faults_are_staged_logged_and_heal_without_a_restart() {
         },
         || stack.ctl("rcpt-rule", &["clear"]),
     );
+    // Down means nothing listens: the connection is refused, not accepted and then closed
+    // (which is what a proxy in front of a stopped server would otherwise do).
     row("connect").check(
         "SMTP server down",
-        "stage=\"connect\"",
-        || stack.ctl("stop-postfix", &[]),
-        || stack.ctl("up", &[]),
+        &["Connection refused"],
+        || {
+            stack.ctl("stop-postfix", &[]);
+            proxy.stop_listening();
+            let refused =
+                std::net::TcpStream::connect(("127.0.0.1", proxy.port)).map_err(|e| e.kind());
+            assert_eq!(
+                refused.err(),
+                Some(std::io::ErrorKind::ConnectionRefused),
+                "the SMTP port must refuse connections while the server is down"
+            );
+        },
+        || {
+            stack.ctl("up", &[]);
+            proxy.listen_again();
+        },
     );
 
     let scrape = daemon.scrape();
     let untrusted_tls =
         "mailcanary_send_failures_total{class=\"interpersonal\",probe=\"untrusted\",stage=\"tls\"}";
     assert!(
-        metric(&scrape, untrusted_tls).unwrap_or(0.0) >= 1.0,
+        value(&scrape, untrusted_tls) >= 1.0,
         "an untrusted certificate is a tls failure"
     );
     assert!(
@@ -220,7 +270,10 @@ fn smtp_faults_are_staged_logged_and_heal_without_a_restart() {
         "the log says why"
     );
     assert_eq!(
-        total(&scrape, "mailcanary_sent_total", &["probe=\"untrusted\""]),
+        value(
+            &scrape,
+            "mailcanary_sent_total{class=\"interpersonal\",probe=\"untrusted\"}"
+        ),
         0.0
     );
 }
@@ -269,19 +322,19 @@ fn mailbox_faults_are_staged_logged_and_heal_without_a_restart() {
         let protocol = if probe == "imapf" { "imap" } else { "pop3" };
         let up = format!("mailcanary_mailbox_up{{probe=\"{probe}\",protocol=\"{protocol}\"}}");
         daemon.wait_metric(&up, 1.0, LIMIT);
-        let looks = move |t: &str| {
-            total(
-                t,
-                "mailcanary_delivered_total",
-                &[&format!("probe=\"{probe}\"")],
-            )
-        };
-        let row = |stage: &str| Row {
+        let delivered = format!(
+            "mailcanary_delivered_total{{class=\"interpersonal\",folder=\"INBOX\",probe=\"{probe}\"}}"
+        );
+        let looks = move |t: &str| value(t, &delivered);
+        let row = |stage: &'static str| Row {
             daemon: &daemon,
+            probe,
+            stage,
+            event: "mailbox check failed",
             counter: format!(
                 "mailcanary_mailbox_errors_total{{probe=\"{probe}\",stage=\"{stage}\"}}"
             ),
-            healthy: Box::new(looks),
+            healthy: Box::new(looks.clone()),
         };
         let greeting = greeting_len(if probe == "imapf" {
             stack.port("MAILSTACK_IMAP_PORT")
@@ -294,25 +347,25 @@ fn mailbox_faults_are_staged_logged_and_heal_without_a_restart() {
         };
         row("timeout").check(
             &format!("{protocol}: greeting never sent"),
-            "mailbox check failed",
+            &["no answer"],
             || inject(Fault::Silent),
             || {},
         );
         row("greeting").check(
             &format!("{protocol}: garbage greeting"),
-            "stage=\"greeting\"",
+            &[],
             || inject(Fault::Say(b"\x00\xffgarbage\r\n")),
             || {},
         );
         row("timeout").check(
             &format!("{protocol}: reply stops mid-command"),
-            "no answer",
+            &["no answer"],
             || inject(Fault::StallAfter(greeting + 12)),
             || {},
         );
         row("auth").check(
             &format!("{protocol}: login refused"),
-            "stage=\"auth\"",
+            &[],
             || {
                 deny(stack, user, true);
                 proxy.cut_all();

@@ -1,7 +1,8 @@
 //! A small scripted TCP proxy in front of a real server, for faults a real server will not
 //! produce on demand: a refusing or silent greeting, garbage, a reply that stops mid-way, an
-//! SMTP server that offers no STARTTLS. Each new connection takes the next queued fault; with
-//! none queued it passes bytes through untouched, so recovery is seen against the real server.
+//! SMTP server that offers no STARTTLS, a server that is down (the proxy stops listening, so
+//! connections are refused). Each new connection takes the next queued fault; with none queued
+//! it passes bytes through untouched, so recovery is seen against the real server.
 
 use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -26,9 +27,17 @@ pub enum Fault {
 /// The proxy; stops accepting when dropped.
 pub struct FaultProxy {
     pub port: u16,
+    upstream: u16,
     faults: Arc<Mutex<VecDeque<Fault>>>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    /// The accepting thread while the proxy listens; `None` while it refuses connections.
+    acceptor: Mutex<Option<Acceptor>>,
+}
+
+/// A thread accepting on the proxy's port; the listener closes when the thread ends.
+struct Acceptor {
     stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<()>,
 }
 
 impl FaultProxy {
@@ -38,25 +47,35 @@ impl FaultProxy {
         let port = listener.local_addr().unwrap().port();
         let proxy = FaultProxy {
             port,
+            upstream,
             faults: Arc::default(),
             open: Arc::default(),
-            stop: Arc::default(),
+            acceptor: Mutex::new(None),
         };
-        let (faults, open, stop) = (proxy.faults.clone(), proxy.open.clone(), proxy.stop.clone());
-        thread::spawn(move || {
-            for client in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    break;
+        proxy.accept_on(listener);
+        proxy
+    }
+
+    fn accept_on(&self, listener: TcpListener) {
+        let (faults, open, upstream) = (self.faults.clone(), self.open.clone(), self.upstream);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = thread::spawn({
+            let stop = stop.clone();
+            move || {
+                for client in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(client) = client else { continue };
+                    if let Ok(clone) = client.try_clone() {
+                        open.lock().unwrap().push(clone);
+                    }
+                    let fault = faults.lock().unwrap().pop_front();
+                    thread::spawn(move || serve(client, upstream, fault));
                 }
-                let Ok(client) = client else { continue };
-                if let Ok(clone) = client.try_clone() {
-                    open.lock().unwrap().push(clone);
-                }
-                let fault = faults.lock().unwrap().pop_front();
-                thread::spawn(move || serve(client, upstream, fault));
             }
         });
-        proxy
+        *self.acceptor.lock().unwrap() = Some(Acceptor { stop, thread });
     }
 
     /// Queues faults for the next connections, in order.
@@ -70,13 +89,38 @@ impl FaultProxy {
             let _ = s.shutdown(Shutdown::Both);
         }
     }
+
+    /// Closes the listening socket and every open connection: from now on a connection to
+    /// the proxy's port is refused, as with a server that is down. Returns once that holds.
+    pub fn stop_listening(&self) {
+        if let Some(acceptor) = self.acceptor.lock().unwrap().take() {
+            acceptor.stop.store(true, Ordering::SeqCst);
+            // Wakes the blocking accept, which then sees `stop` and drops the listener.
+            let _ = TcpStream::connect(("127.0.0.1", self.port));
+            let _ = acceptor.thread.join();
+        }
+        self.cut_all();
+    }
+
+    /// Listens again on the same port after [`stop_listening`](Self::stop_listening).
+    pub fn listen_again(&self) {
+        // The port was free a moment ago; another process could have taken it since, so retry
+        // a little (bounded) before giving up with a clear message.
+        let mut last = None;
+        for _ in 0..40 {
+            match TcpListener::bind(("127.0.0.1", self.port)) {
+                Ok(listener) => return self.accept_on(listener),
+                Err(e) => last = Some(e),
+            }
+            thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("cannot listen on port {} again: {last:?}", self.port);
+    }
 }
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.cut_all();
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        self.stop_listening();
     }
 }
 

@@ -10,13 +10,20 @@ use crate::support::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-fn total(text: &str, name: &str, probe: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.starts_with(&format!("{name}{{")) && l.contains(&format!("probe=\"{probe}\""))
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+/// The value of one series (name and every label): it must be in the exposition, since a
+/// missing series would otherwise read as 0 and pass any "nothing happened" check.
+fn value(text: &str, series: &str) -> f64 {
+    metric(text, series).unwrap_or_else(|| panic!("{series} is missing from:\n{text}"))
+}
+
+/// `mailcanary_NAME{class=CLASS,probe=PROBE}`.
+fn series(name: &str, class: &str, probe: &str) -> String {
+    format!("mailcanary_{name}{{class=\"{class}\",probe=\"{probe}\"}}")
+}
+
+/// Canaries of `class` delivered into the INBOX for `probe`.
+fn delivered_series(class: &str, probe: &str) -> String {
+    format!("mailcanary_delivered_total{{class=\"{class}\",folder=\"INBOX\",probe=\"{probe}\"}}")
 }
 
 /// A small tmpfs, unmounted when the test ends.
@@ -67,14 +74,14 @@ fn a_state_dir_turning_read_only_is_counted_and_probing_goes_on() {
     let work = Workdir::new("it-rostate", &section);
     let state = Tmpfs::mount(&work.dir.path().join("state"));
     let daemon = work.daemon(stack);
-    let delivered = |t: &str| total(t, "mailcanary_delivered_total", "rostate");
+    let delivered = |t: &str| value(t, &delivered_series("interpersonal", "rostate"));
     daemon.wait_for("a first delivery", LIMIT, || {
         delivered(&daemon.scrape()) >= 1.0
     });
 
     state.fill(true);
     daemon.wait_for("state_errors_total to count", LIMIT, || {
-        metric(&daemon.scrape(), "mailcanary_state_errors_total").unwrap_or(0.0) >= 1.0
+        value(&daemon.scrape(), "mailcanary_state_errors_total") >= 1.0
     });
     assert!(
         daemon.log_text().contains("state store write failed"),
@@ -88,7 +95,7 @@ fn a_state_dir_turning_read_only_is_counted_and_probing_goes_on() {
 
     state.fill(false);
     let start = Instant::now();
-    let errors = || metric(&daemon.scrape(), "mailcanary_state_errors_total").unwrap_or(0.0);
+    let errors = || value(&daemon.scrape(), "mailcanary_state_errors_total");
     // Healed: for two seconds deliveries went on and no store write failed.
     let mut last = (errors(), delivered(&daemon.scrape()), Instant::now());
     daemon.wait_for("store writes to succeed again", LIMIT, || {
@@ -168,12 +175,10 @@ fn ten_thousand_ordinary_mails_are_left_exactly_as_they_were() {
         "matrix | mailbox with 10,000 ordinary mails | once round trip {:.2} s",
         start.elapsed().as_secs_f64()
     );
-    assert_eq!(
-        total(&text, "mailcanary_delivered_total", "crowded"),
-        3.0,
-        "{text}"
-    );
-    assert_eq!(total(&text, "mailcanary_forged_total", "crowded"), 0.0);
+    for class in ["interpersonal", "transactional", "bulk"] {
+        assert_eq!(value(&text, &delivered_series(class, "crowded")), 1.0);
+        assert_eq!(value(&text, &series("forged_total", class, "crowded")), 0.0);
+    }
     assert!(
         snapshot(&maildir) == before,
         "an ordinary mail was changed, renamed or removed"
@@ -194,7 +199,10 @@ fn a_replayed_canary_is_a_duplicate_not_a_delivery() {
     let work = Workdir::new("it-replay", &format!("{section}  cleanup = \"keep\"\n"));
     let run = || work.once(stack, "20s");
     let first = run();
-    assert_eq!(total(&first, "mailcanary_delivered_total", "replay"), 1.0);
+    assert_eq!(
+        value(&first, &delivered_series("interpersonal", "replay")),
+        1.0
+    );
     let (_, canary) = mail_files(&maildir)
         .into_iter()
         .find(|(_, t)| t.contains("X-Mailcanary"))
@@ -216,21 +224,23 @@ fn a_replayed_canary_is_a_duplicate_not_a_delivery() {
     wait_for_mail_count(&maildir, 2);
     let second = run();
     assert_eq!(
-        total(&second, "mailcanary_duplicates_total", "replay"),
-        1.0,
-        "{second}"
+        value(
+            &second,
+            &series("duplicates_total", "interpersonal", "replay")
+        ),
+        1.0
     );
     assert_eq!(
-        total(&second, "mailcanary_delivered_total", "replay"),
+        value(&second, &delivered_series("interpersonal", "replay")),
         2.0,
         "the replay is not a delivery (the second run's own canary is)"
     );
     assert_eq!(
-        metric(
+        value(
             &second,
-            "mailcanary_delivery_delay_seconds_count{class=\"interpersonal\",probe=\"replay\"}"
+            &series("delivery_delay_seconds_count", "interpersonal", "replay")
         ),
-        Some(2.0)
+        2.0
     );
     empty_mailbox(stack, user);
 }

@@ -226,6 +226,17 @@ impl Workdir {
         self.daemon_on(stack, free_port())
     }
 
+    /// Starts `mailcanary run` on a free port with extra arguments (e.g. `--log-level`) and
+    /// waits until it is ready; it is killed when the handle drops.
+    pub fn daemon_with(&self, stack: &Stack, extra: &[&str]) -> Daemon {
+        let port = free_port();
+        let daemon = self.spawn_daemon(stack, port, extra);
+        daemon.wait_for("ready", Duration::from_secs(10), || {
+            http_get(port, "/-/ready").is_some_and(|(status, _)| status == 200)
+        });
+        daemon
+    }
+
     /// Starts `mailcanary run` on `port` (for a Prometheus configured before the agent starts).
     pub fn daemon_on(&self, stack: &Stack, port: u16) -> Daemon {
         let daemon = self.spawn_daemon(stack, port, &[]);

@@ -46,6 +46,7 @@ pub(super) async fn wait(
         }
         Err(_) => return Err(tls::timed_out(endpoint, "IDLE", endpoint.timeout)),
     }
+    tracing::debug!(%endpoint, %folder, "IDLE: waiting for news");
     let limit = max.min(MAX_IDLE);
     let outcome = {
         // The crate's own timeout restarts on every keepalive; ours bounds the whole wait.
