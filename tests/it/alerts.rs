@@ -33,6 +33,83 @@ fn rules_are_valid_and_their_unit_tests_pass() {
     promtool(&["test", "rules", "alerts/tests/mailcanary.test.yml"]);
 }
 
+/// promtool evaluates the rule groups of a test in a random order on every run (Prometheus runs
+/// groups independently), so a rule reading another group's output passes most runs and fails
+/// some. Fifty clean runs in a row make such a flake very unlikely to hide (the cross-group read
+/// issue 10 was about failed about one run in six).
+#[test]
+fn rule_unit_tests_pass_50_runs_in_a_row() {
+    for run in 1..=50 {
+        let out = Command::new("promtool")
+            .args(["test", "rules", "alerts/tests/mailcanary.test.yml"])
+            .current_dir(root())
+            .output()
+            .expect("promtool is installed (scripts/mailstack install --all)");
+        assert!(
+            out.status.success(),
+            "run {run} of 50 failed: {}",
+            output_text(&out)
+        );
+    }
+}
+
+/// Names that `rules` reads from a recording rule of another group, or of a later place in its
+/// own group: those it sees one evaluation late, or late at random. Empty when every rule reads
+/// only recordings made before it in its own group (the rules of one group run in order, each
+/// seeing what the earlier ones wrote at the same timestamp).
+fn recordings_read_out_of_order(rules: &str) -> Vec<String> {
+    let doc: yaml_serde::Value = yaml_serde::from_str(rules).expect("the rules are YAML");
+    let groups = doc["groups"].as_sequence().expect("a list of groups");
+    // (group index, rule index, recorded name)
+    let mut recorded = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        for (r, rule) in group["rules"].as_sequence().unwrap().iter().enumerate() {
+            if let Some(name) = rule["record"].as_str() {
+                recorded.push((g, r, name.to_string()));
+            }
+        }
+    }
+    let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let reads = |expr: &str, name: &str| {
+        expr.match_indices(name).any(|(at, _)| {
+            let before = expr[..at].chars().next_back();
+            let after = expr[at + name.len()..].chars().next();
+            !before.is_some_and(name_char) && !after.is_some_and(name_char)
+        })
+    };
+    let mut wrong = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        for (r, rule) in group["rules"].as_sequence().unwrap().iter().enumerate() {
+            let expr = rule["expr"].as_str().expect("every rule has an expr");
+            let this = rule["alert"].as_str().or(rule["record"].as_str()).unwrap();
+            for (rg, rr, name) in &recorded {
+                if reads(expr, name) && !(*rg == g && *rr < r) {
+                    wrong.push(format!("{this} reads {name}"));
+                }
+            }
+        }
+    }
+    wrong
+}
+
+#[test]
+fn rules_read_recordings_only_from_earlier_in_their_own_group() {
+    let rules = std::fs::read_to_string(root().join("alerts/mailcanary.rules.yml")).unwrap();
+    assert_eq!(recordings_read_out_of_order(&rules), Vec::<String>::new());
+    // The check itself finds the shapes it is there for.
+    let split = "groups:\n\
+        - name: r\n  rules:\n\
+        \x20 - record: a:b:c\n    expr: x\n\
+        \x20 - record: a:b:late\n    expr: a:b:c2 + a:b:c\n\
+        \x20 - record: a:b:c2\n    expr: y\n\
+        - name: a\n  rules:\n\
+        \x20 - alert: A\n    expr: a:b:c > 1\n";
+    assert_eq!(
+        recordings_read_out_of_order(split),
+        vec!["a:b:late reads a:b:c2", "A reads a:b:c"]
+    );
+}
+
 #[test]
 fn every_alert_has_a_firing_and_a_quiet_unit_test() {
     let rules = std::fs::read_to_string(root().join("alerts/mailcanary.rules.yml")).unwrap();
