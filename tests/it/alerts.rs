@@ -33,6 +33,83 @@ fn rules_are_valid_and_their_unit_tests_pass() {
     promtool(&["test", "rules", "alerts/tests/mailcanary.test.yml"]);
 }
 
+/// promtool evaluates the rule groups of a test in a random order on every run (Prometheus runs
+/// groups independently), so a rule reading another group's output passes most runs and fails
+/// some. Fifty clean runs in a row make such a flake very unlikely to hide (the cross-group read
+/// issue 10 was about failed about one run in six).
+#[test]
+fn rule_unit_tests_pass_50_runs_in_a_row() {
+    for run in 1..=50 {
+        let out = Command::new("promtool")
+            .args(["test", "rules", "alerts/tests/mailcanary.test.yml"])
+            .current_dir(root())
+            .output()
+            .expect("promtool is installed (scripts/mailstack install --all)");
+        assert!(
+            out.status.success(),
+            "run {run} of 50 failed: {}",
+            output_text(&out)
+        );
+    }
+}
+
+/// Names that `rules` reads from a recording rule of another group, or of a later place in its
+/// own group: those it sees one evaluation late, or late at random. Empty when every rule reads
+/// only recordings made before it in its own group (the rules of one group run in order, each
+/// seeing what the earlier ones wrote at the same timestamp).
+fn recordings_read_out_of_order(rules: &str) -> Vec<String> {
+    let doc: yaml_serde::Value = yaml_serde::from_str(rules).expect("the rules are YAML");
+    let groups = doc["groups"].as_sequence().expect("a list of groups");
+    // (group index, rule index, recorded name)
+    let mut recorded = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        for (r, rule) in group["rules"].as_sequence().unwrap().iter().enumerate() {
+            if let Some(name) = rule["record"].as_str() {
+                recorded.push((g, r, name.to_string()));
+            }
+        }
+    }
+    let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let reads = |expr: &str, name: &str| {
+        expr.match_indices(name).any(|(at, _)| {
+            let before = expr[..at].chars().next_back();
+            let after = expr[at + name.len()..].chars().next();
+            !before.is_some_and(name_char) && !after.is_some_and(name_char)
+        })
+    };
+    let mut wrong = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        for (r, rule) in group["rules"].as_sequence().unwrap().iter().enumerate() {
+            let expr = rule["expr"].as_str().expect("every rule has an expr");
+            let this = rule["alert"].as_str().or(rule["record"].as_str()).unwrap();
+            for (rg, rr, name) in &recorded {
+                if reads(expr, name) && !(*rg == g && *rr < r) {
+                    wrong.push(format!("{this} reads {name}"));
+                }
+            }
+        }
+    }
+    wrong
+}
+
+#[test]
+fn rules_read_recordings_only_from_earlier_in_their_own_group() {
+    let rules = std::fs::read_to_string(root().join("alerts/mailcanary.rules.yml")).unwrap();
+    assert_eq!(recordings_read_out_of_order(&rules), Vec::<String>::new());
+    // The check itself finds the shapes it is there for.
+    let split = "groups:\n\
+        - name: r\n  rules:\n\
+        \x20 - record: a:b:c\n    expr: x\n\
+        \x20 - record: a:b:late\n    expr: a:b:c2 + a:b:c\n\
+        \x20 - record: a:b:c2\n    expr: y\n\
+        - name: a\n  rules:\n\
+        \x20 - alert: A\n    expr: a:b:c > 1\n";
+    assert_eq!(
+        recordings_read_out_of_order(split),
+        vec!["a:b:late reads a:b:c2", "A reads a:b:c"]
+    );
+}
+
 #[test]
 fn every_alert_has_a_firing_and_a_quiet_unit_test() {
     let rules = std::fs::read_to_string(root().join("alerts/mailcanary.rules.yml")).unwrap();
@@ -58,6 +135,337 @@ fn every_alert_has_a_firing_and_a_quiet_unit_test() {
             "{alert} has no case where it fires"
         );
     }
+}
+
+/// A change to the shipped rules that makes `alert` page earlier than it should: the quiet cases
+/// of the unit tests sit just on the quiet side of each threshold and `for:`, so every one of
+/// these must make a quiet case of `alert` fire.
+struct Mutant {
+    alert: &'static str,
+    what: &'static str,
+    /// Occurs exactly once in the shipped rules.
+    from: &'static str,
+    to: &'static str,
+}
+
+const fn mutant(
+    alert: &'static str,
+    what: &'static str,
+    from: &'static str,
+    to: &'static str,
+) -> Mutant {
+    Mutant {
+        alert,
+        what,
+        from,
+        to,
+    }
+}
+
+const MUTANTS: &[Mutant] = &[
+    mutant(
+        "MailDeliveryDelayed",
+        "threshold 900 -> 899",
+        "(mailcanary_oldest_in_flight_age_seconds) > 900",
+        "(mailcanary_oldest_in_flight_age_seconds) > 899",
+    ),
+    mutant(
+        "MailDeliveryDelayed",
+        "threshold removed",
+        "(mailcanary_oldest_in_flight_age_seconds) > 900",
+        "(mailcanary_oldest_in_flight_age_seconds)",
+    ),
+    mutant(
+        "MailDeliveryDelayed",
+        "for 2m -> 1m",
+        "> 900\n        for: 2m\n",
+        "> 900\n        for: 1m\n",
+    ),
+    mutant(
+        "MailDeliveryDelayed",
+        "for removed",
+        "> 900\n        for: 2m\n",
+        "> 900\n",
+    ),
+    mutant(
+        "MailDeliveryDelayedCritical",
+        "threshold 3600 -> 3599",
+        "(mailcanary_oldest_in_flight_age_seconds) > 3600",
+        "(mailcanary_oldest_in_flight_age_seconds) > 3599",
+    ),
+    mutant(
+        "MailDeliveryDelayedCritical",
+        "threshold removed",
+        "(mailcanary_oldest_in_flight_age_seconds) > 3600",
+        "(mailcanary_oldest_in_flight_age_seconds)",
+    ),
+    mutant(
+        "MailDeliveryDelayedCritical",
+        "for 5m -> 4m",
+        "> 3600\n        for: 5m\n",
+        "> 3600\n        for: 4m\n",
+    ),
+    mutant(
+        "MailDeliveryDelayedCritical",
+        "for removed",
+        "> 3600\n        for: 5m\n",
+        "> 3600\n",
+    ),
+    mutant(
+        "MailCanaryLost",
+        "threshold removed",
+        "(increase(mailcanary_lost_total[1h])) > 0",
+        "(increase(mailcanary_lost_total[1h]))",
+    ),
+    mutant(
+        "MailCanaryLost",
+        "window 1h -> 61m",
+        "mailcanary_lost_total[1h]",
+        "mailcanary_lost_total[61m]",
+    ),
+    mutant(
+        "MailClassDeprioritised",
+        "lateness threshold 600 -> 599",
+        "{class!=\"interpersonal\"} > 600",
+        "{class!=\"interpersonal\"} > 599",
+    ),
+    mutant(
+        "MailClassDeprioritised",
+        "lateness threshold removed",
+        "          mailcanary:class_lateness:seconds{class!=\"interpersonal\"} > 600\n          and\n",
+        "",
+    ),
+    mutant(
+        "MailClassDeprioritised",
+        "ratio 4 -> 3.99",
+        "4 * mailcanary:class_lateness:seconds",
+        "3.99 * mailcanary:class_lateness:seconds",
+    ),
+    mutant(
+        "MailClassDeprioritised",
+        "ratio removed",
+        "          and\n          mailcanary:class_lateness:seconds{class!=\"interpersonal\"}\n            \
+         > ignoring(class) group_left\n            4 * mailcanary:class_lateness:seconds{class=\"interpersonal\"}\n",
+        "",
+    ),
+    mutant(
+        "MailClassDeprioritised",
+        "for 30m -> 29m",
+        "        for: 30m\n",
+        "        for: 29m\n",
+    ),
+    mutant(
+        "MailClassDeprioritised",
+        "for removed",
+        "        for: 30m\n",
+        "",
+    ),
+    mutant(
+        "MailSendFailing",
+        "threshold 2 -> 1",
+        "(increase(mailcanary_send_failures_total[10m])) >= 2",
+        "(increase(mailcanary_send_failures_total[10m])) >= 1",
+    ),
+    mutant(
+        "MailSendFailing",
+        "threshold removed",
+        "(increase(mailcanary_send_failures_total[10m])) >= 2",
+        "(increase(mailcanary_send_failures_total[10m]))",
+    ),
+    mutant(
+        "MailSendFailing",
+        "for 5m -> 4m",
+        ">= 2\n        for: 5m\n",
+        ">= 2\n        for: 4m\n",
+    ),
+    mutant(
+        "MailSendFailing",
+        "for removed",
+        ">= 2\n        for: 5m\n",
+        ">= 2\n",
+    ),
+    mutant(
+        "MailboxDown",
+        "threshold removed",
+        "(mailcanary_mailbox_up) == 0",
+        "(mailcanary_mailbox_up)",
+    ),
+    mutant(
+        "MailboxDown",
+        "for 5m -> 4m",
+        "(mailcanary_mailbox_up) == 0\n        for: 5m\n",
+        "(mailcanary_mailbox_up) == 0\n        for: 4m\n",
+    ),
+    mutant(
+        "MailboxDown",
+        "for removed",
+        "(mailcanary_mailbox_up) == 0\n        for: 5m\n",
+        "(mailcanary_mailbox_up) == 0\n",
+    ),
+    mutant(
+        "MailLandingInJunk",
+        "threshold removed",
+        "{folder!=\"INBOX\"}[1h])) > 0",
+        "{folder!=\"INBOX\"}[1h]))",
+    ),
+    mutant(
+        "MailLandingInJunk",
+        "INBOX no longer excluded",
+        "mailcanary_delivered_total{folder!=\"INBOX\"}",
+        "mailcanary_delivered_total",
+    ),
+    mutant(
+        "MailLandingInJunk",
+        "window 1h -> 61m",
+        "{folder!=\"INBOX\"}[1h]",
+        "{folder!=\"INBOX\"}[61m]",
+    ),
+    mutant(
+        "MailCanaryForged",
+        "threshold removed",
+        "(increase(mailcanary_forged_total[1h])) > 0",
+        "(increase(mailcanary_forged_total[1h]))",
+    ),
+    mutant(
+        "MailCanaryForged",
+        "window 1h -> 61m",
+        "mailcanary_forged_total[1h]",
+        "mailcanary_forged_total[61m]",
+    ),
+    mutant(
+        "MailProbeStale",
+        "threshold 3 h -> 3 h - 1 s",
+        "> 3 * 3600\n",
+        "> 3 * 3600 - 1\n",
+    ),
+    mutant(
+        "MailProbeStale",
+        "threshold removed",
+        "(mailcanary_last_delivery_timestamp_seconds) > 3 * 3600\n",
+        "(mailcanary_last_delivery_timestamp_seconds)\n",
+    ),
+    mutant(
+        "MailProbeStale",
+        "for 10m -> 9m",
+        "> 3 * 3600\n        for: 10m\n",
+        "> 3 * 3600\n        for: 9m\n",
+    ),
+    mutant(
+        "MailProbeStale",
+        "for removed",
+        "> 3 * 3600\n        for: 10m\n",
+        "> 3 * 3600\n",
+    ),
+    mutant(
+        "MailcanaryAbsent",
+        "for 5m -> 4m",
+        "absent(mailcanary_build_info)\n        for: 5m\n",
+        "absent(mailcanary_build_info)\n        for: 4m\n",
+    ),
+    mutant(
+        "MailcanaryAbsent",
+        "for removed",
+        "absent(mailcanary_build_info)\n        for: 5m\n",
+        "absent(mailcanary_build_info)\n",
+    ),
+];
+
+/// Writes `rules` and a copy of the unit tests pointing at it into `dir`, runs promtool on them.
+fn promtool_test_copy(dir: &Path, rules: &str) -> std::process::Output {
+    let tests = std::fs::read_to_string(root().join("alerts/tests/mailcanary.test.yml")).unwrap();
+    let shipped = "rule_files:\n  - ../mailcanary.rules.yml\n";
+    assert_eq!(
+        tests.matches(shipped).count(),
+        1,
+        "rule_files changed shape"
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("mailcanary.rules.yml"), rules).unwrap();
+    std::fs::write(
+        dir.join("mailcanary.test.yml"),
+        tests.replace(shipped, "rule_files:\n  - mailcanary.rules.yml\n"),
+    )
+    .unwrap();
+    Command::new("promtool")
+        .args(["test", "rules", "mailcanary.test.yml"])
+        .current_dir(dir)
+        .output()
+        .expect("promtool is installed (scripts/mailstack install --all)")
+}
+
+/// The quiet cases ("test name @ eval time") in which promtool reports `alert` firing.
+fn quiet_cases_that_fired(promtool_output: &str, alert: &str) -> Vec<String> {
+    let head = format!("alertname: {alert}, time: ");
+    let mut name = "";
+    let mut fired = Vec::new();
+    let lines: Vec<&str> = promtool_output.lines().map(str::trim).collect();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(n) = line.strip_prefix("name: ") {
+            name = n.trim_end_matches(',');
+        } else if let Some(time) = line.strip_prefix(&head)
+            && lines.get(i + 1) == Some(&"exp:[],")
+        {
+            fired.push(format!("{name} @ {}", time.trim_end_matches([',', ' '])));
+        }
+    }
+    fired
+}
+
+#[test]
+fn loosening_any_alert_makes_one_of_its_quiet_cases_fire() {
+    let rules = std::fs::read_to_string(root().join("alerts/mailcanary.rules.yml")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+
+    let out = promtool_test_copy(&tmp.path().join("unmutated"), &rules);
+    assert!(
+        out.status.success(),
+        "the unmutated copy passes: {}",
+        output_text(&out)
+    );
+
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    for alert in &alerts {
+        assert!(
+            MUTANTS.iter().any(|m| m.alert == *alert),
+            "{alert} has no mutant"
+        );
+    }
+    let mut survivors = Vec::new();
+    for (i, m) in MUTANTS.iter().enumerate() {
+        assert!(alerts.contains(&m.alert), "{} is not an alert", m.alert);
+        assert_eq!(
+            rules.matches(m.from).count(),
+            1,
+            "{} ({}): the rule changed shape, {:?} is not in it once",
+            m.alert,
+            m.what,
+            m.from
+        );
+        let mutated = rules.replacen(m.from, m.to, 1);
+        let out = promtool_test_copy(&tmp.path().join(format!("mutant-{i}")), &mutated);
+        let text = output_text(&out);
+        let fired = quiet_cases_that_fired(&text, m.alert);
+        eprintln!(
+            "{} ({}): fires in the quiet case at {fired:?}",
+            m.alert, m.what
+        );
+        if out.status.success() || fired.is_empty() {
+            survivors.push(format!(
+                "{} ({}): exit {:?}, {text}",
+                m.alert,
+                m.what,
+                out.status.code()
+            ));
+        }
+    }
+    assert!(
+        survivors.is_empty(),
+        "mutants no quiet case caught:\n{}",
+        survivors.join("\n")
+    );
 }
 
 /// Percent-encodes a query-string value.
