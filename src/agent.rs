@@ -28,7 +28,6 @@ impl Agent {
     /// probe with its books. Nothing connects yet.
     pub async fn open(config: &Config) -> Result<Agent> {
         let key = config::load_signing_key(&config.agent.secret)
-            .map_err(anyhow::Error::msg)
             .context("loading the canary signing key")?;
         let opened = Store::open(&config.agent.state_dir)?;
         let mut ledgers = opened.ledgers;

@@ -12,13 +12,13 @@ mod raw;
 mod secret;
 mod validate;
 
-pub use classes::parse_size;
+pub use classes::{SizeError, parse_size};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use secret::{Secret, load_signing_key};
+pub use secret::{KeyError, Secret, load_signing_key};
 
 use crate::class::ClassSpec;
 use context::Context;

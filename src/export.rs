@@ -73,42 +73,133 @@ fn create_temporary(dir: &Path, name: &str) -> std::io::Result<(std::fs::File, P
     Err(last.expect("the loop ran"))
 }
 
+/// Why a push to the Pushgateway failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushError {
+    /// The base URL (with the group path appended) is not a valid URL.
+    #[error("{url} is not a valid URL")]
+    BadUrl {
+        /// The URL as built from the base.
+        url: String,
+        /// What the URL parser said.
+        #[source]
+        source: hyper::http::Error,
+    },
+    /// The base URL is not `http://` (TLS to the Pushgateway is not supported).
+    #[error("{base}: only http:// Pushgateway URLs are supported")]
+    NotHttp {
+        /// The base URL as given.
+        base: String,
+    },
+    /// The base URL names no host.
+    #[error("{base}: no host")]
+    NoHost {
+        /// The base URL as given.
+        base: String,
+    },
+    /// The TCP connection could not be made.
+    #[error("cannot connect to {authority}")]
+    Connect {
+        /// `host:port` of the Pushgateway.
+        authority: String,
+        /// What the network said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP exchange broke off.
+    #[error("HTTP exchange with {authority} failed")]
+    Http {
+        /// `host:port` of the Pushgateway.
+        authority: String,
+        /// What the HTTP library said.
+        #[source]
+        source: hyper::Error,
+    },
+    /// The Pushgateway answered, but not with success.
+    #[error("{url} answered {status}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
+    Status {
+        /// The URL pushed to.
+        url: String,
+        /// The HTTP status.
+        status: hyper::StatusCode,
+        /// The first line of the answer's body, which says why (may be empty).
+        body: String,
+    },
+    /// No complete answer within the time allowed.
+    #[error("no answer from {authority} within {timeout:?}")]
+    Timeout {
+        /// `host:port` of the Pushgateway.
+        authority: String,
+        /// The time allowed.
+        timeout: Duration,
+    },
+}
+
+/// Longest body line kept in a [`PushError::Status`]: enough for the Pushgateway's reason,
+/// not a page of HTML from a proxy in front of it.
+const BODY_LINE_MAX: usize = 200;
+
+/// The first non-empty line of an error body, shortened to [`BODY_LINE_MAX`] characters.
+fn first_line(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    match line.char_indices().nth(BODY_LINE_MAX) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_string(),
+    }
+}
+
 /// Replaces this agent's group on a Pushgateway: `PUT <base>/metrics/job/mailcanary/instance/<agent>`.
 ///
 /// PUT, not POST, so series that disappeared from the agent disappear from the group too.
-pub async fn push(base: &str, agent: &str, text: &str) -> Result<(), String> {
+pub async fn push(base: &str, agent: &str, text: &str) -> Result<(), PushError> {
     let url = format!(
         "{}/metrics/job/mailcanary/instance/{agent}",
         base.trim_end_matches('/')
     );
-    let uri: Uri = url.parse().map_err(|e| format!("invalid URL {url}: {e}"))?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| PushError::BadUrl {
+            url: url.clone(),
+            source: e.into(),
+        })?;
     if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "{base}: only http:// Pushgateway URLs are supported"
-        ));
+        return Err(PushError::NotHttp { base: base.into() });
     }
     let authority = uri
         .authority()
-        .ok_or_else(|| format!("{base}: no host"))?
+        .ok_or_else(|| PushError::NoHost { base: base.into() })?
         .clone();
     let port = authority.port_u16().unwrap_or(80);
+    let http = |source| PushError::Http {
+        authority: authority.to_string(),
+        source,
+    };
     let exchange = async {
         let stream = TcpStream::connect((authority.host(), port))
             .await
-            .map_err(|e| format!("connect to {authority}: {e}"))?;
+            .map_err(|source| PushError::Connect {
+                authority: authority.to_string(),
+                source,
+            })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(http)?;
         tokio::spawn(conn);
         let request = Request::put(uri.path())
             .header(HOST, authority.as_str())
             .header(CONTENT_TYPE, METRICS_CONTENT_TYPE)
             .body(Full::new(Bytes::from(text.to_string())))
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| PushError::BadUrl {
+                url: url.clone(),
+                source,
+            })?;
+        let response = sender.send_request(request).await.map_err(http)?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -119,14 +210,20 @@ pub async fn push(base: &str, agent: &str, text: &str) -> Result<(), String> {
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        Err(format!(
-            "{status}: {}",
-            String::from_utf8_lossy(&body).trim()
-        ))
+        Err(PushError::Status {
+            url: url.clone(),
+            status,
+            body: first_line(&body),
+        })
     };
     tokio::time::timeout(PUSH_TIMEOUT, exchange)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {PUSH_TIMEOUT:?}")))
+        .unwrap_or_else(|_| {
+            Err(PushError::Timeout {
+                authority: authority.to_string(),
+                timeout: PUSH_TIMEOUT,
+            })
+        })
 }
 
 #[cfg(test)]
@@ -197,5 +294,67 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["blocked.prom", "mailcanary.prom"]);
+    }
+
+    #[tokio::test]
+    async fn push_errors_name_the_url_and_keep_the_cause() {
+        let e = push("https://pgw:9091", "a", "").await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "https://pgw:9091: only http:// Pushgateway URLs are supported"
+        );
+        let e = push("http://pgw:9091 x", "a", "").await.unwrap_err();
+        assert!(matches!(e, PushError::BadUrl { .. }), "{e:?}");
+        assert!(
+            e.to_string().starts_with("http://pgw:9091 x/metrics/"),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+
+        // A port nothing listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = push(&format!("http://127.0.0.1:{port}"), "a", "")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, PushError::Connect { .. }), "{e:?}");
+        assert_eq!(e.to_string(), format!("cannot connect to 127.0.0.1:{port}"));
+        let chain = crate::setup::chain(&e);
+        assert!(
+            chain.starts_with(&format!("cannot connect to 127.0.0.1:{port}: ")),
+            "{chain}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_push_shows_the_status_and_the_first_line_of_the_answer() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0; 4096];
+            let _ = conn.read(&mut buf).await;
+            let body = "\npushed metrics are invalid or inconsistent\nsecond line\n";
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let e = push(&format!("http://{addr}/"), "a", "x 1\n")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "http://{addr}/metrics/job/mailcanary/instance/a answered 400 Bad Request: \
+                 pushed metrics are invalid or inconsistent"
+            )
+        );
+        assert!(std::error::Error::source(&e).is_none());
     }
 }

@@ -3,6 +3,7 @@
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _};
 use mailcanary::cli::{Cli, Command, LogFormat};
 use mailcanary::cmd::{self, ExitAs as _, Failure};
@@ -38,9 +39,7 @@ fn parse_args() -> Result<Cli, clap::Error> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, cmd::Error> {
-    init_logging(&cli)
-        .map_err(anyhow::Error::msg)
-        .exit_as(Failure::Config)?;
+    init_logging(&cli).exit_as(Failure::Config)?;
     if let Command::Status = cli.command {
         // Needs only [agent]: no secrets, no runtime.
         return cmd::status::run(&cli.config);
@@ -50,7 +49,7 @@ fn run(cli: Cli) -> Result<ExitCode, cmd::Error> {
         tracing::warn!("{warning}");
     }
     let runtime = tokio::runtime::Runtime::new()
-        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+        .context("cannot start the async runtime")
         .exit_as(Failure::Internal)?;
     runtime.block_on(async {
         match cli.command {
@@ -75,13 +74,13 @@ fn run(cli: Cli) -> Result<ExitCode, cmd::Error> {
     })
 }
 
-fn init_logging(cli: &Cli) -> Result<(), String> {
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
 
     let filter = EnvFilter::try_new(&cli.log_level)
-        .map_err(|e| format!("--log-level {:?}: {e}", cli.log_level))?;
+        .with_context(|| format!("--log-level {:?}", cli.log_level))?;
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);

@@ -30,9 +30,18 @@ pub enum SetupError {
     /// The TLS library refused the settings.
     #[error("cannot set up TLS")]
     Tls(#[source] Box<dyn StdError + Send + Sync>),
-    /// The Maildir or one of its folders cannot be watched.
-    #[error("{0}")]
-    Maildir(String),
+    /// A Maildir folder name (one to watch, or clean-up's move target) is not a Maildir++
+    /// name, so it names no directory.
+    #[error("Maildir {}: {key}", maildir.display())]
+    MaildirFolder {
+        /// The Maildir.
+        maildir: PathBuf,
+        /// The setting the name is in: `folders` or `cleanup`.
+        key: &'static str,
+        /// The name and what is wrong with it.
+        #[source]
+        source: crate::mailbox::maildir::FolderNameError,
+    },
 }
 
 /// A [`SetupError`] with the probe and side (`smtp`, `mailbox`) it belongs to.

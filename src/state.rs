@@ -21,6 +21,7 @@ use redb::{ConcurrencyMode, Database, ReadableTable as _, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ledger::{Ledger, Write};
+use crate::setup::chain;
 
 /// Every table maps `probe/…` keys to JSON records.
 type Table = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -75,8 +76,36 @@ pub enum OpenError {
     },
 }
 
+/// Why a write did not reach the disk. Every batch of a failed group gets a clone, so the
+/// database's error is shared.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// The database failed earlier and could not be reopened.
+    #[error("cannot reopen the state store {}", path.display())]
+    Reopen {
+        /// The database file.
+        path: PathBuf,
+        /// What redb said.
+        #[source]
+        source: Arc<redb::DatabaseError>,
+    },
+    /// The transaction failed (disk full or read-only, an I/O error).
+    #[error("cannot commit to the state store {}", path.display())]
+    Write {
+        /// The database file.
+        path: PathBuf,
+        /// What redb said.
+        #[source]
+        source: Arc<redb::Error>,
+    },
+    /// The writer thread has stopped: the agent is shutting down.
+    #[error("the store writer has stopped")]
+    Stopped,
+}
+
 /// The result of a commit, as the waiting caller sees it.
-pub type Committed = Result<(), String>;
+pub type Committed = Result<(), CommitError>;
 
 struct Batch {
     probe: String,
@@ -130,8 +159,8 @@ impl Store {
             std::panic::catch_unwind(|| builder().set_check_integrity_on_open(true).create(&path))
                 .map_err(|_| unusable("the database panicked while opening it".into()))?
                 .map_err(|e| unusable(e.to_string()))?;
-        create_tables(&db).map_err(unusable)?;
-        let ledgers = load(&db).map_err(unusable)?;
+        create_tables(&db).map_err(|e| unusable(chain(&e)))?;
+        let ledgers = load(&db).map_err(|e| unusable(chain(&e)))?;
         let (queue, rx) = mpsc::unbounded_channel();
         let errors = Arc::new(AtomicU64::new(0));
         let generation = Arc::new(AtomicU64::new(0));
@@ -178,7 +207,7 @@ impl Store {
             if let Err(mpsc::error::SendError(Job::Write(batch))) =
                 self.queue.send(Job::Write(batch))
             {
-                let _ = batch.done.send(Err("the store writer has stopped".into()));
+                let _ = batch.done.send(Err(CommitError::Stopped));
             }
         }
         rx
@@ -187,14 +216,12 @@ impl Store {
     /// Waits for a commit; a failure is logged and counted, never fatal: the agent keeps
     /// probing with its books in memory.
     pub async fn wait_committed(&self, pending: oneshot::Receiver<Committed>) -> bool {
-        let result = pending
-            .await
-            .unwrap_or_else(|_| Err("the store writer has stopped".into()));
+        let result = pending.await.unwrap_or_else(|_| Err(CommitError::Stopped));
         match result {
             Ok(()) => true,
             Err(e) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "state store write failed; continuing in memory");
+                tracing::error!(error = %chain(&e), "state store write failed; continuing in memory");
                 false
             }
         }
@@ -276,7 +303,10 @@ pub fn read(dir: &Path) -> Result<BTreeMap<String, Ledger>, OpenError> {
                     path: path.clone(),
                     reason: e.to_string(),
                 })?;
-            load(&db).map_err(|reason| OpenError::Unusable { path, reason })
+            load(&db).map_err(|e| OpenError::Unusable {
+                path,
+                reason: chain(&e),
+            })
         }
         Err(e) => Err(e),
     }
@@ -348,12 +378,40 @@ fn take_lock(dir: &Path) -> Result<File, OpenError> {
     }
 }
 
-fn create_tables(db: &Database) -> Result<(), String> {
-    let txn = db.begin_write().map_err(|e| e.to_string())?;
+fn create_tables(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
     for table in [IN_FLIGHT, LOST, SEEN, FORGED, CLASSES, PROBES] {
-        txn.open_table(table).map_err(|e| e.to_string())?;
+        txn.open_table(table)?;
     }
-    txn.commit().map_err(|e| e.to_string())
+    txn.commit()?;
+    Ok(())
+}
+
+/// Why the stored books could not be read back.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    /// The database refused.
+    #[error(transparent)]
+    Database(#[from] redb::Error),
+    /// A key without the `probe/` prefix.
+    #[error("malformed {what} key {key:?}")]
+    Key {
+        /// The table's records.
+        what: &'static str,
+        /// The key.
+        key: String,
+    },
+    /// A record that does not decode.
+    #[error("malformed {what} record {key:?}")]
+    Record {
+        /// The table's records.
+        what: &'static str,
+        /// The key.
+        key: String,
+        /// What the decoder said.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Keys are `probe/…`: probe names cannot contain `/`, so a prefix scan is exact.
@@ -386,19 +444,23 @@ const TABLES: [(Table, &str, Decode); 6] = [
     }),
 ];
 
-fn load(db: &impl redb::ReadableDatabase) -> Result<BTreeMap<String, Ledger>, String> {
-    let txn = db.begin_read().map_err(|e| e.to_string())?;
+fn load(db: &impl redb::ReadableDatabase) -> Result<BTreeMap<String, Ledger>, LoadError> {
+    let txn = db.begin_read().map_err(redb::Error::from)?;
     let mut ledgers: BTreeMap<String, Ledger> = BTreeMap::new();
     for (definition, what, decode) in TABLES {
-        let table = txn.open_table(definition).map_err(|e| e.to_string())?;
-        for entry in table.iter().map_err(|e| e.to_string())? {
-            let (k, v) = entry.map_err(|e| e.to_string())?;
+        let table = txn.open_table(definition).map_err(redb::Error::from)?;
+        for entry in table.iter().map_err(redb::Error::from)? {
+            let (k, v) = entry.map_err(redb::Error::from)?;
             let key = k.value();
-            let (probe, rest) = key
-                .split_once('/')
-                .ok_or_else(|| format!("malformed {what} key {key:?}"))?;
-            let write = decode(rest, v.value())
-                .map_err(|e| format!("malformed {what} record {key:?}: {e}"))?;
+            let (probe, rest) = key.split_once('/').ok_or_else(|| LoadError::Key {
+                what,
+                key: key.to_string(),
+            })?;
+            let write = decode(rest, v.value()).map_err(|source| LoadError::Record {
+                what,
+                key: key.to_string(),
+                source,
+            })?;
             ledgers.entry(probe.to_string()).or_default().replay(write);
         }
     }
@@ -448,7 +510,10 @@ impl Writer {
         if self.db.is_none() {
             let reopened = builder()
                 .create(&self.path)
-                .map_err(|e| format!("reopening the state store: {e}"))?;
+                .map_err(|e| CommitError::Reopen {
+                    path: self.path.clone(),
+                    source: Arc::new(e),
+                })?;
             tracing::info!(path = %self.path.display(), "state store reopened; probes rewrite their books");
             self.db = Some(reopened);
             self.generation.fetch_add(1, Ordering::AcqRel);
@@ -456,7 +521,10 @@ impl Writer {
         let db = self.db.as_ref().expect("opened above");
         commit(db, group).map_err(|e| {
             self.db = None;
-            e.to_string()
+            CommitError::Write {
+                path: self.path.clone(),
+                source: Arc::new(e),
+            }
         })
     }
 }

@@ -21,8 +21,8 @@ pub async fn run(config: &Config, no_login: bool) -> Result<ExitCode, super::Err
         let smtp = async {
             let start = Instant::now();
             let result = match Submitter::new(&probe.smtp) {
-                Ok(s) => s.check_login().await.map_err(|e| e.to_string()),
-                Err(e) => Err(crate::setup::chain(&e)),
+                Ok(s) => s.check_login().await.map_err(anyhow::Error::new),
+                Err(e) => Err(anyhow::Error::new(e)),
             };
             line(
                 &probe.name,
@@ -36,8 +36,8 @@ pub async fn run(config: &Config, no_login: bool) -> Result<ExitCode, super::Err
             let start = Instant::now();
             let endpoint = probe.mailbox.location();
             let result = match mailbox::open(&probe.mailbox) {
-                Ok(mut m) => m.check_login().await.map_err(|e| e.to_string()),
-                Err(e) => Err(crate::setup::chain(&e)),
+                Ok(mut m) => m.check_login().await.map_err(anyhow::Error::new),
+                Err(e) => Err(anyhow::Error::new(e)),
             };
             line(
                 &probe.name,
@@ -62,12 +62,13 @@ pub async fn run(config: &Config, no_login: bool) -> Result<ExitCode, super::Err
     Ok(super::exit_code(failed))
 }
 
+/// One endpoint's line: `ok`, or `FAILED` with the error and its causes on one line.
 fn line(
     probe: &str,
     kind: &str,
     endpoint: &str,
     start: Instant,
-    result: Result<(), String>,
+    result: anyhow::Result<()>,
 ) -> (String, bool) {
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     match result {
@@ -76,8 +77,32 @@ fn line(
             true,
         ),
         Err(e) => (
-            format!("probe {probe} {kind} {endpoint}: FAILED {e} ({ms:.0} ms)"),
+            format!("probe {probe} {kind} {endpoint}: FAILED {e:#} ({ms:.0} ms)"),
             false,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_line_shows_the_error_with_its_causes() {
+        let cause = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = crate::setup::SetupError::ReadCa {
+            path: "/etc/ca.pem".into(),
+            source: cause,
+        };
+        let (text, ok) = line("p", "imap", "h:993", Instant::now(), Err(e.into()));
+        assert!(!ok);
+        assert!(
+            text.starts_with(
+                "probe p imap h:993: FAILED cannot read ca_file /etc/ca.pem: No such file ("
+            ),
+            "{text}"
+        );
+        let (text, ok) = line("p", "smtp", "h:587", Instant::now(), Ok(()));
+        assert!(ok && text.starts_with("probe p smtp h:587: ok ("), "{text}");
     }
 }

@@ -168,7 +168,8 @@ mod tests {
         };
         let wrapped = anyhow::Error::new(locked).context("opening");
         assert_eq!(opening(wrapped).failure, Failure::State);
-        let key = anyhow::anyhow!("agent.secret_env: environment variable K is not set");
+        let key = anyhow::Error::new(crate::config::KeyError::EnvNotSet { var: "K".into() })
+            .context("loading the canary signing key");
         assert_eq!(opening(key).failure, Failure::Config);
     }
 

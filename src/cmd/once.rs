@@ -75,7 +75,6 @@ pub async fn run(
     if let Some(url) = outputs.push {
         export::push(url, &config.agent.id, &text)
             .await
-            .map_err(anyhow::Error::msg)
             .with_context(|| format!("pushing to {url}"))
             .exit_as(Failure::Metrics)?;
     }

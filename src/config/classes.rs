@@ -119,7 +119,9 @@ impl Context<'_> {
     fn size(&self, raw: &Spanned<RawSize>, key: &str) -> Result<u64, ConfigError> {
         let bytes = match raw.get_ref() {
             RawSize::Bytes(n) => *n,
-            RawSize::Text(t) => parse_size(t).map_err(|e| self.at(raw, key, e))?,
+            RawSize::Text(t) => {
+                parse_size(t).map_err(|e| self.at(raw, key, crate::setup::chain(&e)))?
+            }
         };
         if !(MIN_SIZE..=MAX_SIZE).contains(&bytes) {
             return Err(self.at(
@@ -198,16 +200,40 @@ fn header_problem(field: &str, value: &str) -> Option<String> {
     None
 }
 
+/// Why a size such as `"2MiB"` could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SizeError {
+    /// No number where the size should start.
+    #[error("{text:?} is not a size like \"2MiB\" or \"500KB\"")]
+    NotANumber {
+        /// The text as written.
+        text: String,
+        /// Why the number part did not parse.
+        #[source]
+        source: std::num::ParseFloatError,
+    },
+    /// A number followed by a unit this parser does not know.
+    #[error("unknown size unit {unit:?} in {text:?}; use B, KB, KiB, MB, MiB, GB or GiB")]
+    UnknownUnit {
+        /// The text as written.
+        text: String,
+        /// The unit part.
+        unit: String,
+    },
+}
+
 /// Parses `"2MiB"`, `"500 KB"`, `"1500000"` into bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like \"2MiB\" or \"500KB\""))?;
+    let number: f64 = number.parse().map_err(|source| SizeError::NotANumber {
+        text: text.to_string(),
+        source,
+    })?;
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" => 1000,
@@ -216,10 +242,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "mib" => 1024 * 1024,
         "gb" => 1000 * 1000 * 1000,
         "gib" => 1024 * 1024 * 1024,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?}; use B, KB, KiB, MB, MiB, GB or GiB"
-            ));
+        _ => {
+            return Err(SizeError::UnknownUnit {
+                text: text.to_string(),
+                unit: unit.trim().to_string(),
+            });
         }
     };
     Ok((number * multiplier as f64).round() as u64)
@@ -237,6 +264,26 @@ mod tests {
         assert_eq!(parse_size("1500000"), Ok(1_500_000));
         assert!(parse_size("2 parsecs").is_err());
         assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn a_bad_size_names_the_text_and_keeps_the_cause() {
+        let e = parse_size("1.2.3MiB").unwrap_err();
+        assert!(matches!(e, SizeError::NotANumber { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            r#""1.2.3MiB" is not a size like "2MiB" or "500KB""#
+        );
+        assert_eq!(
+            crate::setup::chain(&e),
+            r#""1.2.3MiB" is not a size like "2MiB" or "500KB": invalid float literal"#
+        );
+        let e = parse_size("2 parsecs").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"unknown size unit "parsecs" in "2 parsecs"; use B, KB, KiB, MB, MiB, GB or GiB"#
+        );
+        assert!(std::error::Error::source(&e).is_none());
     }
 
     #[test]

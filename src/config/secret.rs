@@ -6,7 +6,7 @@
 use std::fmt;
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -104,13 +104,66 @@ pub(super) fn resolve_password(
 /// forger and a canary that counts.
 pub const SHORT_KEY: usize = 16;
 
+/// Why the canary signing key could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// `secret_env` names a variable that is not set.
+    #[error("agent.secret_env: environment variable {var} is not set")]
+    EnvNotSet {
+        /// The variable.
+        var: String,
+    },
+    /// `secret_env` names a variable whose value is not UTF-8 text.
+    #[error("agent.secret_env: environment variable {var} is not valid UTF-8")]
+    EnvNotText {
+        /// The variable.
+        var: String,
+    },
+    /// The key file exists but cannot be read (or is not UTF-8 text).
+    #[error("cannot read signing key {}", path.display())]
+    Read {
+        /// The key file.
+        path: PathBuf,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key file is missing and the directory to create it in cannot be made.
+    #[error("cannot create directory {} for signing key {}", dir.display(), path.display())]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The key file.
+        path: PathBuf,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key file is missing and cannot be created.
+    #[error("cannot create signing key {}", path.display())]
+    Create {
+        /// The key file.
+        path: PathBuf,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key is only white space.
+    #[error("the canary signing key {what} is empty")]
+    Empty {
+        /// Where it was read: `in /path/to/key` or `in environment variable NAME`.
+        what: String,
+    },
+}
+
 /// Loads the canary signing key, creating a random one (mode 0600) when the file is missing.
 ///
 /// The key is the file's or variable's text with surrounding white space removed, so it can be
 /// copied between agents that must verify each other's canaries. A key file that group or others
 /// can read, or a key shorter than [`SHORT_KEY`] bytes, works but is warned about in the log
 /// (which names the file, its mode and the length, never the key).
-pub fn load_signing_key(source: &SecretSource) -> Result<SigningKey, String> {
+pub fn load_signing_key(source: &SecretSource) -> Result<SigningKey, KeyError> {
     let (key, warnings) = read_signing_key(source)?;
     for warning in warnings {
         tracing::warn!("{warning}");
@@ -119,12 +172,14 @@ pub fn load_signing_key(source: &SecretSource) -> Result<SigningKey, String> {
 }
 
 /// The key and what is wrong with how it is kept.
-fn read_signing_key(source: &SecretSource) -> Result<(SigningKey, Vec<String>), String> {
+fn read_signing_key(source: &SecretSource) -> Result<(SigningKey, Vec<String>), KeyError> {
     let mut warnings = Vec::new();
     let (text, what) = match source {
         SecretSource::Env(var) => (
-            std::env::var(var)
-                .map_err(|_| format!("agent.secret_env: environment variable {var} is not set"))?,
+            std::env::var(var).map_err(|e| match e {
+                std::env::VarError::NotPresent => KeyError::EnvNotSet { var: var.clone() },
+                std::env::VarError::NotUnicode(_) => KeyError::EnvNotText { var: var.clone() },
+            })?,
             format!("in environment variable {var}"),
         ),
         SecretSource::File(path) => (
@@ -140,18 +195,19 @@ fn read_signing_key(source: &SecretSource) -> Result<(SigningKey, Vec<String>), 
             bytes.len()
         ));
     }
-    let key = SigningKey::new(bytes.to_vec())
-        .ok_or_else(|| "the canary signing key is empty".to_string())?;
+    let key = SigningKey::new(bytes.to_vec()).ok_or(KeyError::Empty { what })?;
     Ok((key, warnings))
 }
 
-fn read_or_create_key(path: &Path, warnings: &mut Vec<String>) -> Result<String, String> {
+fn read_or_create_key(path: &Path, warnings: &mut Vec<String>) -> Result<String, KeyError> {
+    let cannot_read = |source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     match std::fs::File::open(path) {
         Ok(mut file) => {
-            let cannot =
-                |e: std::io::Error| format!("cannot read signing key {}: {e}", path.display());
             // The mode of the file read, not of whatever the path names a moment later.
-            let mode = file.metadata().map_err(cannot)?.permissions().mode() & 0o777;
+            let mode = file.metadata().map_err(cannot_read)?.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
                 warnings.push(format!(
                     "the canary signing key {} has mode {mode:04o}: group or others can read or \
@@ -160,7 +216,7 @@ fn read_or_create_key(path: &Path, warnings: &mut Vec<String>) -> Result<String,
                 ));
             }
             let mut text = String::new();
-            file.read_to_string(&mut text).map_err(cannot)?;
+            file.read_to_string(&mut text).map_err(cannot_read)?;
             Ok(text)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -168,8 +224,11 @@ fn read_or_create_key(path: &Path, warnings: &mut Vec<String>) -> Result<String,
             rand::fill(&mut bytes);
             let text = format!("{}\n", URL_SAFE_NO_PAD.encode(bytes));
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir).map_err(|source| KeyError::CreateDir {
+                    dir: dir.to_path_buf(),
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             }
             std::fs::OpenOptions::new()
                 .write(true)
@@ -177,11 +236,14 @@ fn read_or_create_key(path: &Path, warnings: &mut Vec<String>) -> Result<String,
                 .mode(0o600)
                 .open(path)
                 .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
-                .map_err(|e| format!("cannot create signing key {}: {e}", path.display()))?;
+                .map_err(|source| KeyError::Create {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             tracing::info!(path = %path.display(), "created a new canary signing key");
             Ok(text)
         }
-        Err(e) => Err(format!("cannot read signing key {}: {e}", path.display())),
+        Err(e) => Err(cannot_read(e)),
     }
 }
 
@@ -241,5 +303,69 @@ mod tests {
         let source = SecretSource::File(dir.path().join("canary.key"));
         let (_, warnings) = read_signing_key(&source).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn key_errors_name_the_file_or_variable_and_keep_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the key file should be: it opens, but cannot be read as text.
+        let path = dir.path().join("canary.key");
+        std::fs::create_dir(&path).unwrap();
+        let e = read_signing_key(&SecretSource::File(path.clone())).unwrap_err();
+        assert!(matches!(e, KeyError::Read { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!("cannot read signing key {}", path.display())
+        );
+        let chain = crate::setup::chain(&e);
+        assert!(
+            chain.starts_with(&format!("cannot read signing key {}: ", path.display()))
+                && chain.len() > e.to_string().len() + 2,
+            "{chain}"
+        );
+
+        let blocked = dir.path().join("file");
+        std::fs::write(&blocked, "").unwrap();
+        let path = blocked.join("canary.key");
+        let e = read_signing_key(&SecretSource::File(path.clone())).unwrap_err();
+        let shown = crate::setup::chain(&e);
+        assert!(
+            shown.starts_with(&format!("cannot read signing key {}: ", path.display())),
+            "{shown}"
+        );
+
+        let e = read_signing_key(&SecretSource::Env("MC_SECRET_TEST_UNSET".into())).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "agent.secret_env: environment variable MC_SECRET_TEST_UNSET is not set"
+        );
+
+        let (_dir, source) = key_file(0o600, " \n");
+        let e = read_signing_key(&source).unwrap_err();
+        assert!(
+            e.to_string().starts_with("the canary signing key in ")
+                && e.to_string().ends_with("canary.key is empty"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_created_names_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        // A dangling link on the way: the key is missing, and its directory cannot be made.
+        let blocked = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path().join("nowhere/x"), &blocked).unwrap();
+        let path = blocked.join("sub/canary.key");
+        let e = read_signing_key(&SecretSource::File(path.clone())).unwrap_err();
+        assert!(matches!(e, KeyError::CreateDir { .. }), "{e:?}");
+        let shown = crate::setup::chain(&e);
+        assert!(
+            shown.starts_with(&format!(
+                "cannot create directory {} for signing key {}: ",
+                blocked.join("sub").display(),
+                path.display()
+            )),
+            "{shown}"
+        );
     }
 }

@@ -107,8 +107,6 @@ pub fn open(config: &MailboxConfig) -> Result<Box<dyn Mailbox>, SetupError> {
     Ok(match config {
         MailboxConfig::Imap(c) => Box::new(imap::ImapMailbox::new(c.clone())?),
         MailboxConfig::Pop3(c) => Box::new(pop3::Pop3Mailbox::new(c.clone())?),
-        MailboxConfig::Maildir(c) => {
-            Box::new(maildir::MaildirMailbox::new(c.clone()).map_err(SetupError::Maildir)?)
-        }
+        MailboxConfig::Maildir(c) => Box::new(maildir::MaildirMailbox::new(c.clone())?),
     })
 }

@@ -217,3 +217,41 @@ fn a_lock_path_that_is_not_a_regular_file_is_refused() {
     let err = Store::open(dir.path()).err().expect("must be refused");
     assert!(err.to_string().contains("not a regular file"), "{err}");
 }
+
+#[test]
+fn a_commit_error_names_the_store_and_keeps_the_cause() {
+    let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
+    let e = CommitError::Write {
+        path: "/var/lib/mailcanary/state.redb".into(),
+        source: Arc::new(redb::Error::Io(io)),
+    };
+    assert_eq!(
+        e.to_string(),
+        "cannot commit to the state store /var/lib/mailcanary/state.redb"
+    );
+    assert_eq!(
+        crate::setup::chain(&e),
+        "cannot commit to the state store /var/lib/mailcanary/state.redb: \
+         I/O error: No space left on device"
+    );
+    assert_eq!(
+        crate::setup::chain(&e.clone()),
+        crate::setup::chain(&e),
+        "every batch of the group gets the same error"
+    );
+}
+
+#[test]
+fn a_malformed_record_names_its_key_and_keeps_the_decoder_error() {
+    let source = serde_json::from_slice::<u8>(b"x").unwrap_err();
+    let e = LoadError::Record {
+        what: "lost",
+        key: "p1/01J".into(),
+        source,
+    };
+    assert_eq!(e.to_string(), r#"malformed lost record "p1/01J""#);
+    assert_eq!(
+        crate::setup::chain(&e),
+        r#"malformed lost record "p1/01J": expected value at line 1 column 1"#
+    );
+}

@@ -28,10 +28,12 @@ mod scan;
 mod watch;
 
 use self::clean::Action;
+pub use self::scan::FolderNameError;
 use self::scan::{Cache, Folder, Noticed, folder_dir};
-use self::watch::Watching;
+use self::watch::{WatchError, Watching};
 use super::{Arrival, MailId, Mailbox, MailboxError, MailboxStage};
 use crate::config::{Cleanup, MaildirConfig};
+use crate::setup::{SetupError, chain};
 
 /// A Maildir, the heads read so far, and the watch on it.
 pub struct MaildirMailbox {
@@ -41,7 +43,7 @@ pub struct MaildirMailbox {
     noticed: Noticed,
     watching: Option<Watching>,
     /// Why the watch broke, learnt while draining it before a scan; the next wait reports it.
-    broken: Option<String>,
+    broken: Option<WatchError>,
     /// Whether the failure to watch was logged already: once is enough, rescans go on.
     watch_failed: bool,
 }
@@ -49,14 +51,23 @@ pub struct MaildirMailbox {
 impl MaildirMailbox {
     /// Prepares the adapter. Folder names that are not Maildir++ names fail here, at start-up;
     /// whether the folders exist is checked on use, as a server's would be.
-    pub fn new(config: MaildirConfig) -> Result<MaildirMailbox, String> {
+    pub fn new(config: MaildirConfig) -> Result<MaildirMailbox, SetupError> {
+        let path = &config.path;
+        let bad_name = |key| {
+            move |source| SetupError::MaildirFolder {
+                maildir: path.clone(),
+                key,
+                source,
+            }
+        };
         let folders = config
             .folders
             .iter()
             .map(|name| Folder::resolve(&config.path, name))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad_name("folders"))?;
         if let Cleanup::Move(target) = &config.cleanup {
-            folder_dir(&config.path, target).map_err(|e| format!("cleanup: {e}"))?;
+            folder_dir(&config.path, target).map_err(bad_name("cleanup"))?;
         }
         Ok(MaildirMailbox {
             config,
@@ -85,7 +96,7 @@ impl MaildirMailbox {
         let (folders, noticed) = (Arc::clone(&self.folders), self.noticed.clone());
         let started = tokio::task::spawn_blocking(move || Watching::start(&folders, noticed))
             .await
-            .unwrap_or_else(|e| Err(format!("the watch task failed: {e}")));
+            .unwrap_or_else(|e| Err(WatchError::Task(e)));
         match started {
             Ok(watching) => {
                 if self.watch_failed {
@@ -97,16 +108,16 @@ impl MaildirMailbox {
             Err(why) if !self.watch_failed => {
                 self.watch_failed = true;
                 tracing::warn!(
-                    maildir = %self.config.path.display(), error = %why,
+                    maildir = %self.config.path.display(), error = %chain(&why),
                     "cannot watch the Maildir; rescanning every poll_interval instead"
                 );
             }
-            Err(why) => tracing::debug!(error = %why, "still cannot watch the Maildir"),
+            Err(why) => tracing::debug!(error = %chain(&why), "still cannot watch the Maildir"),
         }
     }
 
-    fn idle_error(&self, why: String) -> MailboxError {
-        let what = format!("{}: watching: {why}", self.config.path.display());
+    fn idle_error(&self, why: WatchError) -> MailboxError {
+        let what = format!("{}: watching: {}", self.config.path.display(), chain(&why));
         MailboxError::new(MailboxStage::Idle, what)
     }
 
@@ -147,7 +158,7 @@ fn action(root: &Path, cleanup: &Cleanup) -> Result<Option<Action>, MailboxError
         Cleanup::Move(target) => target,
     };
     let cur = folder_dir(root, target)
-        .map_err(|e| MailboxError::new(MailboxStage::Cleanup, e))?
+        .map_err(|e| MailboxError::new(MailboxStage::Cleanup, e.to_string()))?
         .join("cur");
     if !cur.is_dir() {
         let what = format!("folder {target} does not exist ({})", cur.display());
@@ -448,8 +459,22 @@ mod tests {
             poll_interval: Duration::from_secs(1),
             cleanup,
         };
-        assert!(MaildirMailbox::new(config(&["INBOX", "../x"], Cleanup::Delete)).is_err());
-        assert!(MaildirMailbox::new(config(&["INBOX"], Cleanup::Move("a/b".into()))).is_err());
+        let e = MaildirMailbox::new(config(&["INBOX", "../x"], Cleanup::Delete))
+            .err()
+            .unwrap();
+        assert_eq!(e.to_string(), "Maildir /m: folders");
+        assert_eq!(
+            chain(&e),
+            r#"Maildir /m: folders: "../x" is not a Maildir++ folder name (no '/', no leading '.')"#
+        );
+        let e = MaildirMailbox::new(config(&["INBOX"], Cleanup::Move("a/b".into())))
+            .err()
+            .unwrap();
+        assert!(
+            chain(&e).starts_with(r#"Maildir /m: cleanup: "a/b" is not"#),
+            "{}",
+            chain(&e)
+        );
         assert!(MaildirMailbox::new(config(&["INBOX", "Junk"], Cleanup::Keep)).is_ok());
     }
 }

@@ -27,6 +27,14 @@ pub const HEAD_LIMIT: u64 = 64 * 1024;
 /// client moved them from `new/` to `cur/` or changed their flags meanwhile).
 const LIST_ATTEMPTS: usize = 3;
 
+/// A folder name that is not a Maildir++ folder name, so it names no directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name:?} is not a Maildir++ folder name (no '/', no leading '.')")]
+pub struct FolderNameError {
+    /// The name as configured.
+    pub name: String,
+}
+
 /// One watched folder and where it lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Folder {
@@ -39,7 +47,7 @@ pub struct Folder {
 impl Folder {
     /// Resolves a folder name under the Maildir `root`, Maildir++ style as Dovecot lays it out:
     /// `INBOX` is the Maildir itself, any other folder `NAME` is `root/.NAME`.
-    pub fn resolve(root: &Path, name: &str) -> Result<Folder, String> {
+    pub fn resolve(root: &Path, name: &str) -> Result<Folder, FolderNameError> {
         Ok(Folder {
             name: name.to_string(),
             dir: folder_dir(root, name)?,
@@ -56,14 +64,14 @@ impl Folder {
 
 /// The directory of folder `name` under `root`. Names that would leave the Maildir (`/`) or are
 /// not Maildir++ folder names (empty, leading `.`) are refused rather than guessed at.
-pub fn folder_dir(root: &Path, name: &str) -> Result<PathBuf, String> {
+pub fn folder_dir(root: &Path, name: &str) -> Result<PathBuf, FolderNameError> {
     if name.eq_ignore_ascii_case("INBOX") {
         return Ok(root.to_path_buf());
     }
     if name.is_empty() || name.starts_with('.') || name.contains(['/', '\0']) {
-        return Err(format!(
-            "{name:?} is not a Maildir++ folder name (no '/', no leading '.')"
-        ));
+        return Err(FolderNameError {
+            name: name.to_string(),
+        });
     }
     Ok(root.join(format!(".{name}")))
 }
@@ -335,6 +343,10 @@ pub(super) mod tests {
         for bad in ["", ".", "..", ".Junk", "a/b", "../x", "x\0"] {
             assert!(folder_dir(root, bad).is_err(), "{bad:?} accepted");
         }
+        assert_eq!(
+            folder_dir(root, "../x").unwrap_err().to_string(),
+            r#""../x" is not a Maildir++ folder name (no '/', no leading '.')"#
+        );
     }
 
     #[test]

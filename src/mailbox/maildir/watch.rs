@@ -22,12 +22,47 @@ use super::scan::{Folder, Noticed, mail_key};
 use crate::clock;
 
 /// What the watcher's thread tells the probe.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Signal {
     /// A mail file not seen before appeared, or the kernel dropped events: rescan.
     News,
     /// The watch broke (an error, or a watched directory went away): no more events will come.
-    Lost(String),
+    Lost(WatchError),
+}
+
+/// Why the watch could not start, or stopped. The Maildir is still rescanned every
+/// `poll_interval`; the adapter reports this as a [`MailboxError`](crate::mailbox::MailboxError)
+/// of the `idle` stage.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// No watcher could be created (no inotify instance left, for example).
+    #[error("cannot start a watcher")]
+    Start(#[source] notify::Error),
+    /// A directory could not be watched (missing, or the inotify watch limit reached).
+    #[error("cannot watch {}", dir.display())]
+    Watch {
+        /// The `new/` or `cur/` directory.
+        dir: PathBuf,
+        /// What the watcher said.
+        #[source]
+        source: notify::Error,
+    },
+    /// The watcher's thread reported an error: events may be lost from now on.
+    #[error("the watcher failed")]
+    Failed(#[source] notify::Error),
+    /// A watched directory was removed or renamed.
+    #[error("{} was removed or renamed", dir.display())]
+    DirGone {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The watcher's thread is gone.
+    #[error("the watcher stopped")]
+    Stopped,
+    /// The blocking task starting the watch died.
+    #[error("the task starting the watch failed")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// A running watcher and the receiving end of its signals. Dropping it stops the watcher.
@@ -39,7 +74,7 @@ pub struct Watching {
 impl Watching {
     /// Watches `new/` and `cur/` of every folder (not recursively). Fails as a whole if any
     /// directory cannot be watched, e.g. when the inotify watch limit is reached.
-    pub fn start(folders: &[Folder], noticed: Noticed) -> Result<Watching, String> {
+    pub fn start(folders: &[Folder], noticed: Noticed) -> Result<Watching, WatchError> {
         let (tx, signals) = mpsc::unbounded_channel();
         let dirs: Vec<PathBuf> = folders.iter().flat_map(Folder::mail_dirs).collect();
         let watched = dirs.clone();
@@ -47,11 +82,14 @@ impl Watching {
             let ms = clock::now_ms();
             on_event(event, ms, &watched, &noticed, &tx);
         })
-        .map_err(|e| format!("cannot start a watcher: {e}"))?;
+        .map_err(WatchError::Start)?;
         for dir in &dirs {
             watcher
                 .watch(dir, RecursiveMode::NonRecursive)
-                .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+                .map_err(|source| WatchError::Watch {
+                    dir: dir.clone(),
+                    source,
+                })?;
         }
         Ok(Watching {
             _watcher: watcher,
@@ -60,23 +98,23 @@ impl Watching {
     }
 
     /// Takes the signals already queued, without waiting. Returns whether any was news.
-    pub fn drain(&mut self) -> Result<bool, String> {
+    pub fn drain(&mut self) -> Result<bool, WatchError> {
         let mut news = false;
         loop {
             match self.signals.try_recv() {
                 Ok(Signal::News) => news = true,
                 Ok(Signal::Lost(why)) => return Err(why),
                 Err(TryRecvError::Empty) => return Ok(news),
-                Err(TryRecvError::Disconnected) => return Err("the watcher stopped".into()),
+                Err(TryRecvError::Disconnected) => return Err(WatchError::Stopped),
             }
         }
     }
 
     /// Waits for news, at most `max`; the rest of a burst is drained with it.
-    pub async fn wait(&mut self, max: std::time::Duration) -> Result<(), String> {
+    pub async fn wait(&mut self, max: std::time::Duration) -> Result<(), WatchError> {
         match tokio::time::timeout(max, self.signals.recv()).await {
             Err(_) => Ok(()),
-            Ok(None) => Err("the watcher stopped".into()),
+            Ok(None) => Err(WatchError::Stopped),
             Ok(Some(Signal::Lost(why))) => Err(why),
             Ok(Some(Signal::News)) => self.drain().map(|_| ()),
         }
@@ -128,9 +166,9 @@ fn on_event(
     noticed: &Noticed,
     tx: &UnboundedSender<Signal>,
 ) {
-    let signal = match &event {
-        Err(e) => Some(Signal::Lost(format!("watcher error: {e}"))),
-        Ok(event) => match meaning(event, watched) {
+    let signal = match event {
+        Err(e) => Some(Signal::Lost(WatchError::Failed(e))),
+        Ok(event) => match meaning(&event, watched) {
             Meaning::Appeared(path) => path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -138,10 +176,9 @@ fn on_event(
                 .filter(|key| noticed.note(key, ms))
                 .map(|_| Signal::News),
             Meaning::Rescan => Some(Signal::News),
-            Meaning::DirGone(dir) => Some(Signal::Lost(format!(
-                "{} was removed or renamed",
-                dir.display()
-            ))),
+            Meaning::DirGone(dir) => Some(Signal::Lost(WatchError::DirGone {
+                dir: dir.to_path_buf(),
+            })),
             Meaning::Nothing => None,
         },
     };
@@ -240,7 +277,7 @@ mod tests {
         };
         on_event(created(), 7, &[], &noticed, &tx);
         on_event(flagged(), 9, &[], &noticed, &tx);
-        assert_eq!(rx.try_recv(), Ok(Signal::News));
+        assert!(matches!(rx.try_recv(), Ok(Signal::News)));
         assert!(rx.try_recv().is_err(), "the rename of a known mail woke us");
         assert_eq!(noticed.first("1.A"), Some(7));
     }
@@ -275,7 +312,8 @@ mod tests {
             watching.wait(Duration::from_secs(3600)),
         );
         let err = waited.await.expect("no event within 5 s").unwrap_err();
-        assert!(err.contains(".Junk/"), "{err}");
+        assert!(matches!(err, WatchError::DirGone { .. }), "{err:?}");
+        assert!(err.to_string().contains(".Junk/"), "{err}");
     }
 
     #[test]
@@ -283,6 +321,12 @@ mod tests {
         let root = maildir();
         let folders = vec![Folder::resolve(root.path(), "Spam").unwrap()];
         let err = Watching::start(&folders, Noticed::default()).err().unwrap();
-        assert!(err.contains(".Spam/new"), "{err}");
+        let dir = root.path().join(".Spam/new");
+        assert_eq!(err.to_string(), format!("cannot watch {}", dir.display()));
+        let chain = crate::setup::chain(&err);
+        assert!(
+            chain.starts_with(&format!("cannot watch {}: ", dir.display())),
+            "the cause is kept: {chain}"
+        );
     }
 }
