@@ -1,6 +1,5 @@
 //! TCP and TLS plumbing shared by the network mailbox adapters.
 
-use crate::setup::{SetupError, read_ca};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,6 +11,7 @@ use tokio_native_tls::{TlsConnector, TlsStream};
 
 use super::{MailboxError, MailboxStage};
 use crate::config::Endpoint;
+use crate::setup::{SetupError, read_ca};
 
 /// A connection that is plain or TLS; STARTTLS turns the first into the second.
 #[derive(Debug)]

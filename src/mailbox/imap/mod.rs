@@ -10,7 +10,6 @@
 //! Removal works by UID (`UID STORE` + `UID EXPUNGE`, or `UID MOVE`), so mail the probe did not
 //! name — including mail another client flagged `\Deleted` — is never expunged.
 
-use crate::setup::SetupError;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -27,6 +26,7 @@ use super::{Arrival, MailId, Mailbox, MailboxError, MailboxStage};
 use crate::canary::{HEADER_NAME, find_header};
 use crate::clock;
 use crate::config::{Cleanup, Endpoint, ImapConfig, TlsMode, Watch};
+use crate::setup::SetupError;
 
 type ImapSession = Session<MailStream>;
 

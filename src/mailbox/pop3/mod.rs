@@ -16,7 +16,6 @@
 
 pub mod proto;
 
-use crate::setup::SetupError;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -31,6 +30,7 @@ use super::{Arrival, MailId, Mailbox, MailboxError, MailboxStage};
 use crate::canary::find_header;
 use crate::clock;
 use crate::config::{Cleanup, Credentials, Endpoint, Pop3Config, TlsMode};
+use crate::setup::SetupError;
 
 /// POP3 has one folder; arrivals are reported in it.
 const FOLDER: &str = "INBOX";
