@@ -14,7 +14,7 @@ use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -26,7 +26,7 @@ use crate::agent::Agent;
 use crate::clock;
 use crate::probe::Probe;
 use crate::state::Store;
-use crate::web_config::WebConfig;
+use crate::web_config::{Verdict, WebConfig};
 
 /// Content type of the Prometheus text format this agent emits.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -86,21 +86,11 @@ where
     let service = service_fn(move |req: Request<Incoming>| {
         let (state, web) = (Arc::clone(&state), Arc::clone(&web));
         async move {
-            let allowed = !web.requires_auth() || {
-                let auth = req
-                    .headers()
-                    .get(AUTHORIZATION)
-                    .map(|v| v.as_bytes().to_vec());
-                // bcrypt takes tens of ms: keep it off the async workers.
-                let checker = Arc::clone(&web);
-                tokio::task::spawn_blocking(move || checker.authorized(auth.as_deref()))
-                    .await
-                    .unwrap_or(false)
-            };
-            Ok::<_, Infallible>(if allowed {
-                respond(&req, &state)
-            } else {
-                unauthorized()
+            let authorization = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+            Ok::<_, Infallible>(match web.authorize(authorization).await {
+                Verdict::Allowed => respond(&req, &state),
+                Verdict::Denied => unauthorized(),
+                Verdict::Busy => busy(),
             })
         }
     });
@@ -123,6 +113,19 @@ fn unauthorized() -> Response<Full<Bytes>> {
         WWW_AUTHENTICATE,
         hyper::header::HeaderValue::from_static("Basic realm=\"mailcanary\""),
     );
+    response
+}
+
+/// Every hashing slot stayed busy: most likely a flood of wrong passwords.
+fn busy() -> Response<Full<Bytes>> {
+    let mut response = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "text/plain",
+        "Too many authentication attempts, try again\n".into(),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
     response
 }
 

@@ -21,7 +21,7 @@ use crate::web_config::WebConfig;
 pub async fn run(config: &Config, listen: SocketAddr, web: Option<&Path>) -> Result<ExitCode> {
     let web = Arc::new(match web {
         Some(path) => WebConfig::load(path)?,
-        None => WebConfig::open(),
+        None => WebConfig::unprotected(),
     });
     let mut agent = Agent::open(config).await?;
     let listener = TcpListener::bind(listen)
