@@ -1,8 +1,8 @@
 //! The daemon's HTTP endpoints: `/metrics`, `/-/healthy`, `/-/ready` and a status page at `/`.
 //!
 //! Routing is a plain function from request to response ([`respond`]) so it is testable without
-//! a socket; [`serve`] only accepts connections, bounds how long a client may take to send its
-//! request head, and stops on shutdown.
+//! a socket; [`serve`] only accepts connections, bounds how many are open at once and how long a
+//! client may take to send its request head, and stops on shutdown.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -20,6 +20,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
@@ -48,7 +49,14 @@ pub async fn serve(
     web: Arc<WebConfig>,
     shutdown: CancellationToken,
 ) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // At the limit, stop accepting: new connections wait in the kernel's backlog until a
+        // slot frees, rather than being accepted only to be dropped.
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -63,6 +71,7 @@ pub async fn serve(
         };
         let (state, web) = (Arc::clone(&state), Arc::clone(&web));
         tokio::spawn(async move {
+            let _slot = slot;
             let Some(acceptor) = &web.tls else {
                 return connection(stream, state, web, peer).await;
             };
@@ -75,8 +84,16 @@ pub async fn serve(
     }
 }
 
-/// Bound on a client's TLS handshake and on sending its request head.
+/// Bound on a client's TLS handshake and on sending each request head; hyper also applies it to
+/// an idle keep-alive connection waiting for its next request.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most connections served at once. Each costs a file descriptor and a task; the bound keeps a
+/// flood from taking the descriptors the probes need for their SMTP and IMAP connections (256
+/// leaves three quarters of the common soft limit of 1024). Prometheus needs one per scraper,
+/// kept alive between scrapes, and requests are short: credentials are cached once verified,
+/// and an uncached one waits at most [`crate::web_config::HASH_WAIT`] for hashing.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// Serves one connection, plain or TLS.
 async fn connection<S>(stream: S, state: Arc<WebState>, web: Arc<WebConfig>, peer: SocketAddr)
