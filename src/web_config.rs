@@ -78,7 +78,7 @@ pub struct WebConfig {
     /// sends the same ones every scrape. Holds SHA-256 digests, never the passwords. Its lock
     /// is only ever held for a lookup or an insert, never across hashing. Only successes are
     /// cached, so it holds at most one entry per configured user and hash.
-    verified: Mutex<HashSet<[u8; 32]>>,
+    verified: Arc<Mutex<HashSet<[u8; 32]>>>,
     /// Bounds concurrent bcrypt verifications; see [`hashing_slots`].
     hashing: Arc<Semaphore>,
     verify: Verifier,
@@ -149,7 +149,7 @@ impl WebConfig {
             tls,
             users,
             decoy,
-            verified: Mutex::new(HashSet::new()),
+            verified: Arc::default(),
             hashing: Arc::new(Semaphore::new(slots)),
             verify: Arc::new(|password, hash| bcrypt::verify(password, hash).unwrap_or(false)),
         }
@@ -176,7 +176,7 @@ impl WebConfig {
         let known = self.users.get(&user);
         let hash = known.unwrap_or(&self.decoy).clone();
         let digest: [u8; 32] = Sha256::digest(format!("{user}\0{password}\0{hash}")).into();
-        if self.cache().contains(&digest) {
+        if lock(&self.verified).contains(&digest) {
             return Verdict::Allowed;
         }
         let permit = match tokio::time::timeout(
@@ -188,24 +188,30 @@ impl WebConfig {
             Ok(Ok(permit)) => permit,
             _ => return Verdict::Busy,
         };
-        let verify = Arc::clone(&self.verify);
-        let matched = tokio::task::spawn_blocking(move || {
+        let (verify, verified) = (Arc::clone(&self.verify), Arc::clone(&self.verified));
+        let cacheable = known.is_some();
+        // The result is cached from the blocking task itself: a client that gave up meanwhile
+        // (a scrape timeout shorter than a costly hash) still finds it verified next time.
+        let allowed = tokio::task::spawn_blocking(move || {
             let _slot = permit;
-            verify(&password, &hash)
+            let allowed = verify(&password, &hash) && cacheable;
+            if allowed {
+                lock(&verified).insert(digest);
+            }
+            allowed
         })
         .await
         .unwrap_or(false);
-        if matched && known.is_some() {
-            self.cache().insert(digest);
+        if allowed {
             Verdict::Allowed
         } else {
             Verdict::Denied
         }
     }
+}
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
-        self.verified.lock().unwrap_or_else(|p| p.into_inner())
-    }
+fn lock(cache: &Mutex<HashSet<[u8; 32]>>) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
+    cache.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
@@ -354,6 +360,26 @@ mod tests {
             assert_eq!(verdict, Verdict::Denied);
         }
         assert_eq!(calls.hashes().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_verification_abandoned_by_its_client_is_still_cached() {
+        let calls = Calls::default();
+        let slow = calls.bcrypt();
+        let web = two_users(1).with_verifier(move |password, hash| {
+            std::thread::sleep(Duration::from_millis(300));
+            slow(password, hash)
+        });
+        let right = basic("prometheus", "s3cret");
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(50), web.authorize(Some(&right))).await;
+        assert!(gave_up.is_err(), "the client timed out first");
+        // The slot is free again once the abandoned hash is done.
+        while web.hashing.available_permits() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(web.authorize(Some(&right)).await, Verdict::Allowed);
+        assert_eq!(calls.hashes().len(), 1, "the abandoned result was kept");
     }
 
     #[tokio::test]
