@@ -390,7 +390,9 @@ mod tests {
         // From now on every hash blocks until released: a flood that occupies the only slot.
         let (release, gate) = std::sync::mpsc::channel::<()>();
         let gate = Mutex::new(gate);
+        let (entering, mut entered) = tokio::sync::mpsc::unbounded_channel();
         let web = Arc::new(Arc::into_inner(web).unwrap().with_verifier(move |_, _| {
+            let _ = entering.send(());
             let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(10));
             false
         }));
@@ -398,9 +400,9 @@ mod tests {
             let web = Arc::clone(&web);
             tokio::spawn(async move { web.authorize(Some(&basic("prometheus", "wrong"))).await })
         };
-        while web.hashing.available_permits() > 0 {
-            tokio::task::yield_now().await;
-        }
+        let hashing = tokio::time::timeout(Duration::from_secs(5), entered.recv()).await;
+        assert_eq!(hashing, Ok(Some(())), "the flood's hash started");
+        assert_eq!(web.hashing.available_permits(), 0, "it holds the only slot");
         let cached = tokio::time::timeout(
             Duration::from_secs(2),
             web.authorize(Some(&basic("prometheus", "s3cret"))),
