@@ -15,3 +15,4 @@ mod roundtrip;
 mod security;
 mod state;
 mod support;
+mod web;
