@@ -49,7 +49,18 @@ pub async fn serve(
     web: Arc<WebConfig>,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    serve_at_most(MAX_CONNECTIONS, listener, state, web, shutdown).await;
+}
+
+/// [`serve`] with another connection limit.
+async fn serve_at_most(
+    max_connections: usize,
+    listener: TcpListener,
+    state: Arc<WebState>,
+    web: Arc<WebConfig>,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         // At the limit, stop accepting: new connections wait in the kernel's backlog until a
         // slot frees, rather than being accepted only to be dropped.
@@ -245,6 +256,48 @@ mod tests {
 
     fn get(path: &str, state: &WebState) -> Response<Full<Bytes>> {
         respond(&Request::get(path).body(()).unwrap(), state)
+    }
+
+    /// Sends a GET on `stream` and reads the status line.
+    async fn status_of(mut stream: tokio::net::TcpStream) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        stream
+            .write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        String::from_utf8_lossy(&response)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+        let (s, _dir) = state(true);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let web = Arc::new(WebConfig::unprotected());
+        tokio::spawn(serve_at_most(
+            2,
+            listener,
+            Arc::new(s),
+            web,
+            shutdown.clone(),
+        ));
+        let connect = || tokio::net::TcpStream::connect(addr);
+        // Two clients that say nothing hold both slots (for up to the header timeout).
+        let (idle_1, _idle_2) = (connect().await.unwrap(), connect().await.unwrap());
+        let third = tokio::spawn(status_of(connect().await.unwrap()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!third.is_finished(), "a third connection is not served yet");
+        drop(idle_1);
+        let status = tokio::time::timeout(Duration::from_secs(5), third).await;
+        assert_eq!(status.unwrap().unwrap(), "HTTP/1.1 200 OK");
+        shutdown.cancel();
     }
 
     #[test]
