@@ -1,8 +1,8 @@
 //! The daemon's HTTP endpoints: `/metrics`, `/-/healthy`, `/-/ready` and a status page at `/`.
 //!
 //! Routing is a plain function from request to response ([`respond`]) so it is testable without
-//! a socket; [`serve`] only accepts connections, bounds how long a client may take to send its
-//! request head, and stops on shutdown.
+//! a socket; [`serve`] only accepts connections, bounds how many are open at once and how long a
+//! client may take to send its request head, and stops on shutdown.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -14,19 +14,20 @@ use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
 use crate::clock;
 use crate::probe::Probe;
 use crate::state::Store;
-use crate::web_config::WebConfig;
+use crate::web_config::{Verdict, WebConfig};
 
 /// Content type of the Prometheus text format this agent emits.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -48,7 +49,25 @@ pub async fn serve(
     web: Arc<WebConfig>,
     shutdown: CancellationToken,
 ) {
+    serve_at_most(MAX_CONNECTIONS, listener, state, web, shutdown).await;
+}
+
+/// [`serve`] with another connection limit.
+async fn serve_at_most(
+    max_connections: usize,
+    listener: TcpListener,
+    state: Arc<WebState>,
+    web: Arc<WebConfig>,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
+        // At the limit, stop accepting: new connections wait in the kernel's backlog until a
+        // slot frees, rather than being accepted only to be dropped.
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -63,6 +82,7 @@ pub async fn serve(
         };
         let (state, web) = (Arc::clone(&state), Arc::clone(&web));
         tokio::spawn(async move {
+            let _slot = slot;
             let Some(acceptor) = &web.tls else {
                 return connection(stream, state, web, peer).await;
             };
@@ -75,8 +95,16 @@ pub async fn serve(
     }
 }
 
-/// Bound on a client's TLS handshake and on sending its request head.
+/// Bound on a client's TLS handshake and on sending each request head; hyper also applies it to
+/// an idle keep-alive connection waiting for its next request.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most connections served at once. Each costs a file descriptor and a task; the bound keeps a
+/// flood from taking the descriptors the probes need for their SMTP and IMAP connections (256
+/// leaves three quarters of the common soft limit of 1024). Prometheus needs one per scraper,
+/// kept alive between scrapes, and requests are short: credentials are cached once verified,
+/// and an uncached one waits at most [`crate::web_config::HASH_WAIT`] for hashing.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// Serves one connection, plain or TLS.
 async fn connection<S>(stream: S, state: Arc<WebState>, web: Arc<WebConfig>, peer: SocketAddr)
@@ -86,21 +114,11 @@ where
     let service = service_fn(move |req: Request<Incoming>| {
         let (state, web) = (Arc::clone(&state), Arc::clone(&web));
         async move {
-            let allowed = !web.requires_auth() || {
-                let auth = req
-                    .headers()
-                    .get(AUTHORIZATION)
-                    .map(|v| v.as_bytes().to_vec());
-                // bcrypt takes tens of ms: keep it off the async workers.
-                let checker = Arc::clone(&web);
-                tokio::task::spawn_blocking(move || checker.authorized(auth.as_deref()))
-                    .await
-                    .unwrap_or(false)
-            };
-            Ok::<_, Infallible>(if allowed {
-                respond(&req, &state)
-            } else {
-                unauthorized()
+            let authorization = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+            Ok::<_, Infallible>(match web.authorize(authorization).await {
+                Verdict::Allowed => respond(&req, &state),
+                Verdict::Denied => unauthorized(),
+                Verdict::Busy => busy(),
             })
         }
     });
@@ -123,6 +141,19 @@ fn unauthorized() -> Response<Full<Bytes>> {
         WWW_AUTHENTICATE,
         hyper::header::HeaderValue::from_static("Basic realm=\"mailcanary\""),
     );
+    response
+}
+
+/// Every hashing slot stayed busy: most likely a flood of wrong passwords.
+fn busy() -> Response<Full<Bytes>> {
+    let mut response = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "text/plain",
+        "Too many authentication attempts, try again\n".into(),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
     response
 }
 
@@ -225,6 +256,48 @@ mod tests {
 
     fn get(path: &str, state: &WebState) -> Response<Full<Bytes>> {
         respond(&Request::get(path).body(()).unwrap(), state)
+    }
+
+    /// Sends a GET on `stream` and reads the status line.
+    async fn status_of(mut stream: tokio::net::TcpStream) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        stream
+            .write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        String::from_utf8_lossy(&response)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+        let (s, _dir) = state(true);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let web = Arc::new(WebConfig::unprotected());
+        tokio::spawn(serve_at_most(
+            2,
+            listener,
+            Arc::new(s),
+            web,
+            shutdown.clone(),
+        ));
+        let connect = || tokio::net::TcpStream::connect(addr);
+        // Two clients that say nothing hold both slots (for up to the header timeout).
+        let (idle_1, _idle_2) = (connect().await.unwrap(), connect().await.unwrap());
+        let third = tokio::spawn(status_of(connect().await.unwrap()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!third.is_finished(), "a third connection is not served yet");
+        drop(idle_1);
+        let status = tokio::time::timeout(Duration::from_secs(5), third).await;
+        assert_eq!(status.unwrap().unwrap(), "HTTP/1.1 200 OK");
+        shutdown.cancel();
     }
 
     #[test]

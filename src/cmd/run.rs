@@ -34,7 +34,7 @@ pub async fn run(
 ) -> Result<ExitCode, super::Error> {
     let web = Arc::new(match web {
         Some(path) => WebConfig::load(path).exit_as(Failure::Config)?,
-        None => WebConfig::open(),
+        None => WebConfig::unprotected(),
     });
     let mut agent = Agent::open(config).await.map_err(super::opening)?;
     let listener = TcpListener::bind(listen)

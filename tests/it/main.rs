@@ -17,3 +17,4 @@ mod security;
 mod shutdown;
 mod state;
 mod support;
+mod web;
