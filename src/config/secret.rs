@@ -161,7 +161,7 @@ pub enum KeyError {
 ///
 /// The key is the file's or variable's text with surrounding white space removed, so it can be
 /// copied between agents that must verify each other's canaries. A key file that group or others
-/// can read, or a key shorter than [`SHORT_KEY`] bytes, works but is warned about in the log
+/// can read, or a key shorter than 16 bytes, works but is warned about in the log
 /// (which names the file, its mode and the length, never the key).
 pub fn load_signing_key(source: &SecretSource) -> Result<SigningKey, KeyError> {
     let (key, warnings) = read_signing_key(source)?;
