@@ -17,9 +17,16 @@ use sha2::Sha256;
 /// Name of the header that carries the signed canary fields.
 pub const HEADER_NAME: &str = "X-Mailcanary";
 
-/// Prefix of the line in the body that repeats the canary id, for gateways that strip unknown
-/// headers.
+/// Prefix of the line in the body that repeats the canary id, for people reading the mail.
 pub const BODY_TOKEN_PREFIX: &str = "mailcanary-id: ";
+
+/// Prefix of the body line that repeats the whole signed header value, so a canary whose
+/// `X-Mailcanary` header a gateway stripped is still recognised, verified and timed.
+pub const SIGNED_TOKEN_PREFIX: &str = "mailcanary: ";
+
+/// How far into a body the signed token is looked for: the templates put it in the first text
+/// part, well inside this; a mail that hides it deeper is not a canary of ours.
+pub const BODY_TOKEN_WINDOW: usize = 4096;
 
 /// The only header format version this build understands.
 pub const VERSION: &str = "1";
@@ -81,9 +88,16 @@ impl Canary {
         format!("{}; sig={sig}", self.signed_text())
     }
 
-    /// The line placed in the body so the canary can be recognised without its header.
-    pub fn body_token(&self) -> String {
-        format!("{BODY_TOKEN_PREFIX}{}", self.id)
+    /// The lines placed in the body so the canary can be recognised without its header: the
+    /// id for a human, then the signed header value (one line under 998 bytes, plain ASCII, so
+    /// 7bit transport keeps it intact; a gateway that re-encodes it as quoted-printable is
+    /// undone by [`find_body_token`]).
+    pub fn body_token(&self, key: &SigningKey) -> String {
+        format!(
+            "{BODY_TOKEN_PREFIX}{}\r\n{SIGNED_TOKEN_PREFIX}{}",
+            self.id,
+            self.header_value(key)
+        )
     }
 }
 
@@ -207,6 +221,62 @@ pub fn find_header(raw: &[u8]) -> Option<String> {
         }
     }
     value.map(|v| v.trim().to_string())
+}
+
+/// Finds the signed token in the first [`BODY_TOKEN_WINDOW`] bytes of a body and returns the
+/// header value it carries (not yet verified: the caller judges it like a header).
+///
+/// The body is first searched as it is; if nothing parses there, once more with
+/// quoted-printable undone (a gateway may re-encode a 7bit part: soft line breaks and `=3D`).
+/// Decoding is not applied blindly, because the token itself contains `=` followed by hex
+/// digits (`id=01…`) that a decoder would mangle.
+pub fn find_body_token(body: &[u8]) -> Option<String> {
+    let window = &body[..body.len().min(BODY_TOKEN_WINDOW)];
+    let text = String::from_utf8_lossy(window);
+    token_in(&text).or_else(|| token_in(&decode_quoted_printable(&text)))
+}
+
+fn token_in(text: &str) -> Option<String> {
+    let marker = format!("{SIGNED_TOKEN_PREFIX}v=");
+    text.match_indices(&marker).find_map(|(at, _)| {
+        let rest = &text[at + SIGNED_TOKEN_PREFIX.len()..];
+        let value: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || " =;_-.".contains(*c))
+            .collect();
+        let value = value.trim().to_string();
+        parse_header(&value).is_ok().then_some(value)
+    })
+}
+
+fn decode_quoted_printable(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'=' if bytes[i + 1..].starts_with(b"\r\n") => i += 3,
+            b'=' if bytes[i + 1..].starts_with(b"\n") => i += 2,
+            b'=' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'=');
+                        i += 1;
+                    }
+                }
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Removes header folding (CRLF or LF followed by white space).
@@ -453,10 +523,42 @@ mod tests {
     }
 
     #[test]
-    fn body_token_names_the_id() {
+    fn body_token_names_the_id_and_carries_the_signed_fields() {
+        let k = key();
+        let token = canary().body_token(&k);
+        assert!(token.starts_with("mailcanary-id: 01JDQ8ZK3V6R9X1T2Y3Z4A5B6C\r\nmailcanary: v=1;"));
         assert_eq!(
-            canary().body_token(),
-            "mailcanary-id: 01JDQ8ZK3V6R9X1T2Y3Z4A5B6C"
+            find_body_token(token.as_bytes()).as_deref(),
+            Some(canary().header_value(&k).as_str())
         );
+    }
+
+    #[test]
+    fn body_token_is_found_in_html_and_after_quoted_printable_reencoding() {
+        let k = key();
+        let value = canary().header_value(&k);
+        let html = format!("<p>Hello</p>\r\n<p>mailcanary: {value}</p></body>");
+        assert_eq!(
+            find_body_token(html.as_bytes()).as_deref(),
+            Some(value.as_str())
+        );
+        // What a gateway re-encoding the part as quoted-printable makes of it.
+        let qp = format!("mailcanary: {}", value.replace('=', "=3D"));
+        let (a, b) = qp.split_at(70);
+        let wrapped = format!("Hi,\r\n{a}=\r\n{b}\r\n");
+        assert_eq!(
+            find_body_token(wrapped.as_bytes()).as_deref(),
+            Some(value.as_str())
+        );
+    }
+
+    #[test]
+    fn body_token_is_only_looked_for_near_the_start() {
+        let value = canary().header_value(&key());
+        let late = format!("{}mailcanary: {value}\r\n", "x".repeat(BODY_TOKEN_WINDOW));
+        assert_eq!(find_body_token(late.as_bytes()), None);
+        assert_eq!(find_body_token(b"mailcanary: v=1; garbage"), None);
+        assert_eq!(find_body_token(b""), None);
+        assert_eq!(find_body_token(b"=\r\n=4"), None);
     }
 }

@@ -162,7 +162,13 @@ pub fn render(spec: &ClassSpec, canary: &Canary, key: &SigningKey, env: &Envelop
         ],
         body: String::new(),
     };
-    body::shape(spec.template, canary, domain, &mut draft);
+    body::shape(
+        spec.template,
+        canary,
+        &canary.body_token(key),
+        domain,
+        &mut draft,
+    );
     if let Some(subject) = &spec.subject {
         draft.set("Subject", subject);
     }

@@ -129,6 +129,10 @@ pub struct ClassTally {
     pub sequence_gaps: u64,
     /// Forged canaries claiming this class.
     pub forged: u64,
+    /// Verified canaries that arrived without their `X-Mailcanary` header (recognised by
+    /// the body token): something on the way strips unknown headers.
+    #[serde(default)]
+    pub header_stripped: u64,
     /// SMTP transaction durations.
     pub smtp_duration: Histogram,
     /// Delivery delays.
@@ -161,6 +165,7 @@ impl Default for ClassTally {
             duplicates: 0,
             sequence_gaps: 0,
             forged: 0,
+            header_stripped: 0,
             smtp_duration: Histogram::new(&SMTP_BUCKETS),
             delivery_delay: Histogram::new(&DELAY_BUCKETS),
             server_delay: delay_histogram(),
@@ -183,6 +188,9 @@ pub struct ProbeTally {
     pub mailbox_errors: BTreeMap<String, u64>,
     /// Forged canaries claiming a class this probe does not send.
     pub forged_unknown_class: u64,
+    /// Mails the mailbox could not read or parse (too large, cut off, refused), each once.
+    #[serde(default)]
+    pub mails_skipped: u64,
 }
 
 /// One change to the durable store, for one probe.
@@ -208,6 +216,8 @@ pub enum Write {
     Forged(String, u64),
     /// Forget a forged mail.
     Unforged(String),
+    /// Replace what the mailbox adapter remembers (see [`Ledger::scan_memory`]).
+    ScanMemory(String),
     /// Remove every record of the probe (the first write of a full rewrite of its books).
     Reset,
 }
@@ -249,6 +259,16 @@ pub enum Delivery {
     AlreadyCounted,
 }
 
+impl Delivery {
+    /// Whether this arrival counted as a delivery (rather than a copy or a re-report).
+    pub fn is_delivery(&self) -> bool {
+        matches!(
+            self,
+            Delivery::OnTime { .. } | Delivery::Late { .. } | Delivery::Unexpected { .. }
+        )
+    }
+}
+
 /// Everything one probe has on its books.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ledger {
@@ -265,6 +285,9 @@ pub struct Ledger {
     pub classes: BTreeMap<String, ClassTally>,
     /// Totals of the probe.
     pub probe: ProbeTally,
+    /// What the mailbox adapter remembers of the mail it has looked at (opaque to the books),
+    /// so a restart or the next `once` run does not read old mail again.
+    pub scan_memory: Option<String>,
 }
 
 impl Ledger {
@@ -554,6 +577,7 @@ impl Ledger {
             Write::Unforged(mail) => {
                 self.forged.remove(&mail);
             }
+            Write::ScanMemory(memory) => self.scan_memory = Some(memory),
             Write::Reset => *self = Ledger::default(),
         }
     }
@@ -569,7 +593,29 @@ impl Ledger {
                 .iter()
                 .map(|(id, s)| Write::Seen(id.clone(), s.clone())),
         );
+        writes.extend(self.scan_memory.clone().map(Write::ScanMemory));
         writes
+    }
+
+    /// The mailbox adapter's memory moved on; nothing to write when it did not change.
+    pub fn remember_scan(&mut self, memory: String) -> Vec<Write> {
+        if self.scan_memory.as_ref() == Some(&memory) {
+            return Vec::new();
+        }
+        self.scan_memory = Some(memory.clone());
+        vec![Write::ScanMemory(memory)]
+    }
+
+    /// A verified canary of `class` was delivered without its header (found by its body token).
+    pub fn arrived_without_header(&mut self, class: &str) -> Vec<Write> {
+        self.tally(class).header_stripped += 1;
+        vec![self.class_write(class)]
+    }
+
+    /// The mailbox skipped `count` mails it could not read.
+    pub fn mails_skipped(&mut self, count: u64) -> Vec<Write> {
+        self.probe.mails_skipped += count;
+        vec![Write::Probe(self.probe.clone())]
     }
 
     /// Age of the oldest in-flight canary of `class` at `now_ms`; 0 when none.

@@ -50,12 +50,14 @@ enum F {
     Duplicates,
     SequenceGaps,
     Forged,
+    HeaderStripped,
     MailboxUp,
     MailboxErrors,
+    MailsSkipped,
     StateErrors,
 }
 
-const FAMILIES: [(&str, MetricType, &str); 21] = [
+const FAMILIES: [(&str, MetricType, &str); 23] = [
     (
         "build_info",
         MetricType::GAUGE,
@@ -147,6 +149,11 @@ const FAMILIES: [(&str, MetricType, &str); 21] = [
         "Mails carrying a canary header of this agent whose signature does not verify.",
     ),
     (
+        "header_stripped_total",
+        MetricType::COUNTER,
+        "Canaries delivered without their X-Mailcanary header, recognised by the body token.",
+    ),
+    (
         "mailbox_up",
         MetricType::GAUGE,
         "1 when the last mailbox check succeeded, else 0.",
@@ -155,6 +162,11 @@ const FAMILIES: [(&str, MetricType, &str); 21] = [
         "mailbox_errors_total",
         MetricType::COUNTER,
         "Failed mailbox checks, by the stage that failed.",
+    ),
+    (
+        "mails_skipped_total",
+        MetricType::COUNTER,
+        "Mails the mailbox could not read or parse (too large, cut off, refused), each once.",
     ),
     (
         "state_errors_total",
@@ -316,6 +328,7 @@ fn render_probe(f: &mut Families, probe: &Probe, now_ms: u64) {
             f.counter(F::Duplicates, &pc, t.duplicates);
             f.counter(F::SequenceGaps, &pc, t.sequence_gaps);
             f.counter(F::Forged, &pc, t.forged);
+            f.counter(F::HeaderStripped, &pc, t.header_stripped);
         }
         f.counter(
             F::Forged,
@@ -335,6 +348,11 @@ fn render_probe(f: &mut Families, probe: &Probe, now_ms: u64) {
             let n = errors.get(stage).copied().unwrap_or(0);
             f.counter(F::MailboxErrors, &[("probe", name), ("stage", stage)], n);
         }
+        f.counter(
+            F::MailsSkipped,
+            &[("probe", name)],
+            ledger.probe.mails_skipped,
+        );
     });
 }
 
@@ -363,8 +381,10 @@ mod tests {
             (F::Duplicates, "duplicates_total"),
             (F::SequenceGaps, "sequence_gaps_total"),
             (F::Forged, "forged_total"),
+            (F::HeaderStripped, "header_stripped_total"),
             (F::MailboxUp, "mailbox_up"),
             (F::MailboxErrors, "mailbox_errors_total"),
+            (F::MailsSkipped, "mails_skipped_total"),
             (F::StateErrors, "state_errors_total"),
         ];
         assert_eq!(named.len(), FAMILIES.len());

@@ -260,8 +260,8 @@ impl Probe {
         // Judging and parsing Received chains happen before the books are locked.
         let judged: Vec<JudgedMail> = arrivals
             .iter()
-            .filter_map(
-                |a| match judge(&a.header, &self.key, &self.agent, &self.config.name) {
+            .filter_map(|a| {
+                match judge(a.mark.value(), &self.key, &self.agent, &self.config.name) {
                     Verdict::Ours(canary) => {
                         let chain = delay::received_chain(&a.head);
                         let servers = delay::breakdown(canary.sent_ms, &chain, a.server_ms);
@@ -269,8 +269,8 @@ impl Probe {
                     }
                     Verdict::Forged { claimed_class } => Some(JudgedMail::Forged(a, claimed_class)),
                     Verdict::NotOurs => None,
-                },
-            )
+                }
+            })
             .collect();
         if judged.is_empty() {
             return Vec::new();
@@ -291,6 +291,9 @@ impl Probe {
                             };
                             let (outcome, w) = l.arrived(canary, found, servers);
                             writes.extend(w);
+                            if a.mark.header_stripped() && outcome.is_delivery() {
+                                writes.extend(l.arrived_without_header(&canary.class));
+                            }
                             Some(outcome)
                         }
                         JudgedMail::Forged(a, claimed_class) => {
@@ -307,7 +310,14 @@ impl Probe {
             match (judged, outcome) {
                 (JudgedMail::Ours(a, canary, servers), Some(outcome)) => {
                     self.log_arrival(canary, a, outcome, servers);
-                    clean.push(a.id.clone());
+                    // A mail recognised by its body alone may be someone's reply quoting a
+                    // canary: only the delivery itself is ours to remove, never a later copy.
+                    if !a.mark.header_stripped()
+                        || outcome.is_delivery()
+                        || outcome == Delivery::AlreadyCounted
+                    {
+                        clean.push(a.id.clone());
+                    }
                 }
                 (JudgedMail::Forged(a, _), _) | (JudgedMail::Ours(a, ..), None) => tracing::warn!(
                     probe = %self.config.name, mail = %a.id,
@@ -368,6 +378,25 @@ impl Probe {
                 lost_after = ?config.lost_after_for(&c.class), "canary lost: not seen within lost_after"
             );
         }
+    }
+
+    /// What the mailbox adapter remembered at the last look, from the books.
+    pub fn scan_memory(&self) -> Option<String> {
+        self.lock().scan_memory.clone()
+    }
+
+    /// Makes the adapter's memory durable (after the look's arrivals are on the books).
+    pub async fn remember_scan(&self, memory: String) {
+        self.record(|l| ((), l.remember_scan(memory))).await;
+    }
+
+    /// Counts mails the mailbox skipped because it could not read them.
+    pub async fn mails_skipped(&self, count: u64) {
+        tracing::warn!(
+            probe = %self.config.name, count,
+            "mails that cannot be read were skipped and are left alone"
+        );
+        self.record(|l| ((), l.mails_skipped(count))).await;
     }
 
     /// The mailbox could not be read because of a fault of ours (the adapter panicked): down,

@@ -32,6 +32,7 @@ const SEEN: Table = TableDefinition::new("seen");
 const FORGED: Table = TableDefinition::new("forged");
 const CLASSES: Table = TableDefinition::new("classes");
 const PROBES: Table = TableDefinition::new("probes");
+const SCAN: Table = TableDefinition::new("scan");
 
 /// File name of the database inside the state directory.
 pub const STORE_FILE: &str = "mailcanary.redb";
@@ -380,7 +381,7 @@ fn take_lock(dir: &Path) -> Result<File, OpenError> {
 
 fn create_tables(db: &Database) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
-    for table in [IN_FLIGHT, LOST, SEEN, FORGED, CLASSES, PROBES] {
+    for table in [IN_FLIGHT, LOST, SEEN, FORGED, CLASSES, PROBES, SCAN] {
         txn.open_table(table)?;
     }
     txn.commit()?;
@@ -423,7 +424,7 @@ fn key(probe: &str, rest: &str) -> String {
 type Decode = fn(&str, &[u8]) -> serde_json::Result<Write>;
 
 /// Every table, what its records are called in errors, and how to read them.
-const TABLES: [(Table, &str, Decode); 6] = [
+const TABLES: [(Table, &str, Decode); 7] = [
     (IN_FLIGHT, "in-flight", |_, v| {
         serde_json::from_slice(v).map(Write::InFlight)
     }),
@@ -441,6 +442,9 @@ const TABLES: [(Table, &str, Decode); 6] = [
     }),
     (PROBES, "probe", |_, v| {
         serde_json::from_slice(v).map(Write::Probe)
+    }),
+    (SCAN, "scan memory", |_, v| {
+        serde_json::from_slice(v).map(Write::ScanMemory)
     }),
 ];
 
@@ -538,6 +542,7 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
         let mut forged = txn.open_table(FORGED)?;
         let mut classes = txn.open_table(CLASSES)?;
         let mut probes = txn.open_table(PROBES)?;
+        let mut scan = txn.open_table(SCAN)?;
         for batch in group {
             let p = batch.probe.as_str();
             for write in &batch.writes {
@@ -572,6 +577,9 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
                     Write::Probe(t) => {
                         probes.insert(key(p, "").as_str(), json(t).as_slice())?;
                     }
+                    Write::ScanMemory(memory) => {
+                        scan.insert(key(p, "").as_str(), json(memory).as_slice())?;
+                    }
                     Write::Reset => {
                         // Every key of the probe: "probe/" up to "probe0" ('0' follows '/').
                         let (from, to) = (key(p, ""), format!("{p}0"));
@@ -582,6 +590,7 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
                             &mut forged,
                             &mut classes,
                             &mut probes,
+                            &mut scan,
                         ] {
                             table.retain_in(from.as_str()..to.as_str(), |_, _| false)?;
                         }

@@ -12,11 +12,11 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::canary::{SigningKey, find_header};
+use crate::canary::SigningKey;
 use crate::clock;
 use crate::config::Config;
 use crate::ledger::Ledger;
-use crate::mailbox::{Arrival, MailId, Mailbox, MailboxError, MailboxStage};
+use crate::mailbox::{Arrival, Look, MailId, Mailbox, MailboxError, MailboxStage, Mark};
 use crate::probe::Probe;
 use crate::send::{Accepted, SendError, SendStage, Submit};
 use crate::state::Store;
@@ -55,6 +55,8 @@ struct Inner {
     messages: Vec<Vec<u8>>,
     /// The mailbox's poll interval (default 10 s).
     poll_interval: Option<Duration>,
+    /// Deliver without the `X-Mailcanary` header, as a gateway that strips it would.
+    strip_header: bool,
 }
 
 /// One mail server and mailbox in memory; cheap to clone, every clone is the same server.
@@ -110,6 +112,11 @@ impl FakeServer {
         self.lock().messages[n].clone()
     }
 
+    /// From now on, delivers mail without its `X-Mailcanary` header.
+    pub fn strip_canary_header(&self) {
+        self.lock().strip_header = true;
+    }
+
     /// Sets the mailbox's poll interval (the longest wait between looks).
     pub fn set_poll_interval(&self, every: Duration) {
         self.lock().poll_interval = Some(every);
@@ -157,7 +164,7 @@ impl Mailbox for FakeMailbox {
         "imap"
     }
 
-    async fn canaries(&mut self) -> Result<Vec<Arrival>, MailboxError> {
+    async fn canaries(&mut self) -> Result<Look, MailboxError> {
         let fault = {
             let mut inner = self.server.lock();
             inner.looks.push(Instant::now());
@@ -167,22 +174,27 @@ impl Mailbox for FakeMailbox {
             return Err(MailboxError::new(stage, "scripted failure"));
         }
         let inner = self.server.lock();
-        Ok(inner
+        let arrivals = inner
             .mails
             .iter()
             .filter_map(|(key, raw)| {
+                let (head, body) = split_head(raw);
                 Some(Arrival {
                     id: MailId {
                         folder: "INBOX".into(),
                         key: key.to_string(),
                     },
-                    header: find_header(raw)?,
-                    head: raw.clone(),
+                    mark: Mark::find(head, body)?,
+                    head: head.to_vec(),
                     seen_ms: clock::now_ms(),
                     server_ms: None,
                 })
             })
-            .collect())
+            .collect();
+        Ok(Look {
+            arrivals,
+            skipped: 0,
+        })
     }
 
     async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {
@@ -215,6 +227,26 @@ impl Mailbox for FakeMailbox {
     async fn close(&mut self) {}
 }
 
+/// A raw message's head (before the first empty line) and body.
+fn split_head(raw: &[u8]) -> (&[u8], &[u8]) {
+    let at = raw.windows(4).position(|w| w == b"\r\n\r\n");
+    match at {
+        Some(i) => (&raw[..i + 2], &raw[i + 4..]),
+        None => (raw, &[]),
+    }
+}
+
+/// A message with its `X-Mailcanary` header line removed.
+pub fn without_canary_header(message: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(message);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let kept: Vec<&str> = head
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("x-mailcanary:"))
+        .collect();
+    format!("{}\r\n\r\n{body}", kept.join("\r\n")).into_bytes()
+}
+
 struct FakeSender {
     server: FakeServer,
 }
@@ -231,13 +263,17 @@ impl Submit for FakeSender {
         }
         // The server takes the mail first; a slow or hanging answer comes after that, as
         // when the final reply to DATA is held up.
-        let queue_id = {
+        let (queue_id, strip) = {
             let mut inner = self.server.lock();
             inner.accepted += 1;
             inner.messages.push(message.to_vec());
-            format!("Q{}", inner.accepted)
+            (format!("Q{}", inner.accepted), inner.strip_header)
         };
-        self.server.deliver(message);
+        if strip {
+            self.server.deliver(&without_canary_header(message));
+        } else {
+            self.server.deliver(message);
+        }
         act(fault).await;
         Ok(Accepted {
             queue_id: Some(queue_id),

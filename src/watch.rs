@@ -21,6 +21,8 @@ pub struct Watcher {
     probe: Arc<Probe>,
     mailbox: Box<dyn Mailbox>,
     judged: HashSet<MailId>,
+    /// Verified canaries whose removal failed, retried on the next look.
+    unremoved: Vec<MailId>,
     /// Looks or waits that failed in a row; drives the reconnect backoff.
     failures: u32,
 }
@@ -32,11 +34,15 @@ const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 impl Watcher {
     /// Watches `mailbox` for `probe`.
-    pub fn new(probe: Arc<Probe>, mailbox: Box<dyn Mailbox>) -> Watcher {
+    pub fn new(probe: Arc<Probe>, mut mailbox: Box<dyn Mailbox>) -> Watcher {
+        if let Some(memory) = probe.scan_memory() {
+            mailbox.restore_scan_memory(&memory);
+        }
         Watcher {
             probe,
             mailbox,
             judged: HashSet::new(),
+            unremoved: Vec::new(),
             failures: 0,
         }
     }
@@ -80,29 +86,40 @@ impl Watcher {
     }
 
     async fn try_look(&mut self) -> Result<(), MailboxError> {
-        let arrivals = self.mailbox.canaries().await?;
-        // Mails judged before and still present (forged ones left in place, canaries kept by
-        // config) are not judged again on every look.
-        let present: HashSet<&MailId> = arrivals.iter().map(|a| &a.id).collect();
+        let look = self.mailbox.canaries().await?;
+        if look.skipped > 0 {
+            self.probe.mails_skipped(look.skipped).await;
+        }
+        // Adapters that re-list what is present (Maildir) report mails judged before (forged
+        // ones left in place, canaries kept by config): those are not judged again.
+        let present: HashSet<&MailId> = look.arrivals.iter().map(|a| &a.id).collect();
         self.judged.retain(|id| present.contains(id));
-        let fresh: Vec<_> = arrivals
+        let fresh: Vec<_> = look
+            .arrivals
             .into_iter()
             .filter(|a| !self.judged.contains(&a.id))
             .collect();
-        let clean = self.probe.account_for(&fresh).await;
+        let mut clean = self.probe.account_for(&fresh).await;
+        self.judged.extend(fresh.into_iter().map(|a| a.id));
+        // Removals that failed on an earlier look: an adapter that remembers what it read will
+        // not report those mails again, so they are retried from here.
+        for id in std::mem::take(&mut self.unremoved) {
+            if !clean.contains(&id) {
+                clean.push(id);
+            }
+        }
         let cleaned = self.mailbox.clean_up(&clean).await;
-        // A canary whose removal failed is judged again next look: the books know it
-        // (`AlreadyCounted`, not a second delivery) and hand it back for another removal.
-        let retry: HashSet<&MailId> = match &cleaned {
-            Ok(()) => HashSet::new(),
-            Err(_) => clean.iter().collect(),
-        };
-        let judged: Vec<MailId> = fresh
-            .into_iter()
-            .map(|a| a.id)
-            .filter(|id| !retry.contains(id))
-            .collect();
-        self.judged.extend(judged);
+        match &cleaned {
+            // Only once what the look found is on the books and cleaned up may the adapter's
+            // memory move on durably: after a crash before this point, the next run reads the
+            // same mail again, and the books recognise what they already counted.
+            Ok(()) => {
+                if let Some(memory) = self.mailbox.scan_memory() {
+                    self.probe.remember_scan(memory).await;
+                }
+            }
+            Err(_) => self.unremoved = clean,
+        }
         cleaned
     }
 

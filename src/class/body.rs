@@ -6,8 +6,13 @@ use super::{Draft, Template};
 use crate::canary::Canary;
 
 /// Gives `draft` the subject, class headers and body of `template`.
-pub(super) fn shape(template: Template, canary: &Canary, domain: &str, draft: &mut Draft) {
-    let token = canary.body_token();
+pub(super) fn shape(
+    template: Template,
+    canary: &Canary,
+    token: &str,
+    domain: &str,
+    draft: &mut Draft,
+) {
     let (probe, seq) = (&canary.probe, canary.seq);
     match template {
         Template::Interpersonal => {

@@ -33,13 +33,45 @@ impl fmt::Display for MailId {
     }
 }
 
-/// A mail carrying an `X-Mailcanary` header, as found.
+/// How a mail says it is a canary: what the probe will parse and verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mark {
+    /// The unfolded value of its `X-Mailcanary` header.
+    Header(String),
+    /// No canary header (a gateway stripped it): the signed token line from the start of the
+    /// body, which carries the same fields and signature.
+    BodyToken(String),
+}
+
+impl Mark {
+    /// The signed value, not yet verified.
+    pub fn value(&self) -> &str {
+        match self {
+            Mark::Header(v) | Mark::BodyToken(v) => v,
+        }
+    }
+
+    /// Whether the header was missing, so the mail was recognised by its body only.
+    pub fn header_stripped(&self) -> bool {
+        matches!(self, Mark::BodyToken(_))
+    }
+
+    /// The mark of a mail from its head (`X-Mailcanary`) or, failing that, the start of its
+    /// body; `None` for mail that carries neither (not a canary).
+    pub fn find(head: &[u8], body_start: &[u8]) -> Option<Mark> {
+        crate::canary::find_header(head)
+            .map(Mark::Header)
+            .or_else(|| crate::canary::find_body_token(body_start).map(Mark::BodyToken))
+    }
+}
+
+/// A mail that carries a canary mark, as found.
 #[derive(Debug, Clone)]
 pub struct Arrival {
     /// Where it is.
     pub id: MailId,
-    /// Unfolded value of the canary header, not yet verified.
-    pub header: String,
+    /// The canary header, or the body token where the header was stripped.
+    pub mark: Mark,
     /// Raw header fields holding at least every `Received:` line (or the whole head), for the
     /// per-hop breakdown.
     pub head: Vec<u8>,
@@ -48,6 +80,17 @@ pub struct Arrival {
     /// The receiving server's own timestamp (IMAP INTERNALDATE), Unix ms; `None` where the
     /// protocol has none and the newest `Received:` date stands in.
     pub server_ms: Option<u64>,
+}
+
+/// What one look found.
+#[derive(Debug, Default)]
+pub struct Look {
+    /// Mails carrying a canary mark that the adapter had not reported before.
+    pub arrivals: Vec<Arrival>,
+    /// Mails this look could not read or parse (too large, cut off, refused by the server):
+    /// each is skipped for good, left untouched and counted once, never a reason to fail the
+    /// look.
+    pub skipped: u64,
 }
 
 pub use crate::stage::MailboxStage;
@@ -78,9 +121,23 @@ pub trait Mailbox: Send {
     /// Protocol name, the `protocol` label.
     fn protocol(&self) -> &'static str;
 
-    /// Connects if needed and returns every mail in the watched folders that carries a canary
-    /// header. Reads headers only, never bodies.
-    async fn canaries(&mut self) -> Result<Vec<Arrival>, MailboxError>;
+    /// Connects if needed and returns the mails in the watched folders that carry a canary
+    /// mark. Reads heads and at most [`crate::canary::BODY_TOKEN_WINDOW`] bytes of a body,
+    /// bounded per mail and per look, so a hostile mail costs what its bound allows.
+    async fn canaries(&mut self) -> Result<Look, MailboxError>;
+
+    /// What the adapter remembers between looks so that mail it has looked at is not read
+    /// again (IMAP: UIDVALIDITY and the highest UID per folder; POP3: the UIDLs judged).
+    /// Opaque to the caller, which persists it after the look's arrivals are on the books and
+    /// hands it back with [`Mailbox::restore_scan_memory`] after a restart. `None` when the
+    /// adapter keeps nothing.
+    fn scan_memory(&self) -> Option<String> {
+        None
+    }
+
+    /// Continues from a memory [`Mailbox::scan_memory`] returned earlier (ignored if it does
+    /// not parse: the adapter then starts over, which re-reads but never loses mail).
+    fn restore_scan_memory(&mut self, _memory: &str) {}
 
     /// Applies the configured cleanup to these mails, and to nothing else.
     async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError>;

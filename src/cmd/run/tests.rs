@@ -247,3 +247,24 @@ async fn a_refused_send_is_counted_by_stage_and_the_next_round_goes_out() {
     assert_eq!(sent(&probe), 1);
     assert!(running.stop().await);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_canary_whose_header_was_stripped_is_delivered_by_its_body_token() {
+    let (server, store) = (FakeServer::default(), Store::acknowledging());
+    server.strip_canary_header();
+    let (probe, running) = start(&server, &store, ALL_CLASSES);
+    assert!(until(Duration::from_secs(30), || delivered(&probe) == 3).await);
+    let stripped: u64 = probe.read_ledger(|l| l.classes.values().map(|c| c.header_stripped).sum());
+    assert_eq!(stripped, 3);
+    assert_eq!(
+        server.mail_count(),
+        0,
+        "verified by the body token, then removed"
+    );
+    // A copy found by its body alone (say a reply quoting the canary) is counted, not removed.
+    server.deliver(&testing::without_canary_header(&server.message(0)));
+    assert!(until(Duration::from_secs(30), || duplicates(&probe) == 1).await);
+    assert_eq!(server.mail_count(), 1);
+    assert_eq!(delivered(&probe), 3);
+    assert!(running.stop().await);
+}

@@ -22,7 +22,7 @@ use tokio_native_tls::TlsConnector;
 mod idle;
 
 use super::tls::{self, MailStream};
-use super::{Arrival, MailId, Mailbox, MailboxError, MailboxStage};
+use super::{Arrival, Look, MailId, Mailbox, MailboxError, MailboxStage, Mark};
 use crate::canary::{HEADER_NAME, find_header};
 use crate::clock;
 use crate::config::{Cleanup, Endpoint, ImapConfig, TlsMode, Watch};
@@ -164,7 +164,7 @@ impl Mailbox for ImapMailbox {
         "imap"
     }
 
-    async fn canaries(&mut self) -> Result<Vec<Arrival>, MailboxError> {
+    async fn canaries(&mut self) -> Result<Look, MailboxError> {
         let (mut conn, reused) = self.session().await?;
         let mut result = scan_all(&mut conn, &self.config).await;
         if retry_fresh(&result, reused) {
@@ -173,7 +173,10 @@ impl Mailbox for ImapMailbox {
             result = scan_all(&mut conn, &self.config).await;
         }
         self.keep(conn, &result);
-        result
+        result.map(|arrivals| Look {
+            arrivals,
+            skipped: 0,
+        })
     }
 
     async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {
@@ -343,7 +346,7 @@ async fn scan_folder(
                 folder: folder.to_string(),
                 key: format!("{validity}.{uid}"),
             },
-            header,
+            mark: Mark::Header(header),
             head: head.to_vec(),
             seen_ms,
             server_ms: fetch

@@ -31,7 +31,7 @@ use self::clean::Action;
 pub use self::scan::FolderNameError;
 use self::scan::{Cache, Folder, Noticed, folder_dir};
 use self::watch::{WatchError, Watching};
-use super::{Arrival, MailId, Mailbox, MailboxError, MailboxStage};
+use super::{Look, MailId, Mailbox, MailboxError, MailboxStage};
 use crate::config::{Cleanup, MaildirConfig};
 use crate::setup::{SetupError, chain};
 
@@ -181,7 +181,7 @@ impl Mailbox for MaildirMailbox {
         "maildir"
     }
 
-    async fn canaries(&mut self) -> Result<Vec<Arrival>, MailboxError> {
+    async fn canaries(&mut self) -> Result<Look, MailboxError> {
         let folders = Arc::clone(&self.folders);
         let task = tokio::task::spawn_blocking(move || check_folders(&folders));
         joined(MailboxStage::Connect, task.await)??;
@@ -292,27 +292,27 @@ mod tests {
         put(r, "new/2.B", CANARY);
         put(r, ".Junk/cur/3.C:2,", CANARY);
         let mut mailbox = mailbox(r, Cleanup::Delete);
-        let found = mailbox.canaries().await.unwrap();
+        let found = mailbox.canaries().await.unwrap().arrivals;
         let ids: Vec<String> = found.iter().map(|a| a.id.to_string()).collect();
         assert_eq!(ids, ["INBOX/2.B", "Junk/3.C"]);
         mailbox.clean_up(&[found[0].id.clone()]).await.unwrap();
         assert!(!r.join("new/2.B").exists());
         assert!(r.join(".Junk/cur/3.C:2,").exists());
         assert_eq!(fs::read_to_string(ordinary).unwrap(), ORDINARY);
-        assert_eq!(mailbox.canaries().await.unwrap().len(), 1);
+        assert_eq!(mailbox.canaries().await.unwrap().arrivals.len(), 1);
     }
 
     #[tokio::test]
     async fn a_delivery_ends_the_wait_and_is_seen_when_announced() {
         let root = maildir();
         let mut mailbox = mailbox(root.path(), Cleanup::Keep);
-        assert!(mailbox.canaries().await.unwrap().is_empty());
+        assert!(mailbox.canaries().await.unwrap().arrivals.is_empty());
         deliver(root.path(), "10.A", CANARY);
         wait_briefly(&mut mailbox).await;
         let woke_ms = clock::now_ms();
         // Let the clock move on, so a seen time taken by the scan would show.
         tokio::time::sleep(Duration::from_millis(30)).await;
-        let found = mailbox.canaries().await.unwrap();
+        let found = mailbox.canaries().await.unwrap().arrivals;
         assert_eq!(found.len(), 1);
         assert!(
             found[0].seen_ms <= woke_ms,
@@ -327,7 +327,7 @@ mod tests {
         let known = put(r, "new/20.A", ORDINARY);
         put(r, "new/21.B", CANARY);
         let mut mailbox = mailbox(r, Cleanup::Delete);
-        let found = mailbox.canaries().await.unwrap();
+        let found = mailbox.canaries().await.unwrap().arrivals;
         mailbox.clean_up(&[found[0].id.clone()]).await.unwrap();
         // A reader moving known mail to cur/ renames it: not news either.
         fs::rename(known, r.join("cur/20.A:2,S")).unwrap();
@@ -343,7 +343,7 @@ mod tests {
     async fn news_that_came_before_the_scan_is_not_news_after_it() {
         let root = maildir();
         let mut mailbox = mailbox(root.path(), Cleanup::Keep);
-        mailbox.canaries().await.unwrap();
+        mailbox.canaries().await.unwrap().arrivals;
         deliver(root.path(), "30.A", CANARY);
         wait_briefly(&mut mailbox).await;
         deliver(root.path(), "31.B", CANARY);
@@ -357,7 +357,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), announced)
             .await
             .expect("no event within 5 s");
-        assert_eq!(mailbox.canaries().await.unwrap().len(), 2);
+        assert_eq!(mailbox.canaries().await.unwrap().arrivals.len(), 2);
         let start = Instant::now();
         mailbox
             .wait_for_news(Duration::from_millis(200))
@@ -375,7 +375,7 @@ mod tests {
         let r = root.path();
         put(r, "new/40.A", CANARY);
         let mut mailbox = mailbox(r, Cleanup::Move("Junk".into()));
-        let found = mailbox.canaries().await.unwrap();
+        let found = mailbox.canaries().await.unwrap().arrivals;
         mailbox.clean_up(&[found[0].id.clone()]).await.unwrap();
         assert!(r.join(".Junk/cur/40.A:2,").is_file());
         assert!(!r.join("new/40.A").exists());
@@ -387,7 +387,7 @@ mod tests {
         let r = root.path();
         let canary = put(r, "new/50.A", CANARY);
         let mut mailbox = mailbox(r, Cleanup::Move("Trash".into()));
-        let found = mailbox.canaries().await.unwrap();
+        let found = mailbox.canaries().await.unwrap().arrivals;
         let err = mailbox.clean_up(&[found[0].id.clone()]).await.unwrap_err();
         assert_eq!(err.stage, MailboxStage::Cleanup);
         assert!(err.message.contains("Trash"), "{err}");
@@ -403,7 +403,7 @@ mod tests {
         let root = maildir();
         let canary = put(root.path(), "new/60.A", CANARY);
         let mut mailbox = mailbox(root.path(), Cleanup::Keep);
-        let found = mailbox.canaries().await.unwrap();
+        let found = mailbox.canaries().await.unwrap().arrivals;
         mailbox.clean_up(&[found[0].id.clone()]).await.unwrap();
         assert_eq!(fs::read_to_string(canary).unwrap(), CANARY);
     }
@@ -435,7 +435,7 @@ mod tests {
         let root = maildir();
         let r = root.path();
         let mut mailbox = mailbox(r, Cleanup::Keep);
-        mailbox.canaries().await.unwrap();
+        mailbox.canaries().await.unwrap().arrivals;
         fs::remove_dir_all(r.join(".Junk")).unwrap();
         let wait = mailbox.wait_for_news(Duration::from_secs(3600));
         let err = tokio::time::timeout(Duration::from_secs(5), wait)
@@ -446,7 +446,7 @@ mod tests {
         for dir in [".Junk/new", ".Junk/cur"] {
             fs::create_dir_all(r.join(dir)).unwrap();
         }
-        mailbox.canaries().await.unwrap();
+        mailbox.canaries().await.unwrap().arrivals;
         deliver(r, "70.A", CANARY);
         wait_briefly(&mut mailbox).await;
     }

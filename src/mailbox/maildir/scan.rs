@@ -15,9 +15,9 @@ use std::io::{self, BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::canary::find_header;
+use crate::canary::BODY_TOKEN_WINDOW;
 use crate::clock;
-use crate::mailbox::{Arrival, MailId, MailboxError, MailboxStage};
+use crate::mailbox::{Arrival, Look, MailId, MailboxError, MailboxStage, Mark};
 
 /// Most bytes of a head read: a header longer than this is not a mail we sent, and reading on
 /// would mean reading an arbitrary file to its end.
@@ -88,28 +88,45 @@ pub fn mail_key(file_name: &str) -> Option<&str> {
 
 /// Reads a mail file's header block: up to (not including) the first empty line, and at most
 /// [`HEAD_LIMIT`] bytes. The body is never parsed, and a large body is never read.
+#[cfg(test)]
 pub fn read_head(path: &Path) -> io::Result<Vec<u8>> {
+    read_start(path).map(|(head, _)| head)
+}
+
+/// Reads a mail file's header block (as [`read_head`]) and then at most
+/// [`BODY_TOKEN_WINDOW`] bytes of its body, where a stripped canary's token would be. A head
+/// that fills [`HEAD_LIMIT`] is cut there, and then no body is read.
+pub fn read_start(path: &Path) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    let limit = HEAD_LIMIT + BODY_TOKEN_WINDOW as u64;
     let file = File::open(path)?;
-    let mut reader = BufReader::with_capacity(8 * 1024, file.take(HEAD_LIMIT));
+    let mut reader = BufReader::with_capacity(8 * 1024, file.take(limit));
     let mut head = Vec::new();
     loop {
         let start = head.len();
         if reader.read_until(b'\n', &mut head)? == 0 {
             break;
         }
+        if head.len() as u64 >= HEAD_LIMIT {
+            head.truncate(HEAD_LIMIT as usize);
+            return Ok((head, Vec::new()));
+        }
         if matches!(&head[start..], b"\n" | b"\r\n") {
             head.truncate(start);
             break;
         }
     }
-    Ok(head)
+    let mut body = Vec::new();
+    reader
+        .take(BODY_TOKEN_WINDOW as u64)
+        .read_to_end(&mut body)?;
+    Ok((head, body))
 }
 
-/// The canary header of a mail, as read once from its head.
+/// The canary mark of a mail, as read once from its head (or the start of its body).
 #[derive(Debug, Clone)]
 pub struct Found {
-    /// Unfolded `X-Mailcanary` value.
-    pub header: String,
+    /// The `X-Mailcanary` value, or the body token where the header was stripped.
+    pub mark: Mark,
     /// The whole header block, for the `Received:` chain.
     pub head: Vec<u8>,
 }
@@ -119,7 +136,7 @@ pub struct Found {
 pub struct Entry {
     /// Where the file was when listed.
     pub path: PathBuf,
-    /// `Some` for a mail carrying a canary header, `None` for ordinary mail.
+    /// `Some` for a mail carrying a canary mark, `None` for ordinary or unreadable mail.
     pub canary: Option<Found>,
 }
 
@@ -193,17 +210,22 @@ pub fn list_folder(folder: &Folder) -> Result<Vec<(String, PathBuf)>, MailboxErr
     Ok(files)
 }
 
-/// Lists every folder, reads the heads of files not in `cache`, and returns the canaries found.
-/// On success `cache` holds exactly the files present; on failure it is left as it was.
+/// Lists every folder, reads the heads of files not in `cache`, and returns the canaries found
+/// (every one present: the caller skips those it judged before) and how many new files could
+/// not be read. On success `cache` holds exactly the files present; on failure it is left as
+/// it was.
 pub fn scan(
     folders: &[Folder],
     cache: &mut Cache,
     noticed: &Noticed,
-) -> Result<Vec<Arrival>, MailboxError> {
+) -> Result<Look, MailboxError> {
     let started_ms = clock::now_ms();
     let mut fresh = Cache::with_capacity(cache.len());
+    let mut skipped = 0;
     for folder in folders {
-        for (id, entry) in scan_folder(folder, cache, noticed)? {
+        let (entries, unreadable) = scan_folder(folder, cache, noticed)?;
+        skipped += unreadable;
+        for (id, entry) in entries {
             fresh.insert(id, entry);
         }
     }
@@ -216,7 +238,7 @@ pub fn scan(
             let seen_ms = noticed.first(&id.key).unwrap_or(started_ms);
             Some(Arrival {
                 id: id.clone(),
-                header: found.header.clone(),
+                mark: found.mark.clone(),
                 head: found.head.clone(),
                 seen_ms,
                 server_ms: None,
@@ -225,23 +247,27 @@ pub fn scan(
         .collect();
     arrivals.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     *cache = fresh;
-    Ok(arrivals)
+    Ok(Look { arrivals, skipped })
 }
 
-/// The canary header of the file at `path`, if it has one.
+/// The canary mark of the file at `path`, if it has one: its header, else a body token in the
+/// first [`BODY_TOKEN_WINDOW`] bytes after the head.
 fn read_canary(path: &Path) -> io::Result<Option<Found>> {
-    let head = read_head(path)?;
-    Ok(find_header(&head).map(|header| Found { header, head }))
+    let (head, body_start) = read_start(path)?;
+    Ok(Mark::find(&head, &body_start).map(|mark| Found { mark, head }))
 }
 
-/// One folder's files, with the heads of those not in `cache` read. A file that vanishes before
-/// its head is read was moved or renamed meanwhile; the folder is then listed again.
+/// One folder's files, with the heads of those not in `cache` read, and how many new files
+/// could not be read. A file that vanishes before its head is read was moved or renamed
+/// meanwhile; the folder is then listed again. A file that cannot be read (permissions, an I/O
+/// error) is remembered as not a canary and skipped: one bad file must not blind the probe.
 fn scan_folder(
     folder: &Folder,
     cache: &Cache,
     noticed: &Noticed,
-) -> Result<Vec<(MailId, Entry)>, MailboxError> {
+) -> Result<(Vec<(MailId, Entry)>, u64), MailboxError> {
     let mut read: HashMap<MailId, Option<Found>> = HashMap::new();
+    let mut skipped = 0;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -264,9 +290,12 @@ fn scan_folder(
                         continue;
                     }
                     Err(e) => {
-                        let what =
-                            format!("folder {}: reading {}: {e}", folder.name, path.display());
-                        return Err(MailboxError::new(MailboxStage::Search, what));
+                        tracing::warn!(
+                            folder = %folder.name, file = %path.display(), error = %e,
+                            "mail file cannot be read; skipped for good"
+                        );
+                        skipped += 1;
+                        None
                     }
                 },
             };
@@ -279,7 +308,7 @@ fn scan_folder(
             entries.push((id, Entry { path, canary }));
         }
         if !vanished || attempt == LIST_ATTEMPTS {
-            return Ok(entries);
+            return Ok((entries, skipped));
         }
     }
 }
@@ -379,12 +408,14 @@ pub(super) mod tests {
         put(root.path(), "new/.hidden", CANARY);
         fs::create_dir(root.path().join("new/104.dir")).unwrap();
         let (mut cache, noticed) = (Cache::new(), Noticed::default());
-        let found = scan(&folders(root.path()), &mut cache, &noticed).unwrap();
+        let found = scan(&folders(root.path()), &mut cache, &noticed)
+            .unwrap()
+            .arrivals;
         assert_eq!(
             keys(&found),
             ["INBOX/100.A.h", "INBOX/101.B.h", "Junk/102.C.h"]
         );
-        assert_eq!(found[0].header, "v=1; id=abc; probe=p");
+        assert_eq!(found[0].mark.value(), "v=1; id=abc; probe=p");
         assert!(found[0].head.starts_with(b"Received: from a by b"));
         assert!(!found[0].head.windows(4).any(|w| w == b"body"));
         assert_eq!(found[0].server_ms, None);
@@ -397,13 +428,28 @@ pub(super) mod tests {
         let ordinary = put(root.path(), "new/200.A.h", ORDINARY);
         let (mut cache, noticed) = (Cache::new(), Noticed::default());
         let folders = folders(root.path());
-        assert!(scan(&folders, &mut cache, &noticed).unwrap().is_empty());
+        assert!(
+            scan(&folders, &mut cache, &noticed)
+                .unwrap()
+                .arrivals
+                .is_empty()
+        );
         // Same key, other content: a re-read would now find a canary. The cache answers instead,
         // also after a reader moved the file to cur/ and flagged it.
         fs::write(&ordinary, CANARY).unwrap();
-        assert!(scan(&folders, &mut cache, &noticed).unwrap().is_empty());
+        assert!(
+            scan(&folders, &mut cache, &noticed)
+                .unwrap()
+                .arrivals
+                .is_empty()
+        );
         fs::rename(&ordinary, root.path().join("cur/200.A.h:2,S")).unwrap();
-        assert!(scan(&folders, &mut cache, &noticed).unwrap().is_empty());
+        assert!(
+            scan(&folders, &mut cache, &noticed)
+                .unwrap()
+                .arrivals
+                .is_empty()
+        );
         let id = MailId {
             folder: "INBOX".into(),
             key: "200.A.h".into(),
@@ -412,7 +458,7 @@ pub(super) mod tests {
         // A new key is read.
         put(root.path(), "new/201.B.h", CANARY);
         assert_eq!(
-            keys(&scan(&folders, &mut cache, &noticed).unwrap()),
+            keys(&scan(&folders, &mut cache, &noticed).unwrap().arrivals),
             ["INBOX/201.B.h"]
         );
     }
@@ -424,7 +470,7 @@ pub(super) mod tests {
         put(root.path(), "new/301.B.h", ORDINARY);
         let (mut cache, noticed) = (Cache::new(), Noticed::default());
         let folders = folders(root.path());
-        scan(&folders, &mut cache, &noticed).unwrap();
+        scan(&folders, &mut cache, &noticed).unwrap().arrivals;
         assert_eq!((cache.len(), noticed.len()), (2, 2));
         fs::remove_file(gone).unwrap();
         // Keys noticed in the millisecond a scan starts are kept by it; let that millisecond pass.
@@ -436,7 +482,7 @@ pub(super) mod tests {
         // simply have been older than the event.
         noticed.note("299.old", 1);
         noticed.note("302.event", u64::MAX);
-        scan(&folders, &mut cache, &noticed).unwrap();
+        scan(&folders, &mut cache, &noticed).unwrap().arrivals;
         assert_eq!(cache.len(), 1);
         assert_eq!(noticed.first("300.A.h"), None);
         assert_eq!(noticed.first("299.old"), None);
@@ -452,14 +498,18 @@ pub(super) mod tests {
         let (mut cache, noticed) = (Cache::new(), Noticed::default());
         noticed.note("400.A.h", 42);
         let before = clock::now_ms();
-        let found = scan(&folders(root.path()), &mut cache, &noticed).unwrap();
+        let found = scan(&folders(root.path()), &mut cache, &noticed)
+            .unwrap()
+            .arrivals;
         assert_eq!(found[0].seen_ms, 42);
         assert!(
             found[1].seen_ms >= before,
             "scan time for the unannounced file"
         );
         // Seen stays put on later looks.
-        let again = scan(&folders(root.path()), &mut cache, &noticed).unwrap();
+        let again = scan(&folders(root.path()), &mut cache, &noticed)
+            .unwrap()
+            .arrivals;
         assert_eq!(again[1].seen_ms, found[1].seen_ms);
     }
 
@@ -474,5 +524,19 @@ pub(super) mod tests {
         assert_eq!(err.stage, MailboxStage::Connect);
         assert!(err.message.contains("folder Junk"), "{err}");
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_canary_without_its_header_is_found_by_its_body_token() {
+        let root = maildir();
+        let value = "v=1; id=01JDQ8ZK3V6R9X1T2Y3Z4A5B6C; probe=p; class=bulk; seq=1; sent=1; \
+                     agent=a; sig=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let text = format!("Subject: news\n\nHello\nmailcanary: {value}\n");
+        put(root.path(), "new/600.A.h", &text);
+        let (mut cache, noticed) = (Cache::new(), Noticed::default());
+        let found = scan(&folders(root.path()), &mut cache, &noticed).unwrap();
+        assert_eq!(found.arrivals.len(), 1);
+        assert_eq!(found.arrivals[0].mark, Mark::BodyToken(value.to_string()));
+        assert_eq!(found.skipped, 0);
     }
 }

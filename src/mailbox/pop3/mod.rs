@@ -26,7 +26,7 @@ use tokio_native_tls::TlsConnector;
 
 use self::proto::{Command, ProtoError, Reply, ReplyParser};
 use super::tls::{self, MailStream};
-use super::{Arrival, MailId, Mailbox, MailboxError, MailboxStage};
+use super::{Arrival, Look, MailId, Mailbox, MailboxError, MailboxStage, Mark};
 use crate::canary::find_header;
 use crate::clock;
 use crate::config::{Cleanup, Credentials, Endpoint, Pop3Config, TlsMode};
@@ -55,20 +55,20 @@ struct Session {
 struct Seen {
     /// When a look first listed it.
     first_ms: u64,
-    /// Canary header value and raw head, for canaries; `None` for other mail.
-    canary: Option<(String, Vec<u8>)>,
+    /// Canary mark and raw head, for canaries; `None` for other mail.
+    canary: Option<(Mark, Vec<u8>)>,
 }
 
 impl Seen {
     /// The arrival this mail is, if it carries a canary header.
     fn arrival(&self, uid: &str) -> Option<Arrival> {
-        let (header, head) = self.canary.as_ref()?;
+        let (mark, head) = self.canary.as_ref()?;
         Some(Arrival {
             id: MailId {
                 folder: FOLDER.to_string(),
                 key: uid.to_string(),
             },
-            header: header.clone(),
+            mark: mark.clone(),
             head: head.clone(),
             seen_ms: self.first_ms,
             server_ms: None,
@@ -135,7 +135,7 @@ impl Pop3Mailbox {
                 let top = Command::Top { msg: *n, lines: 0 };
                 let parser = ReplyParser::multi(proto::TOP_MAX);
                 let head = conn.ok(top, parser, MailboxStage::Search).await?.body;
-                let canary = find_header(&head).map(|header| (header, head));
+                let canary = find_header(&head).map(|header| (Mark::Header(header), head));
                 let first_ms = seen_ms;
                 self.seen.insert(uid.clone(), Seen { first_ms, canary });
             }
@@ -160,10 +160,14 @@ impl Mailbox for Pop3Mailbox {
         "pop3"
     }
 
-    async fn canaries(&mut self) -> Result<Vec<Arrival>, MailboxError> {
+    async fn canaries(&mut self) -> Result<Look, MailboxError> {
         // A session left open by an earlier look would still show the maildrop as it was then.
         self.close().await;
-        self.scan().await
+        let arrivals = self.scan().await?;
+        Ok(Look {
+            arrivals,
+            skipped: 0,
+        })
     }
 
     async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {

@@ -140,9 +140,9 @@ async fn heads_are_read_once_and_only_named_canaries_are_deleted() {
     let (a, b) = (canary("A"), canary("B"));
     let drop = fake(&[("u1", "Subject: lunch"), ("u2", &a), ("u3", &b)]);
     let (mut mailbox, state) = serve(drop, TlsMode::None).await;
-    let first = mailbox.canaries().await.unwrap();
+    let first = mailbox.canaries().await.unwrap().arrivals;
     assert_eq!(keys(&first), ["u2", "u3"]);
-    assert_eq!(first[0].header, "v=1; id=A");
+    assert_eq!(first[0].mark.value(), "v=1; id=A");
     assert_eq!(first[0].head, format!("{a}\r\n\r\n").into_bytes());
     let id = |key: &str| MailId {
         folder: FOLDER.into(),
@@ -154,7 +154,7 @@ async fn heads_are_read_once_and_only_named_canaries_are_deleted() {
         .unwrap();
 
     state.lock().unwrap().mails.push(("u4".into(), canary("D")));
-    let second = mailbox.canaries().await.unwrap();
+    let second = mailbox.canaries().await.unwrap().arrivals;
     mailbox.clean_up(&[]).await.unwrap();
     assert_eq!(keys(&second), ["u3", "u4"]);
     assert_eq!(second[0].seen_ms, first[1].seen_ms, "first sight is kept");
