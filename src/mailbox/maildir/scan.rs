@@ -470,7 +470,7 @@ pub(super) mod tests {
         put(root.path(), "new/301.B.h", ORDINARY);
         let (mut cache, noticed) = (Cache::new(), Noticed::default());
         let folders = folders(root.path());
-        scan(&folders, &mut cache, &noticed).unwrap().arrivals;
+        scan(&folders, &mut cache, &noticed).unwrap();
         assert_eq!((cache.len(), noticed.len()), (2, 2));
         fs::remove_file(gone).unwrap();
         // Keys noticed in the millisecond a scan starts are kept by it; let that millisecond pass.
@@ -482,7 +482,7 @@ pub(super) mod tests {
         // simply have been older than the event.
         noticed.note("299.old", 1);
         noticed.note("302.event", u64::MAX);
-        scan(&folders, &mut cache, &noticed).unwrap().arrivals;
+        scan(&folders, &mut cache, &noticed).unwrap();
         assert_eq!(cache.len(), 1);
         assert_eq!(noticed.first("300.A.h"), None);
         assert_eq!(noticed.first("299.old"), None);
