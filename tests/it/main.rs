@@ -16,5 +16,6 @@ mod roundtrip;
 mod security;
 mod shutdown;
 mod state;
+mod stripped;
 mod support;
 mod web;
