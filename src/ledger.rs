@@ -362,6 +362,9 @@ pub struct Found<'a> {
     /// How long the books remember (`agent.forget_after`): a canary sent longer ago than this
     /// and not on the books is a replay.
     pub forget_after: Duration,
+    /// The agent's clock as the books are written: when a mail read again was last known to
+    /// be there (`seen_ms` stays the time it was first seen).
+    pub now_ms: u64,
 }
 
 /// What a verified canary's arrival turned out to be.
@@ -503,19 +506,21 @@ impl Ledger {
             seen_ms,
             server_ms,
             forget_after,
+            now_ms,
         } = found;
         let forget_ms = u64::try_from(forget_after.as_millis()).unwrap_or(u64::MAX);
         // A mail left in place (`cleanup = "keep"`) is read on every look: its memory is
-        // refreshed now and then, so it is not forgotten and then counted again.
-        let stale = |at: u64| seen_ms.saturating_sub(at) >= forget_ms / 2;
+        // refreshed now and then, so it is not forgotten and then counted again. Measured
+        // from `now_ms`: adapters report a mail read again with the time it was first seen.
+        let stale = |at: u64| now_ms.saturating_sub(at) >= forget_ms / 2;
         if let Some(at) = self.repeated.get_mut(mail) {
             if !stale(*at) {
                 return (Delivery::AlreadyCounted, Vec::new());
             }
-            *at = seen_ms;
+            *at = now_ms;
             return (
                 Delivery::AlreadyCounted,
-                vec![Write::Repeated(mail.to_string(), seen_ms)],
+                vec![Write::Repeated(mail.to_string(), now_ms)],
             );
         }
         if let Some(seen) = self.seen.get_mut(&canary.id) {
@@ -523,14 +528,14 @@ impl Ledger {
                 if !stale(seen.seen_ms) {
                     return (Delivery::AlreadyCounted, Vec::new());
                 }
-                seen.seen_ms = seen_ms;
+                seen.seen_ms = now_ms;
                 let refreshed = Write::Seen(canary.id.clone(), seen.clone());
                 return (Delivery::AlreadyCounted, vec![refreshed]);
             }
             self.tally(&canary.class).duplicates += 1;
             return (
                 Delivery::Duplicate,
-                self.repeated_writes(mail, &canary.class, seen_ms),
+                self.repeated_writes(mail, &canary.class, now_ms),
             );
         }
         let delay_s = delay::delivery_delay(canary.sent_ms, seen_ms);
@@ -549,7 +554,7 @@ impl Ledger {
                 tally.replayed += 1;
                 return (
                     Delivery::Replayed,
-                    self.repeated_writes(mail, &canary.class, seen_ms),
+                    self.repeated_writes(mail, &canary.class, now_ms),
                 );
             }
             Delivery::Unexpected { delay_s }
@@ -590,10 +595,10 @@ impl Ledger {
     }
 
     /// Remembers `mail` as counted (a duplicate or a replay) and returns the writes for it.
-    fn repeated_writes(&mut self, mail: &str, class: &str, seen_ms: u64) -> Vec<Write> {
-        self.repeated.insert(mail.to_string(), seen_ms);
+    fn repeated_writes(&mut self, mail: &str, class: &str, now_ms: u64) -> Vec<Write> {
+        self.repeated.insert(mail.to_string(), now_ms);
         vec![
-            Write::Repeated(mail.to_string(), seen_ms),
+            Write::Repeated(mail.to_string(), now_ms),
             self.class_write(class),
         ]
     }
@@ -614,6 +619,7 @@ impl Ledger {
             seen_ms,
             server_ms: None,
             forget_after: Duration::from_secs(7 * 24 * 3600),
+            now_ms: seen_ms,
         };
         self.arrived(canary, found, &Breakdown::default())
     }

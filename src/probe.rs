@@ -289,6 +289,7 @@ impl Probe {
                                 seen_ms: a.seen_ms,
                                 server_ms: a.server_ms,
                                 forget_after: self.forget_after,
+                                now_ms: clock::now_ms(),
                             };
                             let (outcome, w) = l.arrived(canary, found, servers);
                             writes.extend(w);

@@ -282,6 +282,7 @@ fn arrive(
         seen_ms,
         server_ms: None,
         forget_after,
+        now_ms: seen_ms,
     };
     l.arrived(c, found, servers).0
 }
@@ -413,28 +414,29 @@ fn a_kept_mail_is_remembered_while_it_can_be_read_again() {
     send(&mut l, "A", "bulk", 0);
     let a = canary("A", "bulk", 1, 0);
     let none = Breakdown::default();
-    arrive(&mut l, &a, "INBOX/1", 1_000, HOUR, &none);
     let hour = HOUR.as_millis() as u64;
-    // Every look reads it again; only a stale memory is written anew.
-    let (_, w) = l.arrived(
-        &a,
-        Found {
+    // Adapters report a mail read again with the time it was first seen (1 s); only the
+    // agent's clock moves.
+    let read_at = |l: &mut Ledger, now_ms: u64| {
+        let found = Found {
             folder: "INBOX",
             mail: "INBOX/1",
-            seen_ms: 1_000 + hour / 4,
+            seen_ms: 1_000,
             server_ms: None,
             forget_after: HOUR,
-        },
-        &none,
-    );
+            now_ms,
+        };
+        l.arrived(&a, found, &none)
+    };
+    read_at(&mut l, 1_000);
+    let (arrival, w) = read_at(&mut l, 1_000 + hour / 4);
+    assert_eq!(arrival, Delivery::AlreadyCounted);
     assert!(w.is_empty(), "fresh memory: no write");
-    assert_eq!(
-        arrive(&mut l, &a, "INBOX/1", 1_000 + hour * 3 / 4, HOUR, &none),
-        Delivery::AlreadyCounted
-    );
+    let (_, w) = read_at(&mut l, 1_000 + hour * 3 / 4);
+    assert_eq!(w.len(), 1, "half forgotten: refreshed");
     l.expire(1_000 + hour + 1, |_| HOUR, HOUR);
     assert_eq!(
-        arrive(&mut l, &a, "INBOX/1", 1_000 + hour + 2, HOUR, &none),
+        read_at(&mut l, 1_000 + hour + 2).0,
         Delivery::AlreadyCounted,
         "still there, still known: not replayed"
     );
