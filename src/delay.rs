@@ -71,6 +71,25 @@ pub struct Breakdown {
     pub clock_skew_s: Option<f64>,
 }
 
+/// Most `hop` label values a class can have: hops "0" to "6" as they are, and "7" for the rest
+/// of the chain. Every `Received:` line would otherwise become a series of its own, and the
+/// lines are written by whoever relays the mail, an attacker included.
+pub const HOP_LABELS: usize = 8;
+
+/// Folds a chain of hop delays into at most `labels` values: the first `labels - 1` as they
+/// are, the last one the sum of all the deeper hops (from the stamp of hop `labels - 1` to the
+/// last stamp). Summing, not picking one, keeps the folded hops adding up to the same total, so
+/// the last label still answers "how long after that point did the mail take".
+pub fn fold_hops(hops: &[f64], labels: usize) -> Vec<f64> {
+    if hops.len() <= labels || labels == 0 {
+        return hops[..hops.len().min(labels)].to_vec();
+    }
+    let (kept, deeper) = hops.split_at(labels - 1);
+    let mut folded = kept.to_vec();
+    folded.push(deeper.iter().sum());
+    folded
+}
+
 /// Half a second: `Received:` dates and INTERNALDATE are truncated to the second, so the middle
 /// of that second is the unbiased estimate of when the hop really happened. Without it every
 /// healthy first hop would read about half a second negative, indistinguishable from skew.

@@ -5,6 +5,26 @@
 //! acting on the change (a canary is on the books before its SMTP transaction starts), and the
 //! same ledger is rebuilt from the store after a restart, so counters never go backwards and a
 //! canary in flight is never forgotten.
+//!
+//! # What an arrival counts as
+//!
+//! A verified canary is judged against the books, in this order:
+//!
+//! - a mail already counted (the same `folder/key` read again): nothing;
+//! - its id was delivered before, as another mail: a **duplicate**, counted once per mail;
+//! - in flight: delivered **on time**; counted lost: delivered **late**;
+//! - not on the books, and either sent longer than `forget_after` ago (the books have forgotten
+//!   anything that old, so they cannot vouch for it) or carrying a sequence number already
+//!   settled for its class (at or below the highest seen and not in an open gap): **replayed**,
+//!   an attacker's or a mail loop's copy, never a delivery;
+//! - otherwise **unexpected**: younger than `forget_after`, with a sequence number the receiver
+//!   has not settled, yet not on the books. That happens after the state store was reset or when
+//!   a submission that timed out went through after all; it counts as a delivery.
+//!
+//! Sequence numbers the receiver skipped are held as open gaps and counted in
+//! `sequence_gaps` only once overdue: still missing `lost_after` after the canary that revealed
+//! them was sent. A canary that merely arrives out of order closes its gap and is never counted,
+//! so the counter only ever rises for numbers that really did not come.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -58,7 +78,8 @@ pub struct SeenCanary {
     /// When it was sent (its `sent` field).
     #[serde(default)]
     pub sent_ms: u64,
-    /// When it was seen.
+    /// When it was seen; refreshed while the mail stays in place (`cleanup = "keep"`), so it
+    /// is remembered as long as it can be read again.
     pub seen_ms: u64,
     /// The receiving server's own timestamp for it, if known.
     #[serde(default)]
@@ -104,6 +125,19 @@ impl Histogram {
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
     }
+
+    /// Adds another histogram's observations (same buckets; otherwise only its sum and count,
+    /// in the `+Inf` bucket).
+    pub fn merge(&mut self, other: &Histogram) {
+        if other.counts.len() == self.counts.len() {
+            for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+                *mine += theirs;
+            }
+        } else if let Some(inf) = self.counts.last_mut() {
+            *inf += other.count();
+        }
+        self.sum += other.sum;
+    }
 }
 
 /// Running totals of one probe×class. Every counter metric of the class lives here.
@@ -125,8 +159,14 @@ pub struct ClassTally {
     pub late: u64,
     /// Second mails carrying an already delivered canary.
     pub duplicates: u64,
-    /// Sequence numbers the receiver saw skipped.
+    /// Genuine canaries the books had settled or forgotten, arriving (again).
+    #[serde(default)]
+    pub replayed: u64,
+    /// Sequence numbers the receiver saw skipped and that stayed missing past `lost_after`.
     pub sequence_gaps: u64,
+    /// Sequence numbers skipped but not yet overdue, oldest first.
+    #[serde(default)]
+    pub open_gaps: Vec<OpenGap>,
     /// Forged canaries claiming this class.
     pub forged: u64,
     /// Verified canaries that arrived without their `X-Mailcanary` header (recognised by
@@ -163,7 +203,9 @@ impl Default for ClassTally {
             lost: 0,
             late: 0,
             duplicates: 0,
+            replayed: 0,
             sequence_gaps: 0,
+            open_gaps: Vec::new(),
             forged: 0,
             header_stripped: 0,
             smtp_duration: Histogram::new(&SMTP_BUCKETS),
@@ -179,6 +221,96 @@ impl Default for ClassTally {
 
 fn delay_histogram() -> Histogram {
     Histogram::new(&DELAY_BUCKETS)
+}
+
+/// A run of sequence numbers the receiver skipped: `from..=to`, revealed by a canary sent at
+/// `revealed_ms`. They count as gaps once `lost_after` has passed since then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenGap {
+    /// First missing number.
+    pub from: u64,
+    /// Last missing number.
+    pub to: u64,
+    /// `sent` of the canary whose arrival showed them missing.
+    pub revealed_ms: u64,
+}
+
+impl ClassTally {
+    /// Whether `seq` was settled at the receiver: at or below the highest seen and not awaited
+    /// in an open gap.
+    fn seq_settled(&self, seq: u64) -> bool {
+        seq <= self.highest_seq_seen
+            && !self
+                .open_gaps
+                .iter()
+                .any(|g| (g.from..=g.to).contains(&seq))
+    }
+
+    /// Notes that `seq` (sent at `sent_ms`) arrived: opens a gap for the numbers it skipped, or
+    /// closes the one it was awaited in.
+    fn seq_arrived(&mut self, seq: u64, sent_ms: u64) {
+        if seq > self.highest_seq_seen + 1 {
+            self.open_gaps.push(OpenGap {
+                from: self.highest_seq_seen + 1,
+                to: seq - 1,
+                revealed_ms: sent_ms,
+            });
+        } else if let Some(i) = self
+            .open_gaps
+            .iter()
+            .position(|g| (g.from..=g.to).contains(&seq))
+        {
+            let gap = self.open_gaps.remove(i);
+            let piece = |from, to| OpenGap {
+                from,
+                to,
+                revealed_ms: gap.revealed_ms,
+            };
+            if seq < gap.to {
+                self.open_gaps.insert(i, piece(seq + 1, gap.to));
+            }
+            if gap.from < seq {
+                self.open_gaps.insert(i, piece(gap.from, seq - 1));
+            }
+        }
+        self.highest_seq_seen = self.highest_seq_seen.max(seq);
+    }
+
+    /// Counts the open gaps revealed at least `lost_after` before `now_ms`; whether any was.
+    fn gaps_overdue(&mut self, now_ms: u64, lost_after: Duration) -> bool {
+        let due = |g: &OpenGap| {
+            u128::from(now_ms.saturating_sub(g.revealed_ms)) >= lost_after.as_millis()
+        };
+        let overdue: u64 = self
+            .open_gaps
+            .iter()
+            .filter(|g| due(g))
+            .map(|g| g.to - g.from + 1)
+            .sum();
+        self.open_gaps.retain(|g| !due(g));
+        self.sequence_gaps += overdue;
+        overdue > 0
+    }
+
+    /// Folds stored hop histograms beyond [`delay::HOP_LABELS`] into the last label (books
+    /// written before the bound existed).
+    fn fold_hop_labels(&mut self) {
+        let last = delay::HOP_LABELS - 1;
+        let deeper: Vec<String> = self
+            .hop_delay
+            .keys()
+            .filter(|hop| hop.parse::<usize>().map_or(true, |i| i > last))
+            .cloned()
+            .collect();
+        for hop in deeper {
+            let h = self.hop_delay.remove(&hop).expect("listed above");
+            let into = self
+                .hop_delay
+                .entry(last.to_string())
+                .or_insert_with(delay_histogram);
+            into.merge(&h);
+        }
+    }
 }
 
 /// Running totals of a probe that belong to no class.
@@ -216,6 +348,10 @@ pub enum Write {
     Forged(String, u64),
     /// Forget a forged mail.
     Unforged(String),
+    /// Remember a mail as counted as a duplicate or a replay.
+    Repeated(String, u64),
+    /// Forget such a mail.
+    Unrepeated(String),
     /// Replace what the mailbox adapter remembers (see [`Ledger::scan_memory`]).
     ScanMemory(String),
     /// Remove every record of the probe (the first write of a full rewrite of its books).
@@ -233,6 +369,12 @@ pub struct Found<'a> {
     pub seen_ms: u64,
     /// The receiving server's own timestamp, if the protocol has one.
     pub server_ms: Option<u64>,
+    /// How long the books remember (`agent.forget_after`): a canary sent longer ago than this
+    /// and not on the books is a replay.
+    pub forget_after: Duration,
+    /// The agent's clock as the books are written: when a mail read again was last known to
+    /// be there (`seen_ms` stays the time it was first seen).
+    pub now_ms: u64,
 }
 
 /// What a verified canary's arrival turned out to be.
@@ -255,6 +397,9 @@ pub enum Delivery {
     },
     /// A second mail with a canary already delivered.
     Duplicate,
+    /// A genuine canary the books no longer await: sent longer than `forget_after` ago, or with
+    /// a sequence number already settled. Not a delivery.
+    Replayed,
     /// The same mail, already counted (read again, e.g. after a restart with `cleanup = keep`).
     AlreadyCounted,
 }
@@ -281,6 +426,9 @@ pub struct Ledger {
     /// Forged mails already counted, by mail (`folder/key`), with when: a forgery left in
     /// place is counted once, not again after every restart.
     pub forged: BTreeMap<String, u64>,
+    /// Mails counted as a duplicate or as replayed, by mail (`folder/key`), with when: each
+    /// such mail counts once, also when it is read again after a restart.
+    pub repeated: BTreeMap<String, u64>,
     /// Totals per class.
     pub classes: BTreeMap<String, ClassTally>,
     /// Totals of the probe.
@@ -380,13 +528,38 @@ impl Ledger {
             mail,
             seen_ms,
             server_ms,
+            forget_after,
+            now_ms,
         } = found;
-        if let Some(seen) = self.seen.get(&canary.id) {
-            if seen.mail == mail {
+        let forget_ms = u64::try_from(forget_after.as_millis()).unwrap_or(u64::MAX);
+        // A mail left in place (`cleanup = "keep"`) is read on every look: its memory is
+        // refreshed now and then, so it is not forgotten and then counted again. Measured
+        // from `now_ms`: adapters report a mail read again with the time it was first seen.
+        let stale = |at: u64| now_ms.saturating_sub(at) >= forget_ms / 2;
+        if let Some(at) = self.repeated.get_mut(mail) {
+            if !stale(*at) {
                 return (Delivery::AlreadyCounted, Vec::new());
             }
+            *at = now_ms;
+            return (
+                Delivery::AlreadyCounted,
+                vec![Write::Repeated(mail.to_string(), now_ms)],
+            );
+        }
+        if let Some(seen) = self.seen.get_mut(&canary.id) {
+            if seen.mail == mail {
+                if !stale(seen.seen_ms) {
+                    return (Delivery::AlreadyCounted, Vec::new());
+                }
+                seen.seen_ms = now_ms;
+                let refreshed = Write::Seen(canary.id.clone(), seen.clone());
+                return (Delivery::AlreadyCounted, vec![refreshed]);
+            }
             self.tally(&canary.class).duplicates += 1;
-            return (Delivery::Duplicate, vec![self.class_write(&canary.class)]);
+            return (
+                Delivery::Duplicate,
+                self.repeated_writes(mail, &canary.class, now_ms),
+            );
         }
         let delay_s = delay::delivery_delay(canary.sent_ms, seen_ms);
         let mut writes = Vec::new();
@@ -398,6 +571,15 @@ impl Ledger {
             self.tally(&canary.class).late += 1;
             Delivery::Late { delay_s }
         } else {
+            let forgotten = seen_ms.saturating_sub(canary.sent_ms) >= forget_ms;
+            let tally = self.tally(&canary.class);
+            if forgotten || tally.seq_settled(canary.seq) {
+                tally.replayed += 1;
+                return (
+                    Delivery::Replayed,
+                    self.repeated_writes(mail, &canary.class, now_ms),
+                );
+            }
             Delivery::Unexpected { delay_s }
         };
         let tally = self.tally(&canary.class);
@@ -408,7 +590,10 @@ impl Ledger {
         if let Some(server_s) = servers.server_delay_s {
             tally.server_delay.observe(&DELAY_BUCKETS, server_s);
         }
-        for (hop, seconds) in servers.hops.iter().enumerate() {
+        for (hop, seconds) in delay::fold_hops(&servers.hops, delay::HOP_LABELS)
+            .iter()
+            .enumerate()
+        {
             tally
                 .hop_delay
                 .entry(hop.to_string())
@@ -418,10 +603,7 @@ impl Ledger {
         if servers.clock_skew_s.is_some() {
             tally.clock_skew_s = servers.clock_skew_s;
         }
-        if canary.seq > tally.highest_seq_seen + 1 {
-            tally.sequence_gaps += canary.seq - tally.highest_seq_seen - 1;
-        }
-        tally.highest_seq_seen = tally.highest_seq_seen.max(canary.seq);
+        tally.seq_arrived(canary.seq, canary.sent_ms);
         let seen = SeenCanary {
             class: canary.class.clone(),
             sent_ms: canary.sent_ms,
@@ -435,7 +617,17 @@ impl Ledger {
         (arrival, writes)
     }
 
-    /// [`Ledger::arrived`] with no server timestamps, for tests of the accounting.
+    /// Remembers `mail` as counted (a duplicate or a replay) and returns the writes for it.
+    fn repeated_writes(&mut self, mail: &str, class: &str, now_ms: u64) -> Vec<Write> {
+        self.repeated.insert(mail.to_string(), now_ms);
+        vec![
+            Write::Repeated(mail.to_string(), now_ms),
+            self.class_write(class),
+        ]
+    }
+
+    /// [`Ledger::arrived`] with no server timestamps and a `forget_after` of a week, for tests
+    /// of the accounting.
     #[cfg(test)]
     pub(crate) fn arrived_at(
         &mut self,
@@ -449,6 +641,8 @@ impl Ledger {
             mail,
             seen_ms,
             server_ms: None,
+            forget_after: Duration::from_secs(7 * 24 * 3600),
+            now_ms: seen_ms,
         };
         self.arrived(canary, found, &Breakdown::default())
     }
@@ -512,6 +706,13 @@ impl Ledger {
             writes.push(self.class_write(&canary.class));
             declared.push(canary);
         }
+        let classes: Vec<String> = self.classes.keys().cloned().collect();
+        for class in classes {
+            let lost_after = lost_after(&class);
+            if self.tally(&class).gaps_overdue(now_ms, lost_after) {
+                writes.push(self.class_write(&class));
+            }
+        }
         let forget_ms = u64::try_from(forget_after.as_millis()).unwrap_or(u64::MAX);
         self.lost.retain(|id, l| {
             let keep = age_ms(l.lost_ms) < forget_ms;
@@ -531,6 +732,13 @@ impl Ledger {
             let keep = age_ms(*at) < forget_ms;
             if !keep {
                 writes.push(Write::Unforged(mail.clone()));
+            }
+            keep
+        });
+        self.repeated.retain(|mail, at| {
+            let keep = age_ms(*at) < forget_ms;
+            if !keep {
+                writes.push(Write::Unrepeated(mail.clone()));
             }
             keep
         });
@@ -567,7 +775,8 @@ impl Ledger {
             Write::Unseen(id) => {
                 self.seen.remove(&id);
             }
-            Write::Class(class, tally) => {
+            Write::Class(class, mut tally) => {
+                tally.fold_hop_labels();
                 self.classes.insert(class, *tally);
             }
             Write::Probe(p) => self.probe = p,
@@ -576,6 +785,12 @@ impl Ledger {
             }
             Write::Unforged(mail) => {
                 self.forged.remove(&mail);
+            }
+            Write::Repeated(mail, at) => {
+                self.repeated.insert(mail, at);
+            }
+            Write::Unrepeated(mail) => {
+                self.repeated.remove(&mail);
             }
             Write::ScanMemory(memory) => self.scan_memory = Some(memory),
             Write::Reset => *self = Ledger::default(),
@@ -592,6 +807,18 @@ impl Ledger {
             self.seen
                 .iter()
                 .map(|(id, s)| Write::Seen(id.clone(), s.clone())),
+        );
+        // Without these, a store repair would count every forged, duplicate or replayed mail
+        // still in the mailbox once more.
+        writes.extend(
+            self.forged
+                .iter()
+                .map(|(m, at)| Write::Forged(m.clone(), *at)),
+        );
+        writes.extend(
+            self.repeated
+                .iter()
+                .map(|(m, at)| Write::Repeated(m.clone(), *at)),
         );
         writes.extend(self.scan_memory.clone().map(Write::ScanMemory));
         writes

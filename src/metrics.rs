@@ -48,6 +48,7 @@ enum F {
     Lost,
     Late,
     Duplicates,
+    Replayed,
     SequenceGaps,
     Forged,
     HeaderStripped,
@@ -57,7 +58,7 @@ enum F {
     StateErrors,
 }
 
-const FAMILIES: [(&str, MetricType, &str); 23] = [
+const FAMILIES: [(&str, MetricType, &str); 24] = [
     (
         "build_info",
         MetricType::GAUGE,
@@ -96,7 +97,7 @@ const FAMILIES: [(&str, MetricType, &str); 23] = [
     (
         "hop_delay_seconds",
         MetricType::HISTOGRAM,
-        "Delay per hop of the Received chain, oldest hop \"0\" (sender to first server); negative values are clock skew.",
+        "Delay per hop of the Received chain, oldest hop \"0\" (sender to first server), at most 8 labels: \"7\" is hop 7 and every deeper one, summed; negative values are clock skew.",
     ),
     (
         "clock_skew_seconds",
@@ -139,9 +140,14 @@ const FAMILIES: [(&str, MetricType, &str); 23] = [
         "Second mails carrying an already delivered canary.",
     ),
     (
+        "replayed_total",
+        MetricType::COUNTER,
+        "Genuine canaries arriving again after their books were settled (older than forget_after, or a sequence number already seen); never a delivery.",
+    ),
+    (
         "sequence_gaps_total",
         MetricType::COUNTER,
-        "Sequence numbers the receiver saw skipped.",
+        "Sequence numbers the receiver saw skipped that stayed missing lost_after past the canary that revealed them.",
     ),
     (
         "forged_total",
@@ -326,6 +332,7 @@ fn render_probe(f: &mut Families, probe: &Probe, now_ms: u64) {
             f.counter(F::Lost, &pc, t.lost);
             f.counter(F::Late, &pc, t.late);
             f.counter(F::Duplicates, &pc, t.duplicates);
+            f.counter(F::Replayed, &pc, t.replayed);
             f.counter(F::SequenceGaps, &pc, t.sequence_gaps);
             f.counter(F::Forged, &pc, t.forged);
             f.counter(F::HeaderStripped, &pc, t.header_stripped);
@@ -379,6 +386,7 @@ mod tests {
             (F::Lost, "lost_total"),
             (F::Late, "late_total"),
             (F::Duplicates, "duplicates_total"),
+            (F::Replayed, "replayed_total"),
             (F::SequenceGaps, "sequence_gaps_total"),
             (F::Forged, "forged_total"),
             (F::HeaderStripped, "header_stripped_total"),

@@ -288,6 +288,8 @@ impl Probe {
                                 mail: &mail,
                                 seen_ms: a.seen_ms,
                                 server_ms: a.server_ms,
+                                forget_after: self.forget_after,
+                                now_ms: clock::now_ms(),
                             };
                             let (outcome, w) = l.arrived(canary, found, servers);
                             writes.extend(w);
@@ -353,6 +355,11 @@ impl Probe {
             ),
             Delivery::Duplicate => tracing::warn!(
                 %probe, %class, %id, mail = %arrival.id, "duplicate of a delivered canary"
+            ),
+            Delivery::Replayed => tracing::warn!(
+                %probe, %class, %id, seq = canary.seq, mail = %arrival.id,
+                "replayed canary: genuine, but older than forget_after or its sequence number \
+                 is already settled; not a delivery"
             ),
             Delivery::AlreadyCounted => {}
         }

@@ -30,6 +30,7 @@ const IN_FLIGHT: Table = TableDefinition::new("in_flight");
 const LOST: Table = TableDefinition::new("lost");
 const SEEN: Table = TableDefinition::new("seen");
 const FORGED: Table = TableDefinition::new("forged");
+const REPEATED: Table = TableDefinition::new("repeated");
 const CLASSES: Table = TableDefinition::new("classes");
 const PROBES: Table = TableDefinition::new("probes");
 const SCAN: Table = TableDefinition::new("scan");
@@ -381,7 +382,7 @@ fn take_lock(dir: &Path) -> Result<File, OpenError> {
 
 fn create_tables(db: &Database) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
-    for table in [IN_FLIGHT, LOST, SEEN, FORGED, CLASSES, PROBES, SCAN] {
+    for table in [IN_FLIGHT, LOST, SEEN, FORGED, REPEATED, CLASSES, PROBES, SCAN] {
         txn.open_table(table)?;
     }
     txn.commit()?;
@@ -424,7 +425,7 @@ fn key(probe: &str, rest: &str) -> String {
 type Decode = fn(&str, &[u8]) -> serde_json::Result<Write>;
 
 /// Every table, what its records are called in errors, and how to read them.
-const TABLES: [(Table, &str, Decode); 7] = [
+const TABLES: [(Table, &str, Decode); 8] = [
     (IN_FLIGHT, "in-flight", |_, v| {
         serde_json::from_slice(v).map(Write::InFlight)
     }),
@@ -436,6 +437,9 @@ const TABLES: [(Table, &str, Decode); 7] = [
     }),
     (FORGED, "forged", |mail, v| {
         serde_json::from_slice(v).map(|at| Write::Forged(mail.into(), at))
+    }),
+    (REPEATED, "repeated", |mail, v| {
+        serde_json::from_slice(v).map(|at| Write::Repeated(mail.into(), at))
     }),
     (CLASSES, "class", |class, v| {
         serde_json::from_slice(v).map(|t| Write::Class(class.into(), Box::new(t)))
@@ -540,6 +544,7 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
         let mut lost = txn.open_table(LOST)?;
         let mut seen = txn.open_table(SEEN)?;
         let mut forged = txn.open_table(FORGED)?;
+        let mut repeated = txn.open_table(REPEATED)?;
         let mut classes = txn.open_table(CLASSES)?;
         let mut probes = txn.open_table(PROBES)?;
         let mut scan = txn.open_table(SCAN)?;
@@ -571,6 +576,12 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
                     Write::Unforged(mail) => {
                         forged.remove(key(p, mail).as_str())?;
                     }
+                    Write::Repeated(mail, at) => {
+                        repeated.insert(key(p, mail).as_str(), json(at).as_slice())?;
+                    }
+                    Write::Unrepeated(mail) => {
+                        repeated.remove(key(p, mail).as_str())?;
+                    }
                     Write::Class(class, t) => {
                         classes.insert(key(p, class).as_str(), json(t.as_ref()).as_slice())?;
                     }
@@ -588,6 +599,7 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
                             &mut lost,
                             &mut seen,
                             &mut forged,
+                            &mut repeated,
                             &mut classes,
                             &mut probes,
                             &mut scan,

@@ -7,6 +7,7 @@ use super::raw::{RawClass, RawSize, Spanned};
 use super::{ClassConfig, ConfigError};
 use crate::canary::is_label;
 use crate::class::{ClassSpec, RESERVED_HEADERS, Template};
+use crate::metrics::UNKNOWN_CLASS;
 
 /// Largest `size` accepted: beyond this most servers refuse the message outright, which would
 /// measure the size limit, not the delay.
@@ -16,6 +17,14 @@ pub const MIN_SIZE: u64 = 1024;
 
 /// The custom classes, by name.
 pub(super) type Custom = BTreeMap<String, ClassConfig>;
+
+/// Why `unknown` cannot name a class: its series would mix with forged mail's.
+fn reserved_class() -> String {
+    format!(
+        "{UNKNOWN_CLASS:?} is reserved: forged mail claiming a class the probe does not send is \
+         counted under class=\"{UNKNOWN_CLASS}\"; give the class another name"
+    )
+}
 
 impl Context<'_> {
     /// Validates every `[class.NAME]`.
@@ -30,6 +39,9 @@ impl Context<'_> {
             if !is_label(&name) {
                 let msg = "class names must match [a-z0-9_-]+ (at most 64)".into();
                 return Err(self.error(Some(span), &key, msg));
+            }
+            if name == UNKNOWN_CLASS {
+                return Err(self.error(Some(span), &key, reserved_class()));
             }
             if Template::by_name(&name).is_some() {
                 let msg =
@@ -152,6 +164,9 @@ impl Context<'_> {
         }
         let mut out: Vec<ClassConfig> = Vec::new();
         for name in raw.get_ref() {
+            if name == UNKNOWN_CLASS {
+                return Err(self.at(raw, key, reserved_class()));
+            }
             let class = match (Template::by_name(name), custom.get(name)) {
                 (Some(t), _) => builtin(name, t),
                 (None, Some(c)) => c.clone(),

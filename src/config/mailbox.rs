@@ -77,13 +77,16 @@ impl Context<'_> {
                 }
             },
         };
+        let folders = self.folders(raw, key)?;
+        let cleanup = self.cleanup(raw, key, true)?;
+        self.move_outside(raw, key, &folders, &cleanup)?;
         Ok(ImapConfig {
             credentials: self.login(raw, key, span, warnings, "an IMAP")?,
             endpoint,
-            folders: self.folders(raw, key)?,
+            folders,
             watch,
             poll_interval: self.poll_interval(raw, key)?,
-            cleanup: self.cleanup(raw, key, true)?,
+            cleanup,
         })
     }
 
@@ -163,11 +166,14 @@ impl Context<'_> {
             );
             return Err(self.at(path, &format!("{key}.path"), msg));
         }
+        let folders = self.folders(raw, key)?;
+        let cleanup = self.cleanup(raw, key, true)?;
+        self.move_outside(raw, key, &folders, &cleanup)?;
         Ok(MaildirConfig {
             path: resolved,
-            folders: self.folders(raw, key)?,
+            folders,
             poll_interval: self.poll_interval(raw, key)?,
-            cleanup: self.cleanup(raw, key, true)?,
+            cleanup,
         })
     }
 
@@ -207,6 +213,32 @@ impl Context<'_> {
             Some(v) => self.duration(v, &format!("{key}.poll_interval")),
             None => Ok(DEFAULT_POLL),
         }
+    }
+
+    /// Refuses `move:` into a watched folder: the moved canary would be found there on the next
+    /// look and judged again.
+    fn move_outside(
+        &self,
+        raw: &RawMailbox,
+        key: &str,
+        folders: &[String],
+        cleanup: &Cleanup,
+    ) -> Result<(), ConfigError> {
+        let (Cleanup::Move(target), Some(c)) = (cleanup, &raw.cleanup) else {
+            return Ok(());
+        };
+        // INBOX is case-insensitive (RFC 3501), every other name is taken as written.
+        let same = |f: &String| {
+            f == target || (f.eq_ignore_ascii_case("INBOX") && target.eq_ignore_ascii_case("INBOX"))
+        };
+        if folders.iter().any(same) {
+            let msg = format!(
+                "{target:?} is a watched folder (folders = {folders:?}): canaries moved there \
+                 would be read and counted again; move them to a folder that is not watched"
+            );
+            return Err(self.at(c, &format!("{key}.cleanup"), msg));
+        }
+        Ok(())
     }
 
     fn cleanup(&self, raw: &RawMailbox, key: &str, can_move: bool) -> Result<Cleanup, ConfigError> {

@@ -182,6 +182,26 @@ fn semantic_errors_point_at_the_value() {
             "[agent]\nid = \"agent 1\"",
             ":3:6: agent.id: must match",
         ),
+        (
+            "[agent]\nid = \"agent-1\"",
+            "[agent]\nid = \"agent-1\"\n[class.unknown]\ntemplate = \"bulk\"",
+            ":4:1: class.unknown: \"unknown\" is reserved",
+        ),
+        (
+            "to = \"b@example.test\"",
+            "to = \"b@example.test\"\nclasses = [\"bulk\", \"unknown\"]",
+            ":9:11: probe.p1.classes: \"unknown\" is reserved",
+        ),
+        (
+            "protocol = \"imap\"",
+            "protocol = \"imap\"\n  folders = [\"INBOX\", \"Junk\"]\n  cleanup = \"move:Junk\"",
+            ":14:13: probe.p1.mailbox.cleanup: \"Junk\" is a watched folder",
+        ),
+        (
+            "protocol = \"imap\"",
+            "protocol = \"imap\"\n  cleanup = \"move:inbox\"",
+            ":13:13: probe.p1.mailbox.cleanup: \"inbox\" is a watched folder",
+        ),
     ];
     for (from, to, want) in cases {
         let text = MINIMAL.replace(from, to);

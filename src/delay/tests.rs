@@ -140,3 +140,33 @@ fn impossible_hop_times_are_reported_not_clamped() {
     assert_eq!(b.server_delay_s, Some(-28.5));
     assert_eq!(b.clock_skew_s, Some(-29.5));
 }
+
+#[test]
+fn hops_beyond_the_label_bound_fold_into_the_last_label() {
+    let short = [1.0, 2.0, 3.0];
+    assert_eq!(fold_hops(&short, HOP_LABELS), short);
+    let exact: Vec<f64> = (0..HOP_LABELS).map(|i| i as f64).collect();
+    assert_eq!(fold_hops(&exact, HOP_LABELS), exact);
+    let long: Vec<f64> = vec![1.0; 200];
+    let folded = fold_hops(&long, HOP_LABELS);
+    assert_eq!(folded.len(), HOP_LABELS);
+    assert_eq!(folded[..HOP_LABELS - 1], [1.0; HOP_LABELS - 1]);
+    assert_eq!(
+        folded[HOP_LABELS - 1],
+        (200 - (HOP_LABELS - 1)) as f64,
+        "the deeper hops are summed, so the total is kept"
+    );
+    assert_eq!(folded.iter().sum::<f64>(), 200.0);
+    assert!(fold_hops(&long, 0).is_empty());
+}
+
+#[test]
+fn a_chain_of_200_received_lines_breaks_down_into_bounded_hops() {
+    let line = "Received: from relay.example.test by relay.example.test; Sat, 28 Nov 2026 14:26:30 +0000\n";
+    let head = format!("{}Subject: x\n\n", line.repeat(200));
+    let chain = received_chain(head.replace('\n', "\r\n").as_bytes());
+    assert_eq!(chain.len(), 200);
+    let hops = breakdown(T0, &chain, None).hops;
+    assert_eq!(hops.len(), 200, "the breakdown keeps every hop for the log");
+    assert_eq!(fold_hops(&hops, HOP_LABELS).len(), HOP_LABELS);
+}

@@ -95,6 +95,20 @@ fn every_change_replays_to_the_same_books() {
     r.apply(w);
     let w = r.live.forged("made-up", "INBOX/9.2", 700);
     r.apply(w);
+    let (_, w) = r.live.arrived_at(
+        &canary("B", "interpersonal", 2, 1_000),
+        "INBOX",
+        "m2-copy",
+        3_000_100,
+    );
+    r.apply(w);
+    let (_, w) = r.live.arrived_at(
+        &canary("Z", "interpersonal", 1, 0),
+        "INBOX",
+        "m0",
+        3_000_200,
+    );
+    r.apply(w);
     let w = r.live.mailbox_error(MailboxStage::Auth);
     r.apply(w);
     let (_, w) = r.live.expire(100 * HOUR.as_millis() as u64, |_| HOUR, HOUR);
@@ -151,10 +165,12 @@ fn lost_and_seen_canaries_are_forgotten_after_forget_after() {
         writes.contains(&Write::Unlost("A".into())) && writes.contains(&Write::Unseen("B".into()))
     );
     let (arrival, _) = l.arrived_at(&canary("A", "bulk", 1, 0), "INBOX", "m2", 20_000_000);
-    assert!(
-        matches!(arrival, Delivery::Unexpected { .. }),
-        "a forgotten canary still counts"
+    assert_eq!(
+        arrival,
+        Delivery::Replayed,
+        "a forgotten canary whose number was settled (as a gap) is no delivery"
     );
+    assert_eq!(l.classes["bulk"].delivered["INBOX"], 1);
 }
 
 #[test]
@@ -178,20 +194,293 @@ fn duplicates_and_rereads_are_told_apart() {
     );
 }
 
+/// `lost_after` of the gap tests.
+const GAP_WAIT: Duration = Duration::from_secs(60);
+
+/// Runs `expire` at `now_ms` with [`GAP_WAIT`] and returns the class's counted gaps.
+fn gaps_at(l: &mut Ledger, now_ms: u64) -> u64 {
+    l.expire(now_ms, |_| GAP_WAIT, HOUR * 24);
+    l.classes["bulk"].sequence_gaps
+}
+
 #[test]
-fn receiver_counts_skipped_sequence_numbers() {
+fn a_skipped_sequence_number_counts_as_a_gap_once_overdue() {
     let mut l = Ledger::default();
     for (id, seq) in [("A", 1), ("B", 2), ("C", 3), ("D", 4), ("E", 5)] {
         assert_eq!(send(&mut l, id, "bulk", seq * 10), seq);
     }
     l.arrived_at(&canary("A", "bulk", 1, 10), "INBOX", "1", 100);
-    assert_eq!(l.classes["bulk"].sequence_gaps, 0);
     l.arrived_at(&canary("C", "bulk", 3, 30), "INBOX", "3", 100);
-    assert_eq!(l.classes["bulk"].sequence_gaps, 1);
-    l.arrived_at(&canary("B", "bulk", 2, 20), "INBOX", "2", 100);
     l.arrived_at(&canary("E", "bulk", 5, 50), "INBOX", "5", 100);
-    assert_eq!(l.classes["bulk"].sequence_gaps, 2);
+    assert_eq!(gaps_at(&mut l, 30 + 59_999), 0, "2 is not overdue yet");
+    assert_eq!(
+        gaps_at(&mut l, 30 + 60_000),
+        1,
+        "2 is overdue: lost_after past C"
+    );
+    assert_eq!(gaps_at(&mut l, 50 + 60_000), 2, "4 is overdue too");
+    assert_eq!(gaps_at(&mut l, 10 * 60_000), 2, "each gap counts once");
     assert_eq!(l.classes["bulk"].highest_seq_seen, 5);
+    assert!(l.classes["bulk"].open_gaps.is_empty());
+}
+
+#[test]
+fn a_number_that_arrives_out_of_order_is_never_a_gap() {
+    let mut l = Ledger::default();
+    for (id, seq) in [("A", 1), ("B", 2), ("C", 3)] {
+        send(&mut l, id, "bulk", seq * 10);
+    }
+    // Swapped: 1, 3, then 2.
+    l.arrived_at(&canary("A", "bulk", 1, 10), "INBOX", "1", 100);
+    l.arrived_at(&canary("C", "bulk", 3, 30), "INBOX", "3", 200);
+    assert_eq!(gaps_at(&mut l, 1_000), 0);
+    let (arrival, _) = l.arrived_at(&canary("B", "bulk", 2, 20), "INBOX", "2", 5_000);
+    assert_eq!(arrival, Delivery::OnTime { delay_s: 4.98 });
+    assert_eq!(gaps_at(&mut l, 10 * 60_000), 0, "no gap remains");
+    // In order: nothing opens.
+    let mut l = Ledger::default();
+    for (id, seq) in [("A", 1), ("B", 2)] {
+        send(&mut l, id, "bulk", seq * 10);
+        l.arrived_at(&canary(id, "bulk", seq, seq * 10), "INBOX", id, 100);
+    }
+    assert!(l.classes["bulk"].open_gaps.is_empty());
+    assert_eq!(gaps_at(&mut l, 10 * 60_000), 0);
+}
+
+#[test]
+fn an_arrival_inside_a_run_of_missing_numbers_leaves_the_rest_open() {
+    let mut l = Ledger::default();
+    for seq in 1..=6 {
+        send(&mut l, &format!("S{seq}"), "bulk", seq * 10);
+    }
+    l.arrived_at(&canary("S1", "bulk", 1, 10), "INBOX", "1", 100);
+    l.arrived_at(&canary("S6", "bulk", 6, 60), "INBOX", "6", 100);
+    l.arrived_at(&canary("S3", "bulk", 3, 30), "INBOX", "3", 100);
+    let open: Vec<(u64, u64)> = l.classes["bulk"]
+        .open_gaps
+        .iter()
+        .map(|g| (g.from, g.to))
+        .collect();
+    assert_eq!(open, [(2, 2), (4, 5)]);
+    l.arrived_at(&canary("S5", "bulk", 5, 50), "INBOX", "5", 100);
+    l.arrived_at(&canary("S2", "bulk", 2, 20), "INBOX", "2", 100);
+    assert_eq!(gaps_at(&mut l, 60 + 60_000), 1, "only 4 stayed missing");
+}
+
+/// [`Ledger::arrived`] with `forget_after` and a server breakdown.
+fn arrive(
+    l: &mut Ledger,
+    c: &Canary,
+    mail: &str,
+    seen_ms: u64,
+    forget_after: Duration,
+    servers: &Breakdown,
+) -> Delivery {
+    let found = Found {
+        folder: "INBOX",
+        mail,
+        seen_ms,
+        server_ms: None,
+        forget_after,
+        now_ms: seen_ms,
+    };
+    l.arrived(c, found, servers).0
+}
+
+fn journey() -> Breakdown {
+    Breakdown {
+        server_delay_s: Some(1.0),
+        hops: vec![0.5, 0.5],
+        clock_skew_s: Some(0.25),
+    }
+}
+
+#[test]
+fn a_canary_replayed_after_forget_after_is_not_a_delivery() {
+    let mut l = Ledger::default();
+    send(&mut l, "A", "bulk", 0);
+    let a = canary("A", "bulk", 1, 0);
+    assert_eq!(
+        arrive(&mut l, &a, "INBOX/1", 2_000, HOUR, &journey()),
+        Delivery::OnTime { delay_s: 2.0 }
+    );
+    let before = l.classes["bulk"].clone();
+    l.expire(2_000 + HOUR.as_millis() as u64, |_| HOUR, HOUR);
+    assert!(l.seen.is_empty(), "forgotten");
+    let later = 3 * HOUR.as_millis() as u64;
+    let replayed = Breakdown {
+        server_delay_s: Some(9_000.0),
+        hops: vec![9_000.0, 1.0, 1.0],
+        clock_skew_s: Some(-300.0),
+    };
+    assert_eq!(
+        arrive(&mut l, &a, "INBOX/2", later, HOUR, &replayed),
+        Delivery::Replayed
+    );
+    let t = &l.classes["bulk"];
+    assert_eq!(t.replayed, 1);
+    let unmoved = ClassTally {
+        replayed: 0,
+        ..t.clone()
+    };
+    assert_eq!(
+        unmoved, before,
+        "delivered, histograms, last delivery and skew do not move"
+    );
+    assert_eq!(
+        arrive(&mut l, &a, "INBOX/2", later + 1_000, HOUR, &replayed),
+        Delivery::AlreadyCounted,
+        "the same replayed mail counts once"
+    );
+    assert_eq!(l.classes["bulk"].replayed, 1);
+}
+
+#[test]
+fn a_young_canary_the_books_do_not_know_is_replayed_only_when_its_number_is_settled() {
+    let mut l = Ledger::default();
+    for (id, seq) in [("A", 1), ("B", 2), ("C", 3)] {
+        send(&mut l, id, "bulk", seq * 10);
+    }
+    l.arrived_at(&canary("A", "bulk", 1, 10), "INBOX", "1", 100);
+    l.arrived_at(&canary("C", "bulk", 3, 30), "INBOX", "3", 100);
+    // Not on the books (e.g. sent by the same agent before its state was moved aside).
+    let stranger = |id: &str, seq| canary(id, "bulk", seq, 50);
+    assert_eq!(
+        l.arrived_at(&stranger("X1", 1), "INBOX", "x1", 200).0,
+        Delivery::Replayed,
+        "1 was delivered already"
+    );
+    assert_eq!(
+        l.arrived_at(&stranger("X2", 2), "INBOX", "x2", 200).0,
+        Delivery::Unexpected { delay_s: 0.15 },
+        "2 is still awaited in an open gap"
+    );
+    assert_eq!(
+        l.arrived_at(&stranger("X2b", 2), "INBOX", "x2b", 200).0,
+        Delivery::Replayed,
+        "now 2 is settled"
+    );
+    assert_eq!(
+        l.arrived_at(&stranger("X9", 9), "INBOX", "x9", 200).0,
+        Delivery::Unexpected { delay_s: 0.15 },
+        "above everything seen: a state reset, still a delivery"
+    );
+    let t = &l.classes["bulk"];
+    assert_eq!((t.replayed, t.delivered["INBOX"]), (2, 4));
+    assert!(l.in_flight.contains_key("B"), "B itself is still awaited");
+}
+
+#[test]
+fn each_copy_of_a_delivered_canary_counts_once_also_after_a_restart() {
+    let mut r = Replayed::new();
+    let (_, w) = r.live.begin_send("A", "bulk", 0);
+    r.apply(w);
+    let a = canary("A", "bulk", 1, 0);
+    let (_, w) = r.live.arrived_at(&a, "INBOX", "INBOX/1", 1_000);
+    r.apply(w);
+    for look in 0..3 {
+        let (arrival, w) = r.live.arrived_at(&a, "INBOX", "INBOX/2", 2_000 + look);
+        let want = if look == 0 {
+            Delivery::Duplicate
+        } else {
+            Delivery::AlreadyCounted
+        };
+        assert_eq!(arrival, want, "look {look}");
+        r.apply(w);
+    }
+    // A restart: the books as the store has them.
+    let mut restarted = r.replayed.clone();
+    assert_eq!(
+        restarted.arrived_at(&a, "INBOX", "INBOX/2", 9_000).0,
+        Delivery::AlreadyCounted
+    );
+    assert_eq!(
+        restarted.arrived_at(&a, "INBOX", "INBOX/3", 9_000).0,
+        Delivery::Duplicate,
+        "a third copy is another mail"
+    );
+    assert_eq!(restarted.classes["bulk"].duplicates, 2);
+    // Forgotten with forget_after, like the seen canaries.
+    let (_, w) = r
+        .live
+        .expire(2_000 + 24 * HOUR.as_millis() as u64, |_| HOUR, HOUR);
+    assert!(w.contains(&Write::Unrepeated("INBOX/2".into())));
+    assert!(r.live.repeated.is_empty());
+}
+
+#[test]
+fn a_kept_mail_is_remembered_while_it_can_be_read_again() {
+    let mut l = Ledger::default();
+    send(&mut l, "A", "bulk", 0);
+    let a = canary("A", "bulk", 1, 0);
+    let none = Breakdown::default();
+    let hour = HOUR.as_millis() as u64;
+    // Adapters report a mail read again with the time it was first seen (1 s); only the
+    // agent's clock moves.
+    let read_at = |l: &mut Ledger, now_ms: u64| {
+        let found = Found {
+            folder: "INBOX",
+            mail: "INBOX/1",
+            seen_ms: 1_000,
+            server_ms: None,
+            forget_after: HOUR,
+            now_ms,
+        };
+        l.arrived(&a, found, &none)
+    };
+    read_at(&mut l, 1_000);
+    let (arrival, w) = read_at(&mut l, 1_000 + hour / 4);
+    assert_eq!(arrival, Delivery::AlreadyCounted);
+    assert!(w.is_empty(), "fresh memory: no write");
+    let (_, w) = read_at(&mut l, 1_000 + hour * 3 / 4);
+    assert_eq!(w.len(), 1, "half forgotten: refreshed");
+    l.expire(1_000 + hour + 1, |_| HOUR, HOUR);
+    assert_eq!(
+        read_at(&mut l, 1_000 + hour + 2).0,
+        Delivery::AlreadyCounted,
+        "still there, still known: not replayed"
+    );
+    assert_eq!(l.classes["bulk"].replayed, 0);
+}
+
+#[test]
+fn hop_labels_are_bounded() {
+    let mut l = Ledger::default();
+    send(&mut l, "A", "bulk", 0);
+    let servers = Breakdown {
+        server_delay_s: Some(200.0),
+        hops: vec![1.0; 200],
+        clock_skew_s: Some(0.5),
+    };
+    arrive(
+        &mut l,
+        &canary("A", "bulk", 1, 0),
+        "INBOX/1",
+        201_000,
+        HOUR,
+        &servers,
+    );
+    let hops = &l.classes["bulk"].hop_delay;
+    let labels: Vec<&str> = hops.keys().map(String::as_str).collect();
+    assert_eq!(labels, ["0", "1", "2", "3", "4", "5", "6", "7"]);
+    assert_eq!(hops["7"].count(), 1);
+    assert_eq!(hops["7"].sum, 193.0, "hop 7 and every deeper one, summed");
+}
+
+#[test]
+fn stored_hop_labels_beyond_the_bound_fold_when_loaded() {
+    let mut tally = ClassTally::default();
+    for hop in 0..20 {
+        let mut h = Histogram::new(&DELAY_BUCKETS);
+        h.observe(&DELAY_BUCKETS, 1.0);
+        tally.hop_delay.insert(hop.to_string(), h);
+    }
+    let mut l = Ledger::default();
+    l.replay(Write::Class("bulk".into(), Box::new(tally)));
+    let hops = &l.classes["bulk"].hop_delay;
+    assert_eq!(hops.len(), delay::HOP_LABELS);
+    assert_eq!((hops["7"].count(), hops["7"].sum), (13, 13.0));
+    assert_eq!(hops["6"].count(), 1);
 }
 
 #[test]
@@ -255,8 +544,16 @@ fn full_writes_rebuild_the_same_books() {
     send(&mut l, "B", "interpersonal", 0);
     send(&mut l, "C", "bulk", 0);
     l.arrived_at(&canary("B", "interpersonal", 1, 0), "INBOX", "m", 1_000);
+    l.arrived_at(
+        &canary("B", "interpersonal", 1, 0),
+        "INBOX",
+        "m-copy",
+        2_000,
+    );
+    l.forged("bulk", "INBOX/f", 3_000);
     l.expire(10_000_000, |_| HOUR, HOUR * 24);
     l.mailbox_error(MailboxStage::Tls);
+    assert!(!l.forged.is_empty() && !l.repeated.is_empty());
     let mut rebuilt = Ledger::default();
     rebuilt.replay(Write::Seen(
         "stale".into(),

@@ -47,6 +47,9 @@ async fn books_survive_a_reopen() {
     }
     let (_, w) = live.arrived_at(&canary("A"), "INBOX", "INBOX/1.1", 5_000);
     commit(&store, "p1", w).await;
+    let (_, w) = live.arrived_at(&canary("A"), "INBOX", "INBOX/1.2", 6_000);
+    commit(&store, "p1", w).await;
+    assert!(!live.repeated.is_empty(), "a duplicate mail is remembered");
     let (_, w) = live.expire(
         10_000_000,
         |_| std::time::Duration::from_secs(60),
@@ -253,5 +256,41 @@ fn a_malformed_record_names_its_key_and_keeps_the_decoder_error() {
     assert_eq!(
         crate::setup::chain(&e),
         r#"malformed lost record "p1/01J": expected value at line 1 column 1"#
+    );
+}
+
+#[tokio::test]
+async fn a_full_rewrite_keeps_the_mails_already_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = Store::open(dir.path()).unwrap();
+    let store = opened.store.clone();
+    let mut live = Ledger::default();
+    let (_, w) = live.begin_send("A", "bulk", 1_000);
+    commit(&store, "p1", w).await;
+    let (_, w) = live.arrived_at(&canary("A"), "INBOX", "INBOX/1.1", 5_000);
+    commit(&store, "p1", w).await;
+    let (_, w) = live.arrived_at(&canary("A"), "INBOX", "INBOX/1.2", 6_000);
+    commit(&store, "p1", w).await;
+    let w = live.forged("bulk", "INBOX/9.9", 7_000);
+    commit(&store, "p1", w).await;
+    // What a probe writes after the store was reopened following an I/O error.
+    commit(&store, "p1", live.full_writes()).await;
+    drop(store);
+    close(opened);
+
+    let mut again = close(Store::open(dir.path()).unwrap())
+        .remove("p1")
+        .unwrap();
+    assert_eq!(again, live);
+    assert!(
+        again.forged("bulk", "INBOX/9.9", 8_000).is_empty(),
+        "forged: counted once"
+    );
+    assert_eq!(
+        again
+            .arrived_at(&canary("A"), "INBOX", "INBOX/1.2", 8_000)
+            .0,
+        crate::ledger::Delivery::AlreadyCounted,
+        "duplicate: counted once"
     );
 }

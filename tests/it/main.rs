@@ -2,6 +2,7 @@
 //! module per area.
 
 mod alerts;
+mod books;
 mod check;
 mod classes;
 mod delays;
