@@ -261,6 +261,9 @@ pub struct ImapConfig {
     pub poll_interval: Duration,
     /// What happens to a delivered canary.
     pub cleanup: Cleanup,
+    /// Where mail that claims to be this probe's canary but fails verification goes
+    /// (`forged = "move:FOLDER"`); `None` leaves it in place (`forged = "keep"`, the default).
+    pub forged: Option<String>,
 }
 
 /// A POP3 mailbox.
@@ -287,6 +290,9 @@ pub struct MaildirConfig {
     pub poll_interval: Duration,
     /// What happens to a delivered canary.
     pub cleanup: Cleanup,
+    /// Where mail that claims to be this probe's canary but fails verification goes
+    /// (`forged = "move:FOLDER"`); `None` leaves it in place (`forged = "keep"`, the default).
+    pub forged: Option<String>,
 }
 
 /// What happens to a verified canary after it was counted. Never applies to other mail.

@@ -64,6 +64,15 @@ enum JudgedMail<'a> {
     Forged(&'a mailbox::Arrival, String),
 }
 
+/// What accounting for a look's arrivals asks of the mailbox.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// Verified canaries of this probe, to clean up as configured.
+    pub clean: Vec<MailId>,
+    /// Forged mails, to leave in place or move as `forged` says.
+    pub forged: Vec<MailId>,
+}
+
 /// A probe: its configuration, its SMTP account and its books.
 pub struct Probe {
     config: ProbeConfig,
@@ -255,8 +264,8 @@ impl Probe {
     }
 
     /// Accounts for canaries found in the mailbox; returns the mails to clean up (verified
-    /// canaries of this probe, and only those).
-    pub async fn account_for(&self, arrivals: &[mailbox::Arrival]) -> Vec<MailId> {
+    /// canaries of this probe, and only those) and the forged ones (for `forged = "move:…"`).
+    pub async fn account_for(&self, arrivals: &[mailbox::Arrival]) -> Settled {
         // Judging and parsing Received chains happen before the books are locked.
         let judged: Vec<JudgedMail> = arrivals
             .iter()
@@ -273,7 +282,7 @@ impl Probe {
             })
             .collect();
         if judged.is_empty() {
-            return Vec::new();
+            return Settled::default();
         }
         let outcomes = self
             .record(|l| {
@@ -307,7 +316,7 @@ impl Probe {
                 (outcomes, writes)
             })
             .await;
-        let mut clean = Vec::new();
+        let (mut clean, mut forged) = (Vec::new(), Vec::new());
         for (judged, outcome) in judged.iter().zip(outcomes) {
             match (judged, outcome) {
                 (JudgedMail::Ours(a, canary, servers), Some(outcome)) => {
@@ -321,13 +330,16 @@ impl Probe {
                         clean.push(a.id.clone());
                     }
                 }
-                (JudgedMail::Forged(a, _), _) | (JudgedMail::Ours(a, ..), None) => tracing::warn!(
-                    probe = %self.config.name, mail = %a.id,
-                    "forged canary: signature does not verify; left in place"
-                ),
+                (JudgedMail::Forged(a, _), _) | (JudgedMail::Ours(a, ..), None) => {
+                    tracing::warn!(
+                        probe = %self.config.name, mail = %a.id,
+                        "forged canary: signature does not verify"
+                    );
+                    forged.push(a.id.clone());
+                }
             }
         }
-        clean
+        Settled { clean, forged }
     }
 
     fn log_arrival(

@@ -382,7 +382,9 @@ fn take_lock(dir: &Path) -> Result<File, OpenError> {
 
 fn create_tables(db: &Database) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
-    for table in [IN_FLIGHT, LOST, SEEN, FORGED, REPEATED, CLASSES, PROBES, SCAN] {
+    for table in [
+        IN_FLIGHT, LOST, SEEN, FORGED, REPEATED, CLASSES, PROBES, SCAN,
+    ] {
         txn.open_table(table)?;
     }
     txn.commit()?;

@@ -99,7 +99,14 @@ impl Watcher {
             .into_iter()
             .filter(|a| !self.judged.contains(&a.id))
             .collect();
-        let mut clean = self.probe.account_for(&fresh).await;
+        let settled = self.probe.account_for(&fresh).await;
+        if !settled.forged.is_empty()
+            && let Err(e) = self.mailbox.quarantine(&settled.forged).await
+        {
+            // Not retried: a forged mail left in place is counted once and costs nothing.
+            tracing::warn!(probe = %self.probe.config().name, error = %e, "forged mail not moved");
+        }
+        let mut clean = settled.clean;
         self.judged.extend(fresh.into_iter().map(|a| a.id));
         // Removals that failed on an earlier look: an adapter that remembers what it read will
         // not report those mails again, so they are retried from here.

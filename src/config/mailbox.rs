@@ -80,6 +80,7 @@ impl Context<'_> {
         let folders = self.folders(raw, key)?;
         let cleanup = self.cleanup(raw, key, true)?;
         self.move_outside(raw, key, &folders, &cleanup)?;
+        let forged = self.forged(raw, key, &folders)?;
         Ok(ImapConfig {
             credentials: self.login(raw, key, span, warnings, "an IMAP")?,
             endpoint,
@@ -87,6 +88,7 @@ impl Context<'_> {
             watch,
             poll_interval: self.poll_interval(raw, key)?,
             cleanup,
+            forged,
         })
     }
 
@@ -117,6 +119,12 @@ impl Context<'_> {
                 TlsMode::Tls => 995,
                 _ => 110,
             })?;
+        if let Some(f) = &raw.forged
+            && f.get_ref() != "keep"
+        {
+            let msg = "POP3 has no folders to move forged mail to; only \"keep\" is possible";
+            return Err(self.at(f, &format!("{key}.forged"), msg));
+        }
         Ok(Pop3Config {
             credentials: self.login(raw, key, span, warnings, "a POP3")?,
             endpoint,
@@ -169,11 +177,13 @@ impl Context<'_> {
         let folders = self.folders(raw, key)?;
         let cleanup = self.cleanup(raw, key, true)?;
         self.move_outside(raw, key, &folders, &cleanup)?;
+        let forged = self.forged(raw, key, &folders)?;
         Ok(MaildirConfig {
             path: resolved,
             folders,
             poll_interval: self.poll_interval(raw, key)?,
             cleanup,
+            forged,
         })
     }
 
@@ -215,6 +225,39 @@ impl Context<'_> {
         }
     }
 
+    /// `forged = "keep" | "move:FOLDER"`: the folder forged mail is moved to, if any. Like a
+    /// cleanup move, never into a watched folder (it would be read and counted again).
+    fn forged(
+        &self,
+        raw: &RawMailbox,
+        key: &str,
+        folders: &[String],
+    ) -> Result<Option<String>, ConfigError> {
+        let Some(f) = &raw.forged else {
+            return Ok(None);
+        };
+        let key = format!("{key}.forged");
+        let target = match f.get_ref().as_str() {
+            "keep" => return Ok(None),
+            other => match other.strip_prefix("move:").map(str::trim) {
+                Some(folder) if !folder.is_empty() => folder.to_string(),
+                _ => {
+                    let msg =
+                        format!("unknown value {other:?}; expected \"keep\" or \"move:FOLDER\"");
+                    return Err(self.at(f, &key, msg));
+                }
+            },
+        };
+        if folders.iter().any(|w| same_folder(w, &target)) {
+            let msg = format!(
+                "{target:?} is a watched folder (folders = {folders:?}): forged mail moved there \
+                 would be read again; move it to a folder that is not watched"
+            );
+            return Err(self.at(f, &key, msg));
+        }
+        Ok(Some(target))
+    }
+
     /// Refuses `move:` into a watched folder: the moved canary would be found there on the next
     /// look and judged again.
     fn move_outside(
@@ -227,11 +270,7 @@ impl Context<'_> {
         let (Cleanup::Move(target), Some(c)) = (cleanup, &raw.cleanup) else {
             return Ok(());
         };
-        // INBOX is case-insensitive (RFC 3501), every other name is taken as written.
-        let same = |f: &String| {
-            f == target || (f.eq_ignore_ascii_case("INBOX") && target.eq_ignore_ascii_case("INBOX"))
-        };
-        if folders.iter().any(same) {
+        if folders.iter().any(|f| same_folder(f, target)) {
             let msg = format!(
                 "{target:?} is a watched folder (folders = {folders:?}): canaries moved there \
                  would be read and counted again; move them to a folder that is not watched"
@@ -268,4 +307,10 @@ impl Context<'_> {
             },
         }
     }
+}
+
+/// Whether two folder names are the same folder: INBOX is case-insensitive (RFC 3501), every
+/// other name is taken as written.
+fn same_folder(a: &str, b: &str) -> bool {
+    a == b || (a.eq_ignore_ascii_case("INBOX") && b.eq_ignore_ascii_case("INBOX"))
 }

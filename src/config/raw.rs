@@ -115,6 +115,7 @@ pub struct RawMailbox {
     pub watch: Option<Spanned<String>>,
     pub poll_interval: Option<Spanned<String>>,
     pub cleanup: Option<Spanned<String>>,
+    pub forged: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
 }
 
@@ -144,7 +145,16 @@ impl RawMailbox {
         inherit!(
             self, d, protocol, host, port, tls, tls_verify, ca_file, timeout, username
         );
-        inherit!(self, d, folders, watch, poll_interval, cleanup, path);
+        inherit!(
+            self,
+            d,
+            folders,
+            watch,
+            poll_interval,
+            cleanup,
+            forged,
+            path
+        );
         if self.password.is_none() && self.password_env.is_none() && self.password_file.is_none() {
             inherit!(self, d, password, password_env, password_file);
         }

@@ -202,6 +202,21 @@ fn semantic_errors_point_at_the_value() {
             "protocol = \"imap\"\n  cleanup = \"move:inbox\"",
             ":13:13: probe.p1.mailbox.cleanup: \"inbox\" is a watched folder",
         ),
+        (
+            "protocol = \"imap\"",
+            "protocol = \"imap\"\n  folders = [\"INBOX\", \"Junk\"]\n  forged = \"move:Junk\"",
+            ":14:12: probe.p1.mailbox.forged: \"Junk\" is a watched folder",
+        ),
+        (
+            "protocol = \"imap\"",
+            "protocol = \"imap\"\n  forged = \"delete\"",
+            ":13:12: probe.p1.mailbox.forged: unknown value \"delete\"",
+        ),
+        (
+            "protocol = \"imap\"",
+            "protocol = \"pop3\"\n  forged = \"move:Quarantine\"",
+            ":13:12: probe.p1.mailbox.forged: POP3 has no folders",
+        ),
     ];
     for (from, to, want) in cases {
         let text = MINIMAL.replace(from, to);
@@ -454,4 +469,22 @@ fn agent_section_alone_needs_no_secrets_but_valid_toml() {
         AgentConfig::parse(path, &typo).unwrap_err().to_string(),
         "/etc/mc/probes.toml:3:1: idd: unknown field `idd`, expected one of `id`, `state_dir`, `forget_after`, `secret_file`, `secret_env`"
     );
+}
+
+#[test]
+fn forged_mail_is_kept_unless_a_quarantine_folder_is_named() {
+    let c = parse(MINIMAL).unwrap();
+    let MailboxConfig::Imap(imap) = &c.probes[0].mailbox else {
+        panic!("imap expected")
+    };
+    assert_eq!(imap.forged, None);
+    let text = MINIMAL.replace(
+        "protocol = \"imap\"",
+        "protocol = \"imap\"\n  forged = \"move:Quarantine\"",
+    );
+    let c = parse(&text).unwrap();
+    let MailboxConfig::Imap(imap) = &c.probes[0].mailbox else {
+        panic!("imap expected")
+    };
+    assert_eq!(imap.forged.as_deref(), Some("Quarantine"));
 }

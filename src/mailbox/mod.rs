@@ -142,6 +142,12 @@ pub trait Mailbox: Send {
     /// Applies the configured cleanup to these mails, and to nothing else.
     async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError>;
 
+    /// Moves these forged mails to the configured `forged = "move:FOLDER"`, if any; by
+    /// default (and for adapters without folders) they stay where they are.
+    async fn quarantine(&mut self, _mails: &[MailId]) -> Result<(), MailboxError> {
+        Ok(())
+    }
+
     /// Connects and logs in (and out), for `mailcanary check`.
     async fn check_login(&mut self) -> Result<(), MailboxError>;
 

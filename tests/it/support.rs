@@ -1,6 +1,6 @@
 //! Shared test plumbing: the real mail stack, configs, the agent binary, metrics, Maildirs.
 //!
-//! Every test gets its own mailbox user (`box01`…`box32`), its own agent id and signing key,
+//! Every test gets its own mailbox user (`box01`…`box40`), its own agent id and signing key,
 //! and its own state directory, so tests run in parallel on one stack without seeing each
 //! other's canaries.
 

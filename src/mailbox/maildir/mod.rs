@@ -49,6 +49,20 @@ pub struct MaildirMailbox {
 }
 
 impl MaildirMailbox {
+    /// Deletes or moves these mail files on the blocking pool.
+    async fn apply(&mut self, mails: &[MailId], cleanup: Cleanup) -> Result<(), MailboxError> {
+        if mails.is_empty() || cleanup == Cleanup::Keep {
+            return Ok(());
+        }
+        let files = self.files_of(mails);
+        let root = self.config.path.clone();
+        let task = tokio::task::spawn_blocking(move || match action(&root, &cleanup)? {
+            Some(action) => clean::apply(&files, &action),
+            None => Ok(()),
+        });
+        joined(MailboxStage::Cleanup, task.await)?
+    }
+
     /// Prepares the adapter. Folder names that are not Maildir++ names fail here, at start-up;
     /// whether the folders exist is checked on use, as a server's would be.
     pub fn new(config: MaildirConfig) -> Result<MaildirMailbox, SetupError> {
@@ -199,16 +213,15 @@ impl Mailbox for MaildirMailbox {
     }
 
     async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {
-        if mails.is_empty() || self.config.cleanup == Cleanup::Keep {
-            return Ok(());
-        }
-        let files = self.files_of(mails);
-        let (root, cleanup) = (self.config.path.clone(), self.config.cleanup.clone());
-        let task = tokio::task::spawn_blocking(move || match action(&root, &cleanup)? {
-            Some(action) => clean::apply(&files, &action),
+        let cleanup = self.config.cleanup.clone();
+        self.apply(mails, cleanup).await
+    }
+
+    async fn quarantine(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {
+        match self.config.forged.clone() {
+            Some(folder) => self.apply(mails, Cleanup::Move(folder)).await,
             None => Ok(()),
-        });
-        joined(MailboxStage::Cleanup, task.await)?
+        }
     }
 
     async fn check_login(&mut self) -> Result<(), MailboxError> {
@@ -264,6 +277,7 @@ mod tests {
             folders: vec!["INBOX".into(), "Junk".into()],
             poll_interval: Duration::from_secs(600),
             cleanup,
+            forged: None,
         })
         .expect("valid config")
     }
@@ -458,6 +472,7 @@ mod tests {
             folders: folders.iter().map(|f| f.to_string()).collect(),
             poll_interval: Duration::from_secs(1),
             cleanup,
+            forged: None,
         };
         let e = MaildirMailbox::new(config(&["INBOX", "../x"], Cleanup::Delete))
             .err()
