@@ -274,8 +274,9 @@ impl ReplyParser {
                 return Ok(Some((reply, self.pos)));
             };
             if !self.mid_line && self.whole_line_pending(buf) {
-                // A stuffed line of a full body: its dot, its data, its CRLF.
-                let Some(range) = self.next_line(buf, max_body.saturating_add(3))? else {
+                // No line cap here: the body cap counts every byte, however the reply was
+                // split into reads, so the outcome does not depend on the split.
+                let Some(range) = self.next_line(buf, usize::MAX)? else {
                     return Ok(None);
                 };
                 let line = &buf[range];
