@@ -22,7 +22,12 @@ fn parse(mut parser: ReplyParser, data: &[u8], split: usize) -> String {
 fuzz_target!(|data: &[u8]| {
     let split = data.first().copied().unwrap_or(0) as usize;
     let data = data.get(1..).unwrap_or_default();
-    for make in [ReplyParser::single as fn() -> ReplyParser, || ReplyParser::multi(64 * 1024)] {
+    let makers = [
+        ReplyParser::single as fn() -> ReplyParser,
+        || ReplyParser::multi(64 * 1024),
+        || ReplyParser::truncating(100, 64 * 1024),
+    ];
+    for make in makers {
         let whole = parse(make(), data, data.len());
         let halves = parse(make(), data, split);
         assert_eq!(whole, halves, "splitting the input changed the reply");

@@ -1,7 +1,9 @@
 //! POP3 receiver on the real stack: round trips over STLS and over POP3S that delete exactly
-//! the canaries, and a refused login that is counted and never printed.
+//! the canaries, a refused login that is counted and never printed, and a mail too large to
+//! judge that is skipped and never blinds the probe.
 //!
-//! Mailboxes: box14 (STLS), box15 (POP3S), box17 (wrong password); no other test uses them.
+//! Mailboxes: box14 (STLS), box15 (POP3S), box17 (wrong password), box27 (a hostile mail); no
+//! other test uses them.
 
 use std::time::Duration;
 
@@ -196,4 +198,81 @@ fn wrong_pop3_password_is_an_auth_failure_and_never_printed() {
     let up = "mailcanary_mailbox_up{probe=\"pop3-badpw\",protocol=\"pop3\"}";
     assert_eq!(metric(&text, up), Some(0.0), "{text}");
     assert!(!text.contains(wrong), "password in the textfile");
+}
+
+/// Issue 11: a mail with a 1.4 MiB header block (22,000 short `X-Pad-N:` lines) in the watched
+/// POP3 box. Dovecot sends it whole for `TOP n 128` (no output limit applies); the agent reads
+/// past it, skips it as unreadable (its head is over the 64 KiB bound), counts it once and
+/// leaves it in place, and canaries are delivered as if it were not there, also in a second
+/// run that restores what the first one judged.
+///
+/// Mailbox: box27; no other test uses it.
+#[test]
+fn a_mail_with_a_huge_head_is_skipped_once_and_never_blinds_the_probe() {
+    let stack = Stack::shared();
+    let user = "box27@example.test";
+    let name = "pop3-hostile";
+    let maildir = stack.maildir(user);
+    empty_mailbox(stack, user);
+    let value = "x".repeat(52);
+    let pad: String = (0..22_000)
+        .map(|n| format!("X-Pad-{n}: {value}\r\n"))
+        .collect();
+    let hostile = format!(
+        "From: stranger@example.org\r\nTo: {user}\r\nMessage-ID: <huge-head-{name}@example.org>\r\n\
+         {pad}Subject: padded\r\n\r\nNothing here.\r\n"
+    );
+    assert!(hostile.len() > 1_400_000, "{} bytes", hostile.len());
+    let path = maildir.join("new/1795000000.M1P1.hostile");
+    std::fs::write(&path, &hostile).expect("write the hostile mail");
+    use std::os::unix::fs::MetadataExt as _;
+    let vmail = std::fs::metadata(&maildir).expect("the Maildir");
+    std::os::unix::fs::chown(&path, Some(vmail.uid()), Some(vmail.gid())).expect("chown");
+    // `empty_mailbox` deletes files behind Dovecot's back: wait until POP3 shows just this one.
+    let mut listed = Vec::new();
+    let settled = poll_until(Duration::from_secs(10), &mut || {
+        listed = uidls(stack, user, Pop3Port::Stls);
+        listed.len() == 1
+    });
+    assert!(settled, "not just the hostile mail: {listed:?}");
+
+    let section = pop3_section(stack, name, user, Pop3Port::Stls, "MAILSTACK_TEST_PASSWORD");
+    let work = Workdir::new("it-pop3-hostile", &section);
+    for run in 1..=2 {
+        let text = work.once(stack, "30s");
+        for class in CLASSES {
+            let labels = format!("class=\"{class}\",probe=\"{name}\"");
+            let delivered = format!("mailcanary_delivered_total{{{labels},folder=\"INBOX\"}}");
+            assert_eq!(
+                metric(&text, &delivered),
+                Some(f64::from(run)),
+                "run {run}: {text}"
+            );
+            let delay = format!("mailcanary_last_delivery_delay_seconds{{{labels}}}");
+            let delay = metric(&text, &delay).expect("a last delay");
+            assert!(delay < 5.0, "run {run}: {class} took {delay} s");
+        }
+        let up = format!("mailcanary_mailbox_up{{probe=\"{name}\",protocol=\"pop3\"}}");
+        assert_eq!(metric(&text, &up), Some(1.0), "run {run}: {text}");
+        let errors: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("mailcanary_mailbox_errors_total{"))
+            .filter(|l| l.contains(&format!("probe=\"{name}\"")) && !l.ends_with(" 0"))
+            .collect();
+        assert!(errors.is_empty(), "run {run}: {errors:?}");
+        let skipped = format!("mailcanary_mails_skipped_total{{probe=\"{name}\"}}");
+        assert_eq!(metric(&text, &skipped), Some(1.0), "run {run}: {text}");
+    }
+
+    let left: Vec<_> = mail_files(&maildir)
+        .into_iter()
+        .filter(|(_, text)| text.contains("X-Mailcanary") || text.contains("huge-head-"))
+        .collect();
+    assert_eq!(left.len(), 1, "canaries left, or the hostile mail gone");
+    assert_eq!(left[0].1, hostile, "the hostile mail changed");
+    assert_eq!(
+        uidls(stack, user, Pop3Port::Stls),
+        listed,
+        "its UIDL changed"
+    );
 }

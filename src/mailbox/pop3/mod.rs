@@ -7,19 +7,39 @@
 //! deletions. On any error the connection is dropped without `QUIT`, and by RFC 1939 a server
 //! then deletes nothing: a half-done cleanup is retried on the next look, never half-applied.
 //!
-//! POP3 cannot search headers, so each mail's head is read once with `TOP n 0` and the verdict
-//! is remembered by UIDL across sessions (the head for canaries, nothing for other mail): a
-//! mailbox of thousands of ordinary mails costs one `UIDL` per look, not thousands of `TOP`s.
+//! POP3 cannot search headers, so each mail is read once with `TOP n L`: its head and the
+//! first [`proto::TOP_BODY_LINES`] body lines, of which at most [`proto::TOP_KEEP`] bytes are
+//! kept (the rest of a long reply is read and dropped, up to [`proto::TOP_MAX`]). The canary is
+//! found by its `X-Mailcanary` header or, where a gateway stripped that, by the signed token at
+//! the start of the body. Each mail is then judged for good: its UIDL goes into a set that is
+//! kept across looks and, through [`Mailbox::scan_memory`], across restarts and `once` runs,
+//! so a mailbox of thousands of mails costs one `UIDL` per look, not thousands of `TOP`s, and a
+//! canary is reported once. The set holds a 64-bit digest per UIDL still listed, nothing else:
+//! no heads, and nothing of mail that is gone.
+//!
+//! Anyone can send mail into the box, so no single mail may stop the look. A mail whose head
+//! is larger than [`proto::HEAD_MAX`], whose `TOP` is refused with `-ERR`, or whose reply
+//! cannot be parsed or is longer than [`proto::TOP_MAX`] is skipped: judged "not a canary",
+//! counted once in [`Look::skipped`], left in place, and the look goes on. A reply that was not
+//! read to its end leaves the stream out of step, so the session is dropped and a new one
+//! logged in (and listed again: numbers may have moved). A connection lost or timed out during
+//! a `TOP` may be the server's fault rather than the mail's: that mail is retried once in a new
+//! session and skipped only if it fails again; if no new session can be had, the look fails and
+//! nothing of it is remembered. At most [`RESYNC_MAX`] new sessions are opened per look; mail
+//! not judged by then waits for the next look.
 //!
 //! Every command is bounded by the endpoint's timeout; the wire format lives in `proto`,
 //! which does no I/O.
 
 pub mod proto;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::error::Elapsed;
 use tokio_native_tls::TlsConnector;
@@ -27,7 +47,7 @@ use tokio_native_tls::TlsConnector;
 use self::proto::{Command, ProtoError, Reply, ReplyParser};
 use super::tls::{self, MailStream};
 use super::{Arrival, Look, MailId, Mailbox, MailboxError, MailboxStage, Mark};
-use crate::canary::find_header;
+use crate::canary::BODY_TOKEN_WINDOW;
 use crate::clock;
 use crate::config::{Cleanup, Credentials, Endpoint, Pop3Config, TlsMode};
 use crate::setup::SetupError;
@@ -35,13 +55,22 @@ use crate::setup::SetupError;
 /// POP3 has one folder; arrivals are reported in it.
 const FOLDER: &str = "INBOX";
 
-/// A POP3 mailbox: its config, the open session of the current look, and what earlier looks
-/// learnt about each mail.
+/// New sessions one look may open after a mail left the stream out of step or the connection
+/// was lost; the rest of the maildrop waits for the next look. Each one judges at least one
+/// mail (a lost connection is retried once per mail), so looks always make progress.
+pub const RESYNC_MAX: u32 = 8;
+
+/// Prefix of the scan memory's serialised form; the account digest and the UIDL digests follow.
+const MEMORY_PREFIX: &str = "pop3.1:";
+
+/// A POP3 mailbox: its config, the open session of the current look, and the mails judged.
 pub struct Pop3Mailbox {
     config: Pop3Config,
     tls: Option<TlsConnector>,
     session: Option<Session>,
-    seen: HashMap<String, Seen>,
+    /// Digests ([`uidl_key`]) of the UIDLs judged (canaries reported, other mail, mail
+    /// skipped as unreadable) and still listed at the last look.
+    judged: HashSet<u64>,
 }
 
 /// A logged-in session and the listing it was opened with: message numbers are only valid in
@@ -51,29 +80,19 @@ struct Session {
     numbers: HashMap<String, u32>,
 }
 
-/// What is known about one mail, by UIDL.
-struct Seen {
-    /// When a look first listed it.
-    first_ms: u64,
-    /// Canary mark and raw head, for canaries; `None` for other mail.
-    canary: Option<(Mark, Vec<u8>)>,
+/// One line of a UIDL listing, with the digest the judged set is kept by.
+struct Listed {
+    number: u32,
+    uid: String,
+    key: u64,
 }
 
-impl Seen {
-    /// The arrival this mail is, if it carries a canary header.
-    fn arrival(&self, uid: &str) -> Option<Arrival> {
-        let (mark, head) = self.canary.as_ref()?;
-        Some(Arrival {
-            id: MailId {
-                folder: FOLDER.to_string(),
-                key: uid.to_string(),
-            },
-            mark: mark.clone(),
-            head: head.clone(),
-            seen_ms: self.first_ms,
-            server_ms: None,
-        })
-    }
+/// The key a UIDL is remembered by: the first 64 bits of its SHA-256. Fixed size whatever the
+/// server's UIDLs look like, and stable across restarts; UIDLs are chosen by the server, not
+/// by a sender, and a collision among the few thousand mails of a box is a 1 in 10^12 chance.
+fn uidl_key(uid: &str) -> u64 {
+    let digest = Sha256::digest(uid.as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("SHA-256 has 32 bytes"))
 }
 
 impl Pop3Mailbox {
@@ -87,7 +106,7 @@ impl Pop3Mailbox {
             config,
             tls,
             session: None,
-            seen: HashMap::new(),
+            judged: HashSet::new(),
         })
     }
 
@@ -121,28 +140,100 @@ impl Pop3Mailbox {
         Ok(conn)
     }
 
-    /// Opens this look's session: login, listing, and the heads of mail not seen before.
-    async fn scan(&mut self) -> Result<Vec<Arrival>, MailboxError> {
+    /// Login and listing, with each UIDL's key.
+    async fn listed(&self) -> Result<(Connection, Vec<Listed>), MailboxError> {
         let mut conn = self.login().await?;
         let listing = listing(&mut conn).await?;
+        let listing = listing
+            .into_iter()
+            .map(|(number, uid)| Listed {
+                key: uidl_key(&uid),
+                number,
+                uid,
+            })
+            .collect();
+        Ok((conn, listing))
+    }
+
+    /// This look: login, listing, and the start of each mail not judged before. Only when the
+    /// whole look succeeds are its verdicts added to the judged set.
+    async fn scan(&mut self) -> Result<Look, MailboxError> {
+        let (conn, mut listing) = self.listed().await?;
+        let mut conn = Some(conn);
         let seen_ms = clock::now_ms();
-        let numbers: HashMap<String, u32> =
-            listing.iter().map(|(n, uid)| (uid.clone(), *n)).collect();
-        self.seen.retain(|uid, _| numbers.contains_key(uid));
-        let mut found = Vec::new();
-        for (n, uid) in &listing {
-            if !self.seen.contains_key(uid) {
-                let top = Command::Top { msg: *n, lines: 0 };
-                let parser = ReplyParser::multi(proto::TOP_MAX);
-                let head = conn.ok(top, parser, MailboxStage::Search).await?.body;
-                let canary = find_header(&head).map(|header| (Mark::Header(header), head));
-                let first_ms = seen_ms;
-                self.seen.insert(uid.clone(), Seen { first_ms, canary });
+        let mut look = Look::default();
+        let mut judged_now: HashSet<u64> = HashSet::new();
+        // Mails whose connection was lost once in this look: skipped if it happens again.
+        let mut struck: HashSet<u64> = HashSet::new();
+        let mut resyncs = 0;
+        let mut i = 0;
+        while let (Some(mail), Some(c)) = (listing.get(i), conn.as_mut()) {
+            i += 1;
+            if self.judged.contains(&mail.key) || judged_now.contains(&mail.key) {
+                continue;
             }
-            found.extend(self.seen[uid].arrival(uid));
+            let in_step = match c.top(mail.number).await {
+                Top::Read { head, body_start } => {
+                    if let Some(mark) = Mark::find(&head, &body_start) {
+                        look.arrivals.push(Arrival {
+                            id: MailId {
+                                folder: FOLDER.to_string(),
+                                key: mail.uid.clone(),
+                            },
+                            mark,
+                            head,
+                            seen_ms,
+                            server_ms: None,
+                        });
+                    }
+                    judged_now.insert(mail.key);
+                    true
+                }
+                Top::Unreadable { why, in_step } => {
+                    skip(&mail.uid, &why);
+                    look.skipped += 1;
+                    judged_now.insert(mail.key);
+                    in_step
+                }
+                Top::Lost(e) => {
+                    if struck.insert(mail.key) {
+                        tracing::debug!(
+                            uidl = %mail.uid, error = %e,
+                            "POP3: TOP failed; retrying in a new session"
+                        );
+                    } else {
+                        skip(&mail.uid, &e.message);
+                        look.skipped += 1;
+                        judged_now.insert(mail.key);
+                    }
+                    false
+                }
+            };
+            if in_step {
+                continue;
+            }
+            // The rest of a reply may still be on its way: this connection is of no more use.
+            conn = None;
+            resyncs += 1;
+            if resyncs > RESYNC_MAX {
+                tracing::warn!(
+                    resyncs = RESYNC_MAX,
+                    "POP3: too many unreadable mails for one look; the rest waits for the next"
+                );
+                break;
+            }
+            let (fresh, relisted) = self.listed().await?;
+            (conn, listing, i) = (Some(fresh), relisted, 0);
         }
-        self.session = Some(Session { conn, numbers });
-        Ok(found)
+        let listed: HashSet<u64> = listing.iter().map(|m| m.key).collect();
+        self.judged.retain(|key| listed.contains(key));
+        self.judged
+            .extend(judged_now.into_iter().filter(|key| listed.contains(key)));
+        if let Some(conn) = conn {
+            let numbers = listing.into_iter().map(|m| (m.uid, m.number)).collect();
+            self.session = Some(Session { conn, numbers });
+        }
+        Ok(look)
     }
 
     /// A session for a cleanup that has none (the look's session was lost): login and listing.
@@ -152,6 +243,26 @@ impl Pop3Mailbox {
         let numbers = numbers.into_iter().map(|(n, uid)| (uid, n)).collect();
         Ok(Session { conn, numbers })
     }
+
+    /// Names the account the scan memory belongs to, so a memory from another server or user
+    /// (whose UIDLs may look the same) is not taken for this one's.
+    fn account(&self) -> String {
+        let e = &self.config.endpoint;
+        let who = format!(
+            "{}\0{}\0{}",
+            e.host, e.port, self.config.credentials.username
+        );
+        let digest = Sha256::digest(who.as_bytes());
+        digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Logs a mail skipped for good. Once per mail: it is not read again.
+fn skip(uid: &str, why: &str) {
+    tracing::warn!(
+        uidl = %uid, reason = %why,
+        "POP3: a mail cannot be read; skipped for good (not a canary), left in the mailbox"
+    );
 }
 
 #[async_trait]
@@ -163,11 +274,36 @@ impl Mailbox for Pop3Mailbox {
     async fn canaries(&mut self) -> Result<Look, MailboxError> {
         // A session left open by an earlier look would still show the maildrop as it was then.
         self.close().await;
-        let arrivals = self.scan().await?;
-        Ok(Look {
-            arrivals,
-            skipped: 0,
-        })
+        self.scan().await
+    }
+
+    /// `pop3.1:ACCOUNT:` and the judged UIDL keys, sorted, as big-endian bytes in base64url:
+    /// about 11 characters per mail in the maildrop.
+    fn scan_memory(&self) -> Option<String> {
+        let mut keys: Vec<u64> = self.judged.iter().copied().collect();
+        keys.sort_unstable();
+        let bytes: Vec<u8> = keys.iter().flat_map(|k| k.to_be_bytes()).collect();
+        let keys = URL_SAFE_NO_PAD.encode(bytes);
+        Some(format!("{MEMORY_PREFIX}{}:{keys}", self.account()))
+    }
+
+    fn restore_scan_memory(&mut self, memory: &str) {
+        let account = self.account();
+        let keys = memory
+            .strip_prefix(MEMORY_PREFIX)
+            .and_then(|rest| rest.split_once(':'))
+            .filter(|(of, _)| *of == account)
+            .and_then(|(_, keys)| URL_SAFE_NO_PAD.decode(keys).ok())
+            .filter(|bytes| bytes.len() % 8 == 0);
+        match keys {
+            Some(bytes) => {
+                self.judged = bytes
+                    .chunks_exact(8)
+                    .map(|k| u64::from_be_bytes(k.try_into().expect("8 bytes")))
+                    .collect();
+            }
+            None => tracing::info!("POP3: the scan memory is not this mailbox's; reading it anew"),
+        }
     }
 
     async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {
@@ -193,11 +329,8 @@ impl Mailbox for Pop3Mailbox {
         for n in targets {
             conn.simple(Command::Dele(n), MailboxStage::Cleanup).await?;
         }
-        quit(conn, MailboxStage::Cleanup).await?;
-        for uid in wanted {
-            self.seen.remove(uid);
-        }
-        Ok(())
+        // Deleted mail leaves the judged set at the next look, which no longer lists it.
+        quit(conn, MailboxStage::Cleanup).await
     }
 
     async fn check_login(&mut self) -> Result<(), MailboxError> {
@@ -341,13 +474,57 @@ impl Connection {
     ) -> Result<Reply, MailboxError> {
         let what = command.name();
         let wire = command.wire().map_err(|e| self.failed(stage, what, &e))?;
+        let result = self.exchange(&wire, parser).await;
+        self.outcome(result, stage, what)
+    }
+
+    /// Writes `wire` and reads the reply, within one timeout.
+    async fn exchange(
+        &mut self,
+        wire: &[u8],
+        parser: ReplyParser,
+    ) -> Result<Result<Reply, ReadError>, Elapsed> {
         let work = async {
-            self.stream.write_all(&wire).await?;
+            self.stream.write_all(wire).await?;
             self.stream.flush().await?;
             read_reply(&mut self.stream, &mut self.buf, parser).await
         };
-        let result = tokio::time::timeout(self.endpoint.timeout, work).await;
-        self.outcome(result, stage, what)
+        tokio::time::timeout(self.endpoint.timeout, work).await
+    }
+
+    /// `TOP msg L`: the head and the start of the body of one mail, or why that mail cannot
+    /// be read, or the connection lost on the way.
+    async fn top(&mut self, msg: u32) -> Top {
+        let stage = MailboxStage::Search;
+        let command = Command::Top {
+            msg,
+            lines: proto::TOP_BODY_LINES,
+        };
+        let wire = match command.wire() {
+            Ok(wire) => wire,
+            Err(e) => return Top::Lost(self.failed(stage, "TOP", &e)),
+        };
+        let parser = ReplyParser::truncating(proto::TOP_KEEP, proto::TOP_MAX);
+        match self.exchange(&wire, parser).await {
+            Ok(Ok(reply)) if reply.ok => match split_top(&reply.body, reply.truncated) {
+                Ok((head, body_start)) => Top::Read { head, body_start },
+                Err(why) => Top::Unreadable { why, in_step: true },
+            },
+            // RFC 3206: the server has a passing problem, which says nothing about the mail.
+            Ok(Ok(reply)) if reply.text.starts_with("[SYS/TEMP]") => {
+                Top::Lost(self.failed(stage, "TOP", &ProtoError::Refused(reply.text)))
+            }
+            Ok(Ok(reply)) => Top::Unreadable {
+                why: ProtoError::Refused(reply.text).to_string(),
+                in_step: true,
+            },
+            Ok(Err(ReadError::Proto(e))) => Top::Unreadable {
+                why: e.to_string(),
+                in_step: false,
+            },
+            Ok(Err(e)) => Top::Lost(self.failed(stage, "TOP", &e)),
+            Err(_) => Top::Lost(tls::timed_out(&self.endpoint, "TOP", self.endpoint.timeout)),
+        }
     }
 
     /// Like [`Connection::command`], but `-ERR` is an error at `stage`.
@@ -399,7 +576,44 @@ impl Connection {
     }
 }
 
-/// Reads until `parser` has a whole reply; leaves any later bytes in `buf`.
+/// What a `TOP` for one mail came to.
+enum Top {
+    /// Its head (blank line included) and at most [`BODY_TOKEN_WINDOW`] bytes of its body.
+    Read { head: Vec<u8>, body_start: Vec<u8> },
+    /// The mail cannot be judged, and why; `in_step`: the reply was read to its end, so the
+    /// connection can go on.
+    Unreadable { why: String, in_step: bool },
+    /// The connection failed (closed, timed out, I/O error, a passing server error): maybe
+    /// the mail's fault, maybe not.
+    Lost(MailboxError),
+}
+
+/// Splits a `TOP` body into the head (up to and including the blank line) and the start of
+/// the body. A head longer than [`proto::HEAD_MAX`], or not ended within the bytes kept, makes
+/// the mail unreadable; a mail that is all head (no blank line) has an empty body.
+fn split_top(top: &[u8], truncated: bool) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let head_len = if top.starts_with(b"\r\n") {
+        Some(2)
+    } else {
+        top.windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|at| at + 4)
+    };
+    let head_len = match head_len {
+        Some(len) => len,
+        None if !truncated => top.len(),
+        None => usize::MAX,
+    };
+    if head_len > proto::HEAD_MAX {
+        return Err(format!("head longer than {} bytes", proto::HEAD_MAX));
+    }
+    let body = &top[head_len..];
+    let body_start = &body[..body.len().min(BODY_TOKEN_WINDOW)];
+    Ok((top[..head_len].to_vec(), body_start.to_vec()))
+}
+
+/// Reads until `parser` has a whole reply; leaves any later bytes in `buf`. Bytes the parser
+/// is done with are dropped as it goes, so a long reply passes through a small buffer.
 async fn read_reply(
     stream: &mut MailStream,
     buf: &mut Vec<u8>,
@@ -410,6 +624,7 @@ async fn read_reply(
             buf.drain(..used);
             return Ok(reply);
         }
+        buf.drain(..parser.release());
         buf.reserve(8 * 1024);
         if stream.read_buf(buf).await? == 0 {
             return Err(ReadError::Closed);

@@ -4,8 +4,12 @@
 //! at any byte, a bare LF, a line that never ends) is a unit test on a byte string. The parser
 //! is incremental: it is handed everything received so far, returns `Ok(None)` while a reply is
 //! incomplete, and remembers how far it got so a long listing is scanned once, not once per
-//! read. Every line and every multi-line body has a cap, so a hostile or broken server costs a
-//! clear error, not the agent's memory.
+//! read; the caller may drop the bytes it has [released](ReplyParser::release), so even a long
+//! reply passes through a small buffer. Every line and every multi-line body has a cap, so a
+//! hostile or broken server costs a clear error, not the agent's memory. For `TOP`, whose
+//! replies are the mail's own bytes and so anyone's to make large, the parser keeps only the
+//! start of the body and reads past the rest (up to a larger cap), so one large mail neither
+//! fills memory nor breaks the session.
 //!
 //! Replies follow RFC 1939: a status line `+OK text` or `-ERR text`, ended by CRLF; for
 //! multi-line commands (CAPA, UIDL, TOP) an `+OK` is followed by lines ended by a lone `.`,
@@ -21,9 +25,19 @@ use base64::Engine as _;
 pub const STATUS_LINE_MAX: usize = 8 * 1024;
 /// Largest CAPA body: a few dozen short lines in practice.
 pub const CAPA_MAX: usize = 64 * 1024;
-/// Largest `TOP n 0` body (a mail's header block). Real heads are a few KiB; a mail with more
-/// than this is not one of our canaries and is reported as an error rather than buffered.
-pub const TOP_MAX: usize = 1024 * 1024;
+/// Largest head (header block, blank line included) a mail may have to be judged. Real heads
+/// are a few KiB; a canary's is never near this. A mail with a larger head is skipped.
+pub const HEAD_MAX: usize = 64 * 1024;
+/// Body lines asked for with `TOP`: enough for the body token, which the templates put in the
+/// first lines of the first text part, with room for a gateway's banner or a quoted-printable
+/// re-encoding. Lines are only the server's bound; [`TOP_KEEP`] is ours.
+pub const TOP_BODY_LINES: u32 = 128;
+/// Bytes of a `TOP` reply kept: a head at [`HEAD_MAX`] and the body-token window after it.
+/// The rest is read and dropped, so one long body line costs reading, not memory.
+pub const TOP_KEEP: usize = HEAD_MAX + crate::canary::BODY_TOKEN_WINDOW;
+/// Largest `TOP` reply read to its end (kept or dropped). Past this the reply is an error and
+/// the rest of it is still in the stream: the caller drops the connection.
+pub const TOP_MAX: usize = 4 * 1024 * 1024;
 /// Largest UIDL listing: about 400,000 mails with Dovecot's 32-character UIDLs.
 pub const UIDL_MAX: usize = 16 * 1024 * 1024;
 /// Longest unique-id RFC 1939 allows.
@@ -157,8 +171,11 @@ pub struct Reply {
     /// The status line's text after the indicator, lossily decoded.
     pub text: String,
     /// For an `+OK` to a multi-line command: the lines, dot-unstuffed, each ended by CRLF,
-    /// without the terminating `.`. Empty otherwise.
+    /// without the terminating `.`; only the first bytes if the reply was `truncated`. Empty
+    /// otherwise.
     pub body: Vec<u8>,
+    /// The body ran past what the parser keeps: `body` is its start, the rest was dropped.
+    pub truncated: bool,
 }
 
 impl Reply {
@@ -172,14 +189,25 @@ impl Reply {
     }
 }
 
+/// A body line still without its end is taken in pieces once this much of it is buffered, so
+/// the buffer holds about this much of a long line, never the whole line.
+const PIECE: usize = 8 * 1024;
+
 /// Parses one reply from a growing buffer. Make a new one per reply.
 #[derive(Debug)]
 pub struct ReplyParser {
     /// `None` for a single-line reply; the body cap for a multi-line one.
     max_body: Option<usize>,
+    /// Body bytes kept; later ones are counted against `max_body` but dropped.
+    keep: usize,
     /// The status line, once read, for a multi-line reply.
     status: Option<String>,
     body: Vec<u8>,
+    /// Body bytes received (unstuffed), kept or not.
+    body_len: usize,
+    /// Part of the current body line was taken already (it was long): what follows is its
+    /// continuation, neither dot-stuffed nor the terminator.
+    mid_line: bool,
     /// Start of the first line not yet taken.
     pos: usize,
     /// Bytes after `pos` already searched for LF without finding one.
@@ -192,66 +220,138 @@ impl ReplyParser {
         ReplyParser::new(None)
     }
 
-    /// For commands whose `+OK` is followed by a body (CAPA, UIDL, TOP), capped at `max_body`
+    /// For commands whose `+OK` is followed by a body (CAPA, UIDL), capped at `max_body`
     /// bytes after unstuffing.
     pub fn multi(max_body: usize) -> ReplyParser {
         ReplyParser::new(Some(max_body))
     }
 
+    /// For a multi-line reply of which only the first `keep` body bytes matter (TOP): the
+    /// rest is read to the end of the reply and dropped, up to `max_body` bytes in all, so the
+    /// stream stays in step with the commands.
+    pub fn truncating(keep: usize, max_body: usize) -> ReplyParser {
+        ReplyParser {
+            keep: keep.min(max_body),
+            ..ReplyParser::new(Some(max_body))
+        }
+    }
+
     fn new(max_body: Option<usize>) -> ReplyParser {
         ReplyParser {
             max_body,
+            keep: max_body.unwrap_or(0),
             status: None,
             body: Vec::new(),
+            body_len: 0,
+            mid_line: false,
             pos: 0,
             scanned: 0,
         }
     }
 
     /// Parses as far as `buf` allows. `buf` must hold every byte received since the reply
-    /// began, the same prefix on every call, only ever longer. Returns the reply and how many
-    /// bytes of `buf` it took, or `Ok(None)` when more bytes are needed.
+    /// began (or since the last [`ReplyParser::release`]), the same prefix on every call, only
+    /// ever longer. Returns the reply and how many bytes of `buf` it took, or `Ok(None)` when
+    /// more bytes are needed.
     pub fn advance(&mut self, buf: &[u8]) -> Result<Option<(Reply, usize)>, ProtoError> {
-        while let Some(range) = self.next_line(buf)? {
-            let line = &buf[range];
+        loop {
             let Some(max_body) = self.max_body.filter(|_| self.status.is_some()) else {
-                let (ok, text) = status(line)?;
+                let Some(range) = self.next_line(buf, STATUS_LINE_MAX)? else {
+                    return Ok(None);
+                };
+                let (ok, text) = status(&buf[range])?;
                 if ok && self.max_body.is_some() {
                     self.status = Some(text);
                     continue;
                 }
                 let body = Vec::new();
-                return Ok(Some((Reply { ok, text, body }, self.pos)));
+                let reply = Reply {
+                    ok,
+                    text,
+                    body,
+                    truncated: false,
+                };
+                return Ok(Some((reply, self.pos)));
             };
-            if line == b"." {
-                let text = self.status.take().unwrap_or_default();
-                let body = std::mem::take(&mut self.body);
-                return Ok(Some((
-                    Reply {
+            if !self.mid_line && self.whole_line_pending(buf) {
+                // No line cap here: the body cap counts every byte, however the reply was
+                // split into reads, so the outcome does not depend on the split.
+                let Some(range) = self.next_line(buf, usize::MAX)? else {
+                    return Ok(None);
+                };
+                let line = &buf[range];
+                if line == b"." {
+                    let reply = Reply {
                         ok: true,
-                        text,
-                        body,
-                    },
-                    self.pos,
-                )));
+                        text: self.status.take().unwrap_or_default(),
+                        truncated: self.body_len > self.body.len(),
+                        body: std::mem::take(&mut self.body),
+                    };
+                    return Ok(Some((reply, self.pos)));
+                }
+                let data = line.strip_prefix(b".").unwrap_or(line);
+                self.take(data, max_body)?;
+                self.take(b"\r\n", max_body)?;
+                continue;
             }
-            let data = line.strip_prefix(b".").unwrap_or(line);
-            if self.body.len() + data.len() + 2 > max_body {
-                return Err(ProtoError::BodyTooLong(max_body));
+            // A long line: take what has come of it, but its last byte, which may be the CR
+            // of its CRLF.
+            let rest = &buf[self.pos..];
+            let from = self.scanned.min(rest.len());
+            match rest[from..].iter().position(|&b| b == b'\n') {
+                Some(lf) => {
+                    let end = from + lf;
+                    if end == 0 || rest[end - 1] != b'\r' {
+                        return Err(ProtoError::BareLf);
+                    }
+                    let data = &rest[..end - 1];
+                    self.take(data, max_body)?;
+                    self.take(b"\r\n", max_body)?;
+                    (self.pos, self.scanned, self.mid_line) = (self.pos + end + 1, 0, false);
+                }
+                None if rest.len() > PIECE => {
+                    let piece = &rest[..rest.len() - 1];
+                    let data = match self.mid_line {
+                        true => piece,
+                        false => piece.strip_prefix(b".").unwrap_or(piece),
+                    };
+                    self.take(data, max_body)?;
+                    (self.pos, self.scanned, self.mid_line) = (self.pos + piece.len(), 1, true);
+                }
+                None => {
+                    self.scanned = rest.len();
+                    return Ok(None);
+                }
             }
-            self.body.extend_from_slice(data);
-            self.body.extend_from_slice(b"\r\n");
         }
-        Ok(None)
+    }
+
+    /// Bytes at the start of `buf` the parser is done with; it forgets them, and the caller
+    /// may drop them from `buf` before the next [`ReplyParser::advance`]. Lets a long reply
+    /// pass through a small buffer.
+    pub fn release(&mut self) -> usize {
+        std::mem::take(&mut self.pos)
+    }
+
+    /// Whether the next body line can be read whole: it has ended, or is still short.
+    fn whole_line_pending(&self, buf: &[u8]) -> bool {
+        let rest = &buf[self.pos..];
+        rest.len() <= PIECE || rest[self.scanned.min(rest.len())..].contains(&b'\n')
+    }
+
+    /// Counts body bytes against the cap, keeping those that fit in `keep`.
+    fn take(&mut self, data: &[u8], max_body: usize) -> Result<(), ProtoError> {
+        self.body_len += data.len();
+        if self.body_len > max_body {
+            return Err(ProtoError::BodyTooLong(max_body));
+        }
+        let room = self.keep.saturating_sub(self.body.len());
+        self.body.extend_from_slice(&data[..data.len().min(room)]);
+        Ok(())
     }
 
     /// The next complete line (without its CRLF), consuming it; `None` if it has not ended yet.
-    fn next_line(&mut self, buf: &[u8]) -> Result<Option<Range<usize>>, ProtoError> {
-        let cap = match (self.max_body, &self.status) {
-            // A stuffed line of a full body: its dot, its data, its CRLF.
-            (Some(max_body), Some(_)) => max_body.saturating_add(3),
-            _ => STATUS_LINE_MAX,
-        };
+    fn next_line(&mut self, buf: &[u8], cap: usize) -> Result<Option<Range<usize>>, ProtoError> {
         let rest = &buf[self.pos..];
         let from = self.scanned.min(rest.len());
         let Some(lf) = rest[from..].iter().position(|&b| b == b'\n') else {

@@ -8,7 +8,12 @@ fn parse(multi: Option<usize>, bytes: &[u8]) -> Result<Option<(Reply, usize)>, P
 
 fn reply(ok: bool, text: &str, body: &[u8]) -> Reply {
     let (text, body) = (text.to_string(), body.to_vec());
-    Reply { ok, text, body }
+    Reply {
+        ok,
+        text,
+        body,
+        truncated: false,
+    }
 }
 
 /// A server's side of a whole session, and the replies the client expects to read from it.
@@ -110,7 +115,7 @@ fn bad_replies_are_refused_with_a_reason() {
         (b"\n", None, BareLf),
         (b"+OK\r\nline\n.\r\n", Some(100), BareLf),
         (&long_status, None, LineTooLong(STATUS_LINE_MAX)),
-        (&long_body, Some(100), LineTooLong(103)),
+        (&long_body, Some(100), BodyTooLong(100)),
         (
             b"+OK\r\n0123456789\r\n0123456789\r\n.\r\n",
             Some(20),
@@ -242,5 +247,79 @@ fn bad_uidl_listings_are_refused() {
     ];
     for (body, want) in cases {
         assert_eq!(uidl_listing(body), Err(want), "{}", shown(body));
+    }
+}
+
+/// Feeds `wire` in chunks of `chunk` bytes, dropping what the parser releases, and returns the
+/// reply, the bytes left over and the most the buffer ever held.
+type Fed = (Reply, Vec<u8>, usize);
+
+fn feed_releasing(mut parser: ReplyParser, wire: &[u8], chunk: usize) -> Result<Fed, ProtoError> {
+    let (mut fed, mut buf, mut most) = (0, Vec::new(), 0);
+    loop {
+        if let Some((reply, used)) = parser.advance(&buf)? {
+            buf.drain(..used);
+            buf.extend_from_slice(&wire[fed..]);
+            return Ok((reply, buf, most));
+        }
+        buf.drain(..parser.release());
+        assert!(fed < wire.len(), "chunk {chunk}: the reply never completed");
+        let next = (fed + chunk).min(wire.len());
+        buf.extend_from_slice(&wire[fed..next]);
+        fed = next;
+        most = most.max(buf.len());
+    }
+}
+
+#[test]
+fn a_truncating_parser_keeps_the_start_and_reads_past_the_rest() {
+    let long = [b"..".as_slice(), &[b'y'; 3 * PIECE], b"\r\n"].concat();
+    let wire = [
+        b"+OK\r\nSubject: s\r\n\r\n".as_slice(),
+        &long,
+        b"..x\r\n.\r\n+OK next\r\n",
+    ]
+    .concat();
+    let body = [
+        b"Subject: s\r\n\r\n.".as_slice(),
+        &[b'y'; 3 * PIECE],
+        b"\r\n.x\r\n",
+    ]
+    .concat();
+    for chunk in [1, 2, 3, 7, 100, 4096, PIECE + 1, 100_000] {
+        for keep in [0, 5, 20, body.len() - 1, body.len(), body.len() + 10] {
+            let parser = ReplyParser::truncating(keep, 1 << 20);
+            let (reply, left, most) = feed_releasing(parser, &wire, chunk).unwrap();
+            let kept = &body[..keep.min(body.len())];
+            assert_eq!(reply.body, kept, "chunk {chunk}, keep {keep}");
+            assert_eq!(
+                reply.truncated,
+                keep < body.len(),
+                "chunk {chunk}, keep {keep}"
+            );
+            assert_eq!(left, b"+OK next\r\n", "chunk {chunk}, keep {keep}");
+            assert!(
+                most <= PIECE + 1 + chunk,
+                "chunk {chunk}: buffer held {most}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_truncating_parser_still_has_a_cap_and_checks_line_ends() {
+    let long = [b"+OK\r\n".as_slice(), &[b'z'; 4 * PIECE], b"\r\n.\r\n"].concat();
+    let bare = [b"+OK\r\n".as_slice(), &[b'z'; 2 * PIECE], b"\n.\r\n"].concat();
+    for chunk in [1, 1000, 100_000] {
+        let parser = ReplyParser::truncating(10, 2 * PIECE);
+        let err = feed_releasing(parser, &long, chunk)
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err, BodyTooLong(2 * PIECE), "chunk {chunk}");
+        let parser = ReplyParser::truncating(10, 4 * PIECE);
+        let err = feed_releasing(parser, &bare, chunk)
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err, BareLf, "chunk {chunk}");
     }
 }
