@@ -2,7 +2,7 @@
 //! the canaries, a refused login that is counted and never printed, and a mail too large to
 //! judge that is skipped and never blinds the probe.
 //!
-//! Mailboxes: box14 (STLS), box15 (POP3S), box17 (wrong password), box27 (a hostile mail); no
+//! Mailboxes: box14 (STLS), box15 (POP3S), box17 (wrong password), box34 (a hostile mail); no
 //! other test uses them.
 
 use std::time::Duration;
@@ -206,11 +206,11 @@ fn wrong_pop3_password_is_an_auth_failure_and_never_printed() {
 /// leaves it in place, and canaries are delivered as if it were not there, also in a second
 /// run that restores what the first one judged.
 ///
-/// Mailbox: box27; no other test uses it.
+/// Mailbox: box34; no other test uses it.
 #[test]
 fn a_mail_with_a_huge_head_is_skipped_once_and_never_blinds_the_probe() {
     let stack = Stack::shared();
-    let user = "box27@example.test";
+    let user = "box34@example.test";
     let name = "pop3-hostile";
     let maildir = stack.maildir(user);
     empty_mailbox(stack, user);

@@ -40,7 +40,10 @@ fn canaries_whose_header_a_gateway_strips_are_still_delivered_verified_and_remov
     let stack = &stack.0;
     stack.ctl("rule", &["clear"]);
     stack.ctl("rule", &["add", "/^X-Mailcanary:/ IGNORE"]);
-    let receivers = [("maildir", "box02@example.test")];
+    let receivers = [
+        ("maildir", "box02@example.test"),
+        ("pop3", "box03@example.test"),
+    ];
     let mut probes = String::new();
     for (protocol, user) in receivers {
         empty_mailbox(stack, user);
