@@ -162,6 +162,17 @@ fn serve(mut client: TcpStream, upstream: u16, fault: Option<Fault>) {
 
 /// Forwards both ways; stops forwarding the server's bytes after `limit` of them.
 fn pass(client: TcpStream, upstream: u16, limit: usize) {
+    let mut sent = 0;
+    relay(client, upstream, |chunk| {
+        let take = chunk.len().min(limit.saturating_sub(sent));
+        sent += take;
+        take
+    });
+}
+
+/// Forwards both ways, showing each chunk the server sends to `each` first, which says how
+/// many of its bytes to pass on (and may take its time: that delays the reply).
+pub fn relay(client: TcpStream, upstream: u16, mut each: impl FnMut(&[u8]) -> usize) {
     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
         return;
     };
@@ -171,17 +182,15 @@ fn pass(client: TcpStream, upstream: u16, limit: usize) {
         let _ = s_write.shutdown(Shutdown::Both);
     });
     let (mut s_read, mut c_write) = (server, client);
-    let mut sent = 0;
     let mut buf = [0u8; 4096];
     while let Ok(n) = s_read.read(&mut buf) {
         if n == 0 {
             break;
         }
-        let take = n.min(limit.saturating_sub(sent));
+        let take = each(&buf[..n]).min(n);
         if take > 0 && c_write.write_all(&buf[..take]).is_err() {
             break;
         }
-        sent += take;
     }
     let _ = c_write.shutdown(Shutdown::Both);
     let _ = up.join();

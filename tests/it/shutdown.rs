@@ -2,8 +2,7 @@
 //! finishes and is booked, no further class is begun, nothing is written after the store
 //! closed, and after a restart the books agree with what the server accepted.
 
-use std::io::{Read as _, Write as _};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
@@ -50,33 +49,15 @@ fn relay(
     tell: &mpsc::Sender<()>,
     hold: Duration,
 ) {
-    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
-        return;
-    };
-    let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let up = thread::spawn(move || {
-        let _ = std::io::copy(&mut c_read, &mut s_write);
-        let _ = s_write.shutdown(Shutdown::Both);
-    });
-    let (mut s_read, mut c_write) = (server, client);
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = s_read.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        let chunk = &buf[..n];
+    crate::proxy::relay(client, upstream, |chunk| {
         if chunk.windows(9).any(|w| w == b"queued as")
             && accepted.fetch_add(1, Ordering::SeqCst) == 0
         {
             let _ = tell.send(());
             thread::sleep(hold);
         }
-        if c_write.write_all(chunk).is_err() {
-            break;
-        }
-    }
-    let _ = c_write.shutdown(Shutdown::Both);
-    let _ = up.join();
+        chunk.len()
+    });
 }
 
 /// Sum of every sample of `name` for probe `probe`.

@@ -46,9 +46,19 @@ fn mailbox_errors(probe: &Probe, stage: MailboxStage) -> u64 {
     })
 }
 
-/// One probe's loops on `server`, until the returned token is cancelled.
+/// One probe's loops on `server`, a round every minute, until the returned token is cancelled.
 fn start(server: &FakeServer, store: &Store, classes: &str) -> (Arc<Probe>, Running) {
-    let probe = testing::probe(server, store, classes, "60s");
+    start_every(server, store, classes, "60s")
+}
+
+/// One probe's loops on `server`, a round each `interval`.
+fn start_every(
+    server: &FakeServer,
+    store: &Store,
+    classes: &str,
+    interval: &str,
+) -> (Arc<Probe>, Running) {
+    let probe = testing::probe(server, store, classes, interval);
     let running = Running::default();
     spawn_probe(
         &running.tasks,
@@ -164,14 +174,7 @@ async fn a_canary_sent_while_the_mailbox_fails_is_delivered_once_it_recovers() {
 #[tokio::test(start_paused = true)]
 async fn a_second_copy_of_a_canary_is_one_duplicate_and_is_removed() {
     let (server, store) = (FakeServer::default(), Store::acknowledging());
-    let probe = testing::probe(&server, &store, r#""bulk""#, "1h");
-    let running = Running::default();
-    spawn_probe(
-        &running.tasks,
-        Arc::clone(&probe),
-        server.mailbox(),
-        &running.shutdown,
-    );
+    let (probe, running) = start_every(&server, &store, r#""bulk""#, "1h");
     assert!(until(Duration::from_secs(30), || delivered(&probe) == 1).await);
     server.deliver(&server.message(0));
     assert!(until(Duration::from_secs(30), || duplicates(&probe) == 1).await);
