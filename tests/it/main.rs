@@ -8,6 +8,7 @@ mod classes;
 mod delays;
 mod exit_codes;
 mod faults;
+mod hostile;
 mod maildir;
 mod matrix;
 mod pop3;

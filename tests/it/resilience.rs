@@ -156,12 +156,14 @@ fn ten_thousand_ordinary_mails_are_left_exactly_as_they_were() {
     use std::os::unix::fs::MetadataExt as _;
     for n in 0..10_000u32 {
         // Already seen and in cur/, as in a long-lived mailbox, so Dovecot has no reason to
-        // rename them: any change to a name or a byte is ours.
-        let path = maildir.join(format!("cur/1795000000.M{n}P1.vm,S=200:2,S"));
+        // rename them: any change to a name or a byte is ours. `S=` must be the true size:
+        // Dovecot drops the connection when it reads a mail whose size is not the one the name
+        // says.
         let body = format!(
             "From: someone{n}@example.org\r\nTo: {user}\r\nSubject: ordinary mail {n}\r\n\
              Message-ID: <ordinary-{n}@example.org>\r\n\r\nNothing to see here, number {n}.\r\n"
         );
+        let path = maildir.join(format!("cur/1795000000.M{n}P1.vm,S={}:2,S", body.len()));
         std::fs::write(&path, body).unwrap();
         chown(&path, Some(vmail.uid()), Some(vmail.gid())).unwrap();
     }

@@ -5,8 +5,23 @@
 //! hung probe. Any error drops the connection: after an odd reply the protocol state is unknown,
 //! and a fresh login is cheaper than guessing.
 //!
-//! Canaries are found with `UID SEARCH HEADER X-Mailcanary ""` and only their canary header and
-//! INTERNALDATE are fetched (`BODY.PEEK`, so nothing is marked seen and no body is read).
+//! The watched box is open to anyone, so a look reads each mail once ever and a bounded amount
+//! of it ([`scan`]): per folder the adapter remembers UIDVALIDITY and the highest UID looked at
+//! (persisted by the watcher as the scan memory, so restarts and `once` runs continue), and
+//! only fetches newer mail, found with `UID SEARCH UID n+1:m` windows below UIDNEXT, in chunks
+//! of at most 200 mails, each chunk one command under the timeout, at most 64 commands per
+//! folder and look. Per mail it reads the `X-Mailcanary` and `Received` fields (at most 64 KiB),
+//! the first 4 KiB of the body (the token a header-stripping gateway leaves) and INTERNALDATE,
+//! with `BODY.PEEK`, so nothing is marked seen. The canary is recognised by reading those,
+//! never by `SEARCH HEADER`, which servers that do not index custom headers refuse or answer
+//! with nothing. A changed UIDVALIDITY reads the folder again from the start, once.
+//!
+//! A chunk whose answer async-imap cannot parse poisons the session, so the adapter logs in
+//! again and reads that chunk one mail at a time; a mail whose answer fails twice on fresh
+//! sessions is skipped for good and counted, never a reason to fail the look. Reconnects per
+//! look are bounded too. What a look found before it failed is kept and handed out by the next
+//! successful look, so the memory only ever moves over mail that has been reported.
+//!
 //! Removal works by UID (`UID STORE` + `UID EXPUNGE`, or `UID MOVE`), so mail the probe did not
 //! name — including mail another client flagged `\Deleted` — is never expunged.
 
@@ -20,21 +35,33 @@ use futures::TryStreamExt as _;
 use tokio_native_tls::TlsConnector;
 
 mod idle;
+pub mod scan;
 
+use self::scan::{Fetched, ScanMemory};
 use super::tls::{self, MailStream};
-use super::{Arrival, Look, MailId, Mailbox, MailboxError, MailboxStage, Mark};
-use crate::canary::{HEADER_NAME, find_header};
+use super::{Arrival, Look, MailId, Mailbox, MailboxError, MailboxStage};
 use crate::clock;
 use crate::config::{Cleanup, Endpoint, ImapConfig, TlsMode, Watch};
 use crate::setup::SetupError;
 
 type ImapSession = Session<MailStream>;
 
+/// Fresh logins one look may spend on reading mails whose answers broke the session: enough to
+/// skip two such mails (each costs up to three), then the look fails and the next one goes on.
+const RECONNECTS_PER_LOOK: u32 = 8;
+
 /// An IMAP mailbox with a lazily (re)opened session.
 pub struct ImapMailbox {
     config: ImapConfig,
     tls: Option<TlsConnector>,
     session: Option<Connected>,
+    /// How far each folder has been read.
+    memory: ScanMemory,
+    /// Found by looks that then failed, handed out by the next successful one: the memory has
+    /// already moved past these mails.
+    pending: Look,
+    /// Fresh logins left to the current look.
+    reconnects: u32,
 }
 
 /// A logged-in session and what the server can do.
@@ -59,6 +86,9 @@ impl ImapMailbox {
             config,
             tls,
             session: None,
+            memory: ScanMemory::default(),
+            pending: Look::default(),
+            reconnects: 0,
         })
     }
 
@@ -136,15 +166,219 @@ fn retry_fresh<T>(result: &Result<T, MailboxError>, reused: bool) -> bool {
     matches!(result, Err(e) if reused && e.stage != MailboxStage::Timeout)
 }
 
-async fn scan_all(conn: &mut Connected, config: &ImapConfig) -> Result<Vec<Arrival>, MailboxError> {
-    let mut found = Vec::new();
-    for (i, folder) in config.folders.iter().enumerate() {
-        let uid_next = scan_folder(&mut conn.session, &config.endpoint, folder, &mut found).await?;
-        if i == 0 {
-            conn.scanned_uid_next = uid_next;
+/// How a chunk's reading ended.
+enum Chunk {
+    /// Read (or its unreadable mails skipped).
+    Read,
+    /// The folder's UIDVALIDITY changed under the look: its UIDs mean nothing any more.
+    Invalidated,
+}
+
+impl ImapMailbox {
+    async fn scan_all(&mut self, conn: &mut Connected) -> Result<(), MailboxError> {
+        let folders = self.config.folders.clone();
+        for (i, folder) in folders.iter().enumerate() {
+            self.scan_folder(conn, folder, i == 0).await?;
         }
+        Ok(())
     }
-    Ok(found)
+
+    /// Reads what is new in one folder, within the per-look bounds, into `pending`.
+    async fn scan_folder(
+        &mut self,
+        conn: &mut Connected,
+        folder: &str,
+        first: bool,
+    ) -> Result<(), MailboxError> {
+        let endpoint = &self.config.endpoint;
+        let selected = bounded(
+            endpoint,
+            MailboxStage::Select,
+            "SELECT",
+            conn.session.select(folder),
+        )
+        .await?;
+        let validity = selected.uid_validity.unwrap_or(0);
+        let uid_next = selected.uid_next;
+        if let Some(old) = self.memory.get(folder)
+            && old.validity != validity
+        {
+            tracing::info!(
+                %endpoint, folder, old = old.validity, new = validity,
+                "UIDVALIDITY changed: reading the folder again from the start"
+            );
+        }
+        let mut seen = self.memory.seen(folder, validity);
+        self.memory.advance(folder, validity, seen);
+        let mut budget = scan::COMMANDS_PER_FOLDER;
+        'windows: while let Some((lo, hi)) = scan::search_window(seen, uid_next) {
+            if budget == 0 {
+                tracing::debug!(folder, seen, "look bound reached; more next look");
+                break;
+            }
+            budget -= 1;
+            let query = scan::search_query(lo, hi);
+            let found = bounded(
+                &self.config.endpoint,
+                MailboxStage::Search,
+                "UID SEARCH",
+                conn.session.uid_search(&query),
+            )
+            .await?;
+            let uids = scan::in_window(found, lo, hi);
+            for chunk in scan::chunks(&uids, scan::FETCH_CHUNK) {
+                if budget == 0 {
+                    break 'windows;
+                }
+                budget -= 1;
+                if let Chunk::Invalidated = self.read_chunk(conn, folder, validity, chunk).await? {
+                    return Ok(());
+                }
+                seen = *chunk.last().expect("chunks are not empty");
+                self.memory.advance(folder, validity, seen);
+            }
+            match hi {
+                // Whatever is below UIDNEXT and was not found is gone for good.
+                Some(hi) => {
+                    seen = hi;
+                    self.memory.advance(folder, validity, seen);
+                }
+                None => break,
+            }
+        }
+        if first {
+            // Unless the look caught up, IDLE must not wait: the rest is news already.
+            conn.scanned_uid_next = uid_next.map(|next| next.min(seen.saturating_add(1)));
+        }
+        Ok(())
+    }
+
+    /// Reads one chunk; if its answer breaks the session, logs in again and reads its mails
+    /// one at a time, skipping (and counting) a mail whose own answer fails twice.
+    async fn read_chunk(
+        &mut self,
+        conn: &mut Connected,
+        folder: &str,
+        validity: u32,
+        chunk: &[u32],
+    ) -> Result<Chunk, MailboxError> {
+        match fetch(conn, &self.config.endpoint, &scan::range(chunk)).await {
+            Ok(fetched) => {
+                self.take(folder, validity, chunk, fetched);
+                return Ok(Chunk::Read);
+            }
+            Err(e) if e.stage == MailboxStage::Timeout => return Err(e),
+            Err(e) => tracing::warn!(
+                folder, error = %e,
+                "a chunk of mail could not be read; reading its mails one at a time"
+            ),
+        }
+        if !self.reopen(conn, folder, validity).await? {
+            return Ok(Chunk::Invalidated);
+        }
+        for &uid in chunk {
+            for attempt in 1..=2 {
+                match fetch(conn, &self.config.endpoint, &uid.to_string()).await {
+                    Ok(fetched) => {
+                        self.take(folder, validity, &[uid], fetched);
+                        break;
+                    }
+                    Err(e) if e.stage == MailboxStage::Timeout => return Err(e),
+                    Err(e) => {
+                        if attempt == 2 {
+                            tracing::warn!(
+                                folder, uid, error = %e,
+                                "a mail cannot be read; skipped for good and left untouched"
+                            );
+                            self.pending.skipped += 1;
+                        }
+                        if !self.reopen(conn, folder, validity).await? {
+                            return Ok(Chunk::Invalidated);
+                        }
+                    }
+                }
+            }
+            self.memory.advance(folder, validity, uid);
+        }
+        Ok(Chunk::Read)
+    }
+
+    /// Replaces a session a bad answer may have left out of step with a fresh one, within the
+    /// look's allowance, and selects `folder` again; false if its UIDVALIDITY changed.
+    async fn reopen(
+        &mut self,
+        conn: &mut Connected,
+        folder: &str,
+        validity: u32,
+    ) -> Result<bool, MailboxError> {
+        let endpoint = &self.config.endpoint;
+        if self.reconnects == 0 {
+            return Err(MailboxError::new(
+                MailboxStage::Search,
+                format!("{endpoint}: too many unreadable answers in one look; going on next look"),
+            ));
+        }
+        self.reconnects -= 1;
+        *conn = self.connect().await?;
+        let selected = bounded(
+            endpoint,
+            MailboxStage::Select,
+            "SELECT",
+            conn.session.select(folder),
+        )
+        .await?;
+        Ok(selected.uid_validity.unwrap_or(0) == validity)
+    }
+
+    /// Adds a chunk's canaries and unreadable mails to what the look found.
+    fn take(&mut self, folder: &str, validity: u32, chunk: &[u32], fetched: Vec<Fetched>) {
+        let seen_ms = clock::now_ms();
+        let (marked, skipped) = scan::sort_out(chunk, fetched);
+        if skipped > 0 {
+            tracing::warn!(
+                folder,
+                skipped,
+                "mails answered without their header fields; skipped"
+            );
+        }
+        self.pending.skipped += skipped;
+        self.pending
+            .arrivals
+            .extend(marked.into_iter().map(|m| Arrival {
+                id: MailId {
+                    folder: folder.to_string(),
+                    key: format!("{validity}.{}", m.uid),
+                },
+                mark: m.mark,
+                head: m.head,
+                seen_ms,
+                server_ms: m.server_ms,
+            }));
+    }
+}
+
+/// `UID FETCH set` of the bounded items, under one timeout.
+async fn fetch(
+    conn: &mut Connected,
+    endpoint: &Endpoint,
+    set: &str,
+) -> Result<Vec<Fetched>, MailboxError> {
+    bounded(endpoint, MailboxStage::Search, "UID FETCH", async {
+        let mut answers = conn.session.uid_fetch(set, scan::fetch_items()).await?;
+        let mut out = Vec::new();
+        while let Some(f) = answers.try_next().await? {
+            out.push(Fetched {
+                uid: f.uid,
+                header: f.header().map(<[u8]>::to_vec),
+                text: f.text().map(<[u8]>::to_vec),
+                server_ms: f
+                    .internal_date()
+                    .and_then(|d| u64::try_from(d.timestamp_millis()).ok()),
+            });
+        }
+        Ok(out)
+    })
+    .await
 }
 
 async fn clean_all(
@@ -165,18 +399,31 @@ impl Mailbox for ImapMailbox {
     }
 
     async fn canaries(&mut self) -> Result<Look, MailboxError> {
+        self.reconnects = RECONNECTS_PER_LOOK;
         let (mut conn, reused) = self.session().await?;
-        let mut result = scan_all(&mut conn, &self.config).await;
+        let mut result = self.scan_all(&mut conn).await;
         if retry_fresh(&result, reused) {
             tracing::debug!("reused IMAP session failed; reconnecting once");
             conn = self.connect().await?;
-            result = scan_all(&mut conn, &self.config).await;
+            result = self.scan_all(&mut conn).await;
         }
         self.keep(conn, &result);
-        result.map(|arrivals| Look {
-            arrivals,
-            skipped: 0,
-        })
+        result?;
+        Ok(std::mem::take(&mut self.pending))
+    }
+
+    fn scan_memory(&self) -> Option<String> {
+        Some(self.memory.to_text(&self.config.folders))
+    }
+
+    fn restore_scan_memory(&mut self, memory: &str) {
+        match ScanMemory::parse(memory) {
+            Some(m) => self.memory = m,
+            None => tracing::warn!(
+                endpoint = %self.config.endpoint,
+                "the remembered IMAP scan position does not parse; reading every folder again"
+            ),
+        }
     }
 
     async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {
@@ -294,67 +541,6 @@ async fn bounded<T>(
         Ok(Err(e)) => Err(MailboxError::new(stage, format!("{endpoint}: {what}: {e}"))),
         Err(_) => Err(tls::timed_out(endpoint, what, endpoint.timeout)),
     }
-}
-
-/// Finds the canaries of one folder; returns the folder's UIDNEXT as of the SELECT.
-async fn scan_folder(
-    session: &mut ImapSession,
-    endpoint: &Endpoint,
-    folder: &str,
-    found: &mut Vec<Arrival>,
-) -> Result<Option<u32>, MailboxError> {
-    let selected = bounded(
-        endpoint,
-        MailboxStage::Select,
-        "SELECT",
-        session.select(folder),
-    )
-    .await?;
-    let validity = selected.uid_validity.unwrap_or(0);
-    let query = format!("HEADER {HEADER_NAME} \"\"");
-    let uids = bounded(
-        endpoint,
-        MailboxStage::Search,
-        "UID SEARCH",
-        session.uid_search(&query),
-    )
-    .await?;
-    let seen_ms = clock::now_ms();
-    if uids.is_empty() {
-        return Ok(selected.uid_next);
-    }
-    let mut uids: Vec<u32> = uids.into_iter().collect();
-    uids.sort_unstable();
-    let fetches = bounded(endpoint, MailboxStage::Search, "UID FETCH", async {
-        let items = format!("(UID INTERNALDATE BODY.PEEK[HEADER.FIELDS ({HEADER_NAME} Received)])");
-        session
-            .uid_fetch(uid_set(&uids), items)
-            .await?
-            .try_collect::<Vec<_>>()
-            .await
-    })
-    .await?;
-    for fetch in fetches {
-        let (Some(uid), Some(head)) = (fetch.uid, fetch.header()) else {
-            continue;
-        };
-        let Some(header) = find_header(head) else {
-            continue;
-        };
-        found.push(Arrival {
-            id: MailId {
-                folder: folder.to_string(),
-                key: format!("{validity}.{uid}"),
-            },
-            mark: Mark::Header(header),
-            head: head.to_vec(),
-            seen_ms,
-            server_ms: fetch
-                .internal_date()
-                .and_then(|d| u64::try_from(d.timestamp_millis()).ok()),
-        });
-    }
-    Ok(selected.uid_next)
 }
 
 async fn clean_folder(
