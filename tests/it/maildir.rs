@@ -271,39 +271,75 @@ fn a_canary_whose_removal_failed_is_removed_later_and_counted_once() {
 #[test]
 fn forged_mail_is_counted_once_and_moved_to_the_quarantine_folder() {
     let stack = Stack::shared();
-    let user = "box33@example.test";
-    empty_mailbox(stack, user);
-    let maildir = stack.maildir(user);
-    for sub in ["cur", "new", "tmp"] {
-        std::fs::create_dir_all(maildir.join(".Quarantine").join(sub)).unwrap();
+    for (protocol, user) in [
+        ("maildir", "box33@example.test"),
+        ("imap", "box35@example.test"),
+    ] {
+        empty_mailbox(stack, user);
+        let maildir = stack.maildir(user);
+        let quarantine = maildir.join(".Quarantine");
+        let _ = std::fs::remove_dir_all(&quarantine);
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(quarantine.join(sub)).unwrap();
+        }
+        std::fs::write(quarantine.join("maildirfolder"), "").unwrap();
+        // Dovecot, running as the mail user, must be able to move mail into it.
+        let owned = std::process::Command::new("chown")
+            .args(["-R", "vmail:vmail"])
+            .arg(&quarantine)
+            .status();
+        assert!(owned.is_ok_and(|s| s.success()));
+        let probe = format!("quarantine-{protocol}");
+        let agent = format!("it-quarantine-{protocol}");
+        // A mail that claims this agent and probe with a signature made by another key.
+        let forged = format!(
+            "From: mallory@example.test\nSubject: hi\nX-Mailcanary: v=1; \
+             id=01JDQ8ZK3V6R9X1T2Y3Z4A5B6C; probe={probe}; class=bulk; seq=1; sent=1; \
+             agent={agent}; sig=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n\nhello\n"
+        );
+        let path = maildir.join("new").join("1700000000.M1P1.forged");
+        std::fs::write(&path, &forged).unwrap();
+        let owned = std::process::Command::new("chown")
+            .args(["vmail:vmail"])
+            .arg(&path)
+            .status();
+        assert!(owned.is_ok_and(|s| s.success()));
+        let base = match protocol {
+            "maildir" => maildir_section(stack, &probe, user, r#"["INBOX"]"#, ""),
+            _ => probe_section(stack, &probe, user, "MC_PROBE1_PASSWORD")
+                .replace("folders = [\"INBOX\", \"Junk\"]", "folders = [\"INBOX\"]"),
+        };
+        let section = with_probe_keys(
+            &format!("{base}  forged = \"move:Quarantine\"\n"),
+            "classes = [\"bulk\"]",
+        );
+        let work = Workdir::new(&agent, &section);
+        let series = format!("mailcanary_forged_total{{class=\"bulk\",probe=\"{probe}\"}}");
+        for run in 1..=2 {
+            let text = work.once(stack, "20s");
+            assert_eq!(
+                metric(&text, &series),
+                Some(1.0),
+                "{protocol} run {run}:\n{text}"
+            );
+        }
+        let inbox: Vec<_> = mail_files(&maildir)
+            .into_iter()
+            .filter(|(_, t)| t.contains("mallory@"))
+            .collect();
+        assert!(
+            inbox.is_empty(),
+            "{protocol}: the forged mail is still in INBOX"
+        );
+        let moved: Vec<_> = ["cur", "new"]
+            .iter()
+            .flat_map(|sub| std::fs::read_dir(quarantine.join(sub)).unwrap().flatten())
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect();
+        assert_eq!(moved.len(), 1, "{protocol}: {moved:?}");
+        assert!(
+            moved[0].contains("Subject: hi"),
+            "{protocol}: moved as it was"
+        );
     }
-    // A mail that claims this agent and probe with a signature made by another key.
-    let forged = "From: mallory@example.test\nSubject: hi\nX-Mailcanary: v=1; \
-                  id=01JDQ8ZK3V6R9X1T2Y3Z4A5B6C; probe=quarantine; class=bulk; seq=1; sent=1; \
-                  agent=it-quarantine; sig=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n\nhello\n";
-    let path = maildir.join("new").join("1700000000.M1P1.forged");
-    std::fs::write(&path, forged).unwrap();
-    let section = with_probe_keys(
-        &maildir_section(
-            stack,
-            "quarantine",
-            user,
-            r#"["INBOX"]"#,
-            "  forged = \"move:Quarantine\"\n",
-        ),
-        "classes = [\"bulk\"]",
-    );
-    let work = Workdir::new("it-quarantine", &section);
-    let series = "mailcanary_forged_total{class=\"bulk\",probe=\"quarantine\"}";
-    for run in 1..=2 {
-        let text = work.once(stack, "20s");
-        assert_eq!(metric(&text, series), Some(1.0), "run {run}:\n{text}");
-    }
-    assert!(!path.exists(), "the forged mail is no longer in INBOX");
-    let moved: Vec<_> = std::fs::read_dir(maildir.join(".Quarantine/cur"))
-        .unwrap()
-        .flatten()
-        .map(|e| std::fs::read_to_string(e.path()).unwrap())
-        .collect();
-    assert_eq!(moved, [forged], "moved as it was");
 }

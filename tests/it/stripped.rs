@@ -43,6 +43,7 @@ fn canaries_whose_header_a_gateway_strips_are_still_delivered_verified_and_remov
     let receivers = [
         ("maildir", "box02@example.test"),
         ("pop3", "box03@example.test"),
+        ("imap", "box04@example.test"),
     ];
     let mut probes = String::new();
     for (protocol, user) in receivers {

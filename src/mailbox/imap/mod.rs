@@ -159,6 +159,29 @@ impl ImapMailbox {
     }
 }
 
+impl ImapMailbox {
+    /// Deletes or moves these mails (by UID, folder by folder), retrying once on a fresh
+    /// session when a reused one had gone stale.
+    async fn apply(&mut self, mails: &[MailId], action: &Cleanup) -> Result<(), MailboxError> {
+        if mails.is_empty() || *action == Cleanup::Keep {
+            return Ok(());
+        }
+        let mut by_folder: BTreeMap<&str, Vec<&MailId>> = BTreeMap::new();
+        for mail in mails {
+            by_folder.entry(&mail.folder).or_default().push(mail);
+        }
+        let endpoint = self.config.endpoint.clone();
+        let (mut conn, reused) = self.session().await?;
+        let mut result = clean_all(&mut conn, &endpoint, action, &by_folder).await;
+        if retry_fresh(&result, reused) {
+            conn = self.connect().await?;
+            result = clean_all(&mut conn, &endpoint, action, &by_folder).await;
+        }
+        self.keep(conn, &result);
+        result
+    }
+}
+
 /// Whether a failure on a reused session deserves one retry on a fresh one: a server that
 /// merely closed an idle connection is not an outage. A timeout is not retried (it already
 /// cost a full timeout).
@@ -383,11 +406,12 @@ async fn fetch(
 
 async fn clean_all(
     conn: &mut Connected,
-    config: &ImapConfig,
+    endpoint: &Endpoint,
+    action: &Cleanup,
     by_folder: &BTreeMap<&str, Vec<&MailId>>,
 ) -> Result<(), MailboxError> {
     for (folder, mails) in by_folder {
-        clean_folder(conn, config, folder, mails).await?;
+        clean_folder(conn, endpoint, action, folder, mails).await?;
     }
     Ok(())
 }
@@ -427,21 +451,15 @@ impl Mailbox for ImapMailbox {
     }
 
     async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {
-        if mails.is_empty() || self.config.cleanup == Cleanup::Keep {
-            return Ok(());
+        let action = self.config.cleanup.clone();
+        self.apply(mails, &action).await
+    }
+
+    async fn quarantine(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {
+        match self.config.forged.clone() {
+            Some(folder) => self.apply(mails, &Cleanup::Move(folder)).await,
+            None => Ok(()),
         }
-        let mut by_folder: BTreeMap<&str, Vec<&MailId>> = BTreeMap::new();
-        for mail in mails {
-            by_folder.entry(&mail.folder).or_default().push(mail);
-        }
-        let (mut conn, reused) = self.session().await?;
-        let mut result = clean_all(&mut conn, &self.config, &by_folder).await;
-        if retry_fresh(&result, reused) {
-            conn = self.connect().await?;
-            result = clean_all(&mut conn, &self.config, &by_folder).await;
-        }
-        self.keep(conn, &result);
-        result
     }
 
     async fn check_login(&mut self) -> Result<(), MailboxError> {
@@ -545,11 +563,11 @@ async fn bounded<T>(
 
 async fn clean_folder(
     conn: &mut Connected,
-    config: &ImapConfig,
+    endpoint: &Endpoint,
+    action: &Cleanup,
     folder: &str,
     mails: &[&MailId],
 ) -> Result<(), MailboxError> {
-    let endpoint = &config.endpoint;
     let session = &mut conn.session;
     let selected = bounded(
         endpoint,
@@ -572,7 +590,7 @@ async fn clean_folder(
     }
     uids.sort_unstable();
     let set = uid_set(&uids);
-    match &config.cleanup {
+    match action {
         Cleanup::Keep => Ok(()),
         Cleanup::Move(target) if conn.moves => {
             bounded(
