@@ -190,7 +190,10 @@ fn two_canaries_arriving_in_swapped_order_leave_no_sequence_gap() {
     let overtaken = Instant::now();
     stack.ctl("release", &[held]);
     daemon.wait_metric(&delivered(probe), 2.0, Duration::from_secs(20));
-    assert!(canary_files(&maildir).is_empty(), "both cleaned up");
+    // Removal follows the accounting: await it, do not race it.
+    daemon.wait_for("both cleaned up", Duration::from_secs(10), || {
+        canary_files(&maildir).is_empty()
+    });
 
     // A gap would be counted once lost_after has passed since canary 2 was sent: wait that
     // long (and a few looks more), then nothing may be counted.
