@@ -139,6 +139,19 @@ jitter = "200ms"
             "stop-mid-round",
         ) == 1.0
     });
+    // The restart's own round is refused at connect, class by class: once all three are, no
+    // canary of it can be in flight any more.
+    daemon.wait_for(
+        "the restart's round refused",
+        Duration::from_secs(20),
+        || {
+            sum(
+                &daemon.scrape(),
+                "mailcanary_send_failures_total",
+                "stop-mid-round",
+            ) == 3.0
+        },
+    );
     let text = daemon.scrape();
     assert_eq!(sum(&text, "mailcanary_sent_total", "stop-mid-round"), 1.0);
     assert_eq!(sum(&text, "mailcanary_in_flight", "stop-mid-round"), 0.0);
