@@ -260,7 +260,7 @@ impl Probe {
 
     /// Whether a canary is still on the books as in flight.
     pub fn is_in_flight(&self, id: &str) -> bool {
-        self.lock().in_flight.contains_key(id)
+        self.lock().in_flight().contains_key(id)
     }
 
     /// Accounts for canaries found in the mailbox; returns the mails to clean up (verified

@@ -43,13 +43,14 @@ fn delivered(probe: &str) -> String {
 }
 
 /// Every sample of the probe's delivery-side series that a replay must not move: deliveries,
-/// the delay, server and hop histograms, the last delivery and the clock skew.
+/// the delay, server and hop histograms, the last delivery, its hops and the clock skew.
 fn delivery_samples(text: &str, probe: &str) -> Vec<String> {
     let families = [
         "mailcanary_delivered_total",
         "mailcanary_delivery_delay_seconds",
         "mailcanary_server_delay_seconds",
         "mailcanary_hop_delay_seconds",
+        "mailcanary_last_hop_delay_seconds",
         "mailcanary_last_delivery_delay_seconds",
         "mailcanary_last_delivery_timestamp_seconds",
         "mailcanary_clock_skew_seconds",
@@ -264,9 +265,16 @@ fn a_canary_with_200_received_lines_creates_at_most_8_hop_series() {
     }
     let deepest = metric(
         &text,
-        &format!(
-            "mailcanary_hop_delay_seconds_count{{class=\"{CLASS}\",hop=\"7\",probe=\"{probe}\"}}"
-        ),
+        &format!("mailcanary_hop_delay_seconds_count{{hop=\"7\",probe=\"{probe}\"}}"),
     );
     assert_eq!(deepest, Some(1.0), "only the relayed canary reaches hop 7");
+    let last_hops = text
+        .lines()
+        .filter(|l| l.starts_with("mailcanary_last_hop_delay_seconds{"))
+        .filter(|l| l.contains(&format!("probe=\"{probe}\"")))
+        .count();
+    assert!(
+        (1..=8).contains(&last_hops),
+        "the last delivery's hops, at most 8: {last_hops}\n{text}"
+    );
 }
