@@ -221,7 +221,7 @@ fn a_canary_with_200_received_lines_creates_at_most_8_hop_series() {
     empty_mailbox(stack, user);
     let probe = "hops";
     let work = Workdir::new("it-books-hops", &section(stack, probe, user, held, ""));
-    let out = work.run(stack, &["once", "--wait", "1s"]);
+    let out = work.run(stack, &[CANARY_LINES, &["once", "--wait", "1s"]].concat());
     assert!(out.status.success(), "{}", output_text(&out));
     let log = String::from_utf8_lossy(&out.stderr);
     let id = log
