@@ -80,7 +80,7 @@ async fn main() {
 
     let start = Instant::now();
     let reopened = Store::open(dir.path()).expect("reopen");
-    let loaded: usize = reopened.ledgers.values().map(|l| l.in_flight.len()).sum();
+    let loaded: usize = reopened.ledgers.values().map(|l| l.in_flight().len()).sum();
     println!(
         "start-up: open with integrity check + load {loaded} in-flight canaries: {:.0} ms",
         start.elapsed().as_secs_f64() * 1000.0

@@ -210,11 +210,7 @@ fn status_page(probes: &[Arc<Probe>], now_ms: u64) -> String {
         let name = escape(&probe.config().name);
         probe.read_ledger(|ledger| {
             for (class, t) in &ledger.classes {
-                let in_flight = ledger
-                    .in_flight
-                    .values()
-                    .filter(|c| &c.class == class)
-                    .count();
+                let in_flight = ledger.in_flight_count(class);
                 let _ = write!(
                     page,
                     "<tr><td>{name}</td><td>{}</td><td>{in_flight}</td><td>{:.1}</td><td>{}</td>\

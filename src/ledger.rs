@@ -180,9 +180,11 @@ pub struct ClassTally {
     /// Server delays (receiving server's timestamp − sent).
     #[serde(default = "delay_histogram")]
     pub server_delay: Histogram,
-    /// Per-hop delays, by hop index (oldest hop "0").
+    /// Per-hop delays of the most recent delivery that had a `Received:` chain, oldest hop
+    /// first, at most [`delay::HOP_LABELS`]. (Books written before this kept a histogram per
+    /// class and hop here, `hop_delay`; it is left unread: the probe's histograms start anew.)
     #[serde(default)]
-    pub hop_delay: BTreeMap<String, Histogram>,
+    pub last_hop_delay_s: Vec<f64>,
     /// The first server's clock minus the sender's, from the latest delivery.
     #[serde(default)]
     pub clock_skew_s: Option<f64>,
@@ -211,7 +213,7 @@ impl Default for ClassTally {
             smtp_duration: Histogram::new(&SMTP_BUCKETS),
             delivery_delay: Histogram::new(&DELAY_BUCKETS),
             server_delay: delay_histogram(),
-            hop_delay: BTreeMap::new(),
+            last_hop_delay_s: Vec::new(),
             clock_skew_s: None,
             last_delay_s: None,
             last_delivery_ms: None,
@@ -291,30 +293,10 @@ impl ClassTally {
         self.sequence_gaps += overdue;
         overdue > 0
     }
-
-    /// Folds stored hop histograms beyond [`delay::HOP_LABELS`] into the last label (books
-    /// written before the bound existed).
-    fn fold_hop_labels(&mut self) {
-        let last = delay::HOP_LABELS - 1;
-        let deeper: Vec<String> = self
-            .hop_delay
-            .keys()
-            .filter(|hop| hop.parse::<usize>().map_or(true, |i| i > last))
-            .cloned()
-            .collect();
-        for hop in deeper {
-            let h = self.hop_delay.remove(&hop).expect("listed above");
-            let into = self
-                .hop_delay
-                .entry(last.to_string())
-                .or_insert_with(delay_histogram);
-            into.merge(&h);
-        }
-    }
 }
 
 /// Running totals of a probe that belong to no class.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProbeTally {
     /// Failed mailbox checks by stage.
     pub mailbox_errors: BTreeMap<String, u64>,
@@ -323,6 +305,11 @@ pub struct ProbeTally {
     /// Mails the mailbox could not read or parse (too large, cut off, refused), each once.
     #[serde(default)]
     pub mails_skipped: u64,
+    /// Per-hop delays of every class's deliveries, by hop index (oldest hop 0, at most
+    /// [`delay::HOP_LABELS`]). One histogram per hop, not per class and hop: which hop holds a
+    /// class's mail is read from its `last_hop_delay_s`, and the histograms cost 22 series each.
+    #[serde(default)]
+    pub hop_delay: Vec<Histogram>,
 }
 
 /// One change to the durable store, for one probe.
@@ -414,11 +401,24 @@ impl Delivery {
     }
 }
 
+/// The in-flight canaries of one class, summed up: kept beside the list so a scrape reads a
+/// count and an oldest time instead of walking every canary in flight for every class.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ClassInFlight {
+    /// How many canaries of the class are in flight.
+    count: usize,
+    /// Their `sent` times, each with how many canaries share it; the first is the oldest.
+    sent: BTreeMap<u64, usize>,
+}
+
 /// Everything one probe has on its books.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ledger {
-    /// Canaries in flight, by id.
-    pub in_flight: BTreeMap<String, InFlightCanary>,
+    /// Canaries in flight, by id. Private: every change goes through [`Ledger::put_in_flight`]
+    /// and [`Ledger::take_in_flight`], which keep `in_flight_by_class` in step.
+    in_flight: BTreeMap<String, InFlightCanary>,
+    /// Per-class count and `sent` times of `in_flight`; never stored, rebuilt by replay.
+    in_flight_by_class: BTreeMap<String, ClassInFlight>,
     /// Canaries counted lost, by id.
     pub lost: BTreeMap<String, LostCanary>,
     /// Canaries delivered, by id.
@@ -458,6 +458,59 @@ impl Ledger {
         self.classes.entry(class.to_string()).or_default()
     }
 
+    /// Canaries in flight, by id.
+    pub fn in_flight(&self) -> &BTreeMap<String, InFlightCanary> {
+        &self.in_flight
+    }
+
+    /// Number of canaries of `class` in flight.
+    pub fn in_flight_count(&self, class: &str) -> usize {
+        self.in_flight_by_class.get(class).map_or(0, |c| c.count)
+    }
+
+    /// `sent` of the oldest canary of `class` in flight.
+    pub fn oldest_sent(&self, class: &str) -> Option<u64> {
+        self.in_flight_by_class
+            .get(class)
+            .and_then(|c| c.sent.keys().next().copied())
+    }
+
+    /// Puts a canary in flight (replacing one with its id) and counts it for its class.
+    fn put_in_flight(&mut self, canary: InFlightCanary) {
+        let by_class = self
+            .in_flight_by_class
+            .entry(canary.class.clone())
+            .or_default();
+        by_class.count += 1;
+        *by_class.sent.entry(canary.sent_ms).or_default() += 1;
+        if let Some(old) = self.in_flight.insert(canary.id.clone(), canary) {
+            self.uncount_in_flight(&old);
+        }
+    }
+
+    /// Takes a canary out of flight and out of its class's count.
+    fn take_in_flight(&mut self, id: &str) -> Option<InFlightCanary> {
+        let canary = self.in_flight.remove(id)?;
+        self.uncount_in_flight(&canary);
+        Some(canary)
+    }
+
+    fn uncount_in_flight(&mut self, canary: &InFlightCanary) {
+        let Some(by_class) = self.in_flight_by_class.get_mut(&canary.class) else {
+            return;
+        };
+        by_class.count = by_class.count.saturating_sub(1);
+        if let Some(n) = by_class.sent.get_mut(&canary.sent_ms) {
+            *n -= 1;
+            if *n == 0 {
+                by_class.sent.remove(&canary.sent_ms);
+            }
+        }
+        if by_class.count == 0 {
+            self.in_flight_by_class.remove(&canary.class);
+        }
+    }
+
     /// Puts a canary on the books before it is submitted; returns its sequence number.
     pub fn begin_send(&mut self, id: &str, class: &str, sent_ms: u64) -> (u64, Vec<Write>) {
         let tally = self.tally(class);
@@ -471,7 +524,7 @@ impl Ledger {
             accepted_ms: None,
             queue_id: None,
         };
-        self.in_flight.insert(id.to_string(), canary.clone());
+        self.put_in_flight(canary.clone());
         (seq, vec![self.class_write(class), Write::InFlight(canary)])
     }
 
@@ -501,7 +554,7 @@ impl Ledger {
     /// the server may still have accepted it), so receivers do not see a gap for mail that was
     /// never sent.
     pub fn send_failed(&mut self, id: &str, stage: SendStage) -> Vec<Write> {
-        let Some(canary) = self.in_flight.remove(id) else {
+        let Some(canary) = self.take_in_flight(id) else {
             return Vec::new();
         };
         let tally = self.tally(&canary.class);
@@ -563,7 +616,7 @@ impl Ledger {
         }
         let delay_s = delay::delivery_delay(canary.sent_ms, seen_ms);
         let mut writes = Vec::new();
-        let arrival = if self.in_flight.remove(&canary.id).is_some() {
+        let arrival = if self.take_in_flight(&canary.id).is_some() {
             writes.push(Write::Landed(canary.id.clone()));
             Delivery::OnTime { delay_s }
         } else if self.lost.remove(&canary.id).is_some() {
@@ -590,20 +643,24 @@ impl Ledger {
         if let Some(server_s) = servers.server_delay_s {
             tally.server_delay.observe(&DELAY_BUCKETS, server_s);
         }
-        for (hop, seconds) in delay::fold_hops(&servers.hops, delay::HOP_LABELS)
-            .iter()
-            .enumerate()
-        {
-            tally
-                .hop_delay
-                .entry(hop.to_string())
-                .or_insert_with(delay_histogram)
-                .observe(&DELAY_BUCKETS, *seconds);
+        let hops = delay::fold_hops(&servers.hops, delay::HOP_LABELS);
+        if !hops.is_empty() {
+            tally.last_hop_delay_s = hops.clone();
         }
         if servers.clock_skew_s.is_some() {
             tally.clock_skew_s = servers.clock_skew_s;
         }
         tally.seq_arrived(canary.seq, canary.sent_ms);
+        if !hops.is_empty() {
+            let histograms = &mut self.probe.hop_delay;
+            if histograms.len() < hops.len() {
+                histograms.resize_with(hops.len(), delay_histogram);
+            }
+            for (h, seconds) in histograms.iter_mut().zip(&hops) {
+                h.observe(&DELAY_BUCKETS, *seconds);
+            }
+            writes.push(Write::Probe(self.probe.clone()));
+        }
         let seen = SeenCanary {
             class: canary.class.clone(),
             sent_ms: canary.sent_ms,
@@ -694,7 +751,7 @@ impl Ledger {
         let mut writes = Vec::new();
         let mut declared = Vec::new();
         for id in overdue {
-            let canary = self.in_flight.remove(&id).expect("listed above");
+            let canary = self.take_in_flight(&id).expect("listed above");
             self.tally(&canary.class).lost += 1;
             let lost = LostCanary {
                 canary: canary.clone(),
@@ -745,23 +802,12 @@ impl Ledger {
         (declared, writes)
     }
 
-    /// `sent` times of the in-flight canaries of `class`.
-    pub fn in_flight_sent(&self, class: &str) -> Vec<u64> {
-        self.in_flight
-            .values()
-            .filter(|c| c.class == class)
-            .map(|c| c.sent_ms)
-            .collect()
-    }
-
     /// Applies a write to this ledger: how a ledger is rebuilt from the store at start-up.
     pub fn replay(&mut self, write: Write) {
         match write {
-            Write::InFlight(c) => {
-                self.in_flight.insert(c.id.clone(), c);
-            }
+            Write::InFlight(c) => self.put_in_flight(c),
             Write::Landed(id) => {
-                self.in_flight.remove(&id);
+                self.take_in_flight(&id);
             }
             Write::Lost(l) => {
                 self.lost.insert(l.canary.id.clone(), l);
@@ -775,8 +821,7 @@ impl Ledger {
             Write::Unseen(id) => {
                 self.seen.remove(&id);
             }
-            Write::Class(class, mut tally) => {
-                tally.fold_hop_labels();
+            Write::Class(class, tally) => {
                 self.classes.insert(class, *tally);
             }
             Write::Probe(p) => self.probe = p,
@@ -847,7 +892,7 @@ impl Ledger {
 
     /// Age of the oldest in-flight canary of `class` at `now_ms`; 0 when none.
     pub fn oldest_age(&self, class: &str, now_ms: u64) -> f64 {
-        delay::oldest_age(self.in_flight_sent(class), now_ms)
+        delay::oldest_age(self.oldest_sent(class), now_ms)
     }
 }
 

@@ -73,6 +73,43 @@ pub struct Settled {
     pub forged: Vec<MailId>,
 }
 
+/// What went wrong for one class since it last went right: the log says when it goes right
+/// again ("sending resumed", "deliveries resumed") instead of logging every canary that did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Trouble {
+    /// Submissions failed since the last accepted one.
+    send_failures: u64,
+    /// Canaries counted lost since the last on-time delivery.
+    lost: u64,
+}
+
+/// A probe's totals at one moment, for the periodic summary in the log.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Summary {
+    /// Canaries accepted, all classes.
+    pub sent: u64,
+    /// Canaries delivered, all classes and folders.
+    pub delivered: u64,
+    /// Canaries counted lost.
+    pub lost: u64,
+    /// Failed submissions, all stages.
+    pub send_failures: u64,
+    /// Canaries in flight now.
+    pub in_flight: usize,
+    /// The largest delay of the classes' most recent deliveries, seconds.
+    pub last_delay_s: Option<f64>,
+    /// Whether the last mailbox check succeeded.
+    pub mailbox_up: bool,
+}
+
+impl Summary {
+    /// Whether a person should look at this probe, given its summary one period `before`: a
+    /// loss, a failed submission or a mailbox down since then.
+    pub fn needs_attention(&self, before: &Summary) -> bool {
+        self.lost > before.lost || self.send_failures > before.send_failures || !self.mailbox_up
+    }
+}
+
 /// A probe: its configuration, its SMTP account and its books.
 pub struct Probe {
     config: ProbeConfig,
@@ -85,6 +122,8 @@ pub struct Probe {
     /// The store generation the books were last written in full for.
     synced: AtomicU64,
     mailbox_up: AtomicBool,
+    /// Per class, what went wrong since it last went right (in memory: for the log only).
+    trouble: Mutex<std::collections::BTreeMap<String, Trouble>>,
 }
 
 impl Probe {
@@ -112,6 +151,7 @@ impl Probe {
             synced: AtomicU64::new(store.generation()),
             store,
             mailbox_up: AtomicBool::new(false),
+            trouble: Mutex::default(),
         })
     }
 
@@ -136,6 +176,38 @@ impl Probe {
     /// Reads the books (for metrics and the status page).
     pub fn read_ledger<T>(&self, read: impl FnOnce(&Ledger) -> T) -> T {
         read(&self.lock())
+    }
+
+    /// The probe's totals now, for the periodic summary.
+    pub fn summary(&self) -> Summary {
+        let mailbox_up = self.mailbox_up();
+        self.read_ledger(|l| {
+            let mut s = Summary {
+                mailbox_up,
+                ..Summary::default()
+            };
+            for (class, t) in &l.classes {
+                s.sent += t.sent;
+                s.delivered += t.delivered.values().sum::<u64>();
+                s.lost += t.lost;
+                s.send_failures += t.send_failures.values().sum::<u64>();
+                s.in_flight += l.in_flight_count(class);
+                s.last_delay_s = match (s.last_delay_s, t.last_delay_s) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            s
+        })
+    }
+
+    /// Changes what is remembered as wrong for `class`; returns what was remembered before.
+    fn trouble(&self, class: &str, change: impl FnOnce(&mut Trouble)) -> Trouble {
+        let mut all = self.trouble.lock().unwrap_or_else(|p| p.into_inner());
+        let t = all.entry(class.to_string()).or_default();
+        let before = *t;
+        change(t);
+        before
     }
 
     fn lock(&self) -> MutexGuard<'_, Ledger> {
@@ -211,14 +283,22 @@ impl Probe {
                 let queue_id = accepted.queue_id.clone();
                 self.record(|l| ((), l.accepted(&id, clock::now_ms(), queue_id, smtp_s)))
                     .await;
-                tracing::info!(
+                tracing::debug!(
                     probe = %self.config.name, class = %class.name(), %id, seq,
                     queue_id = accepted.queue_id.as_deref().unwrap_or("-"), smtp_s, "canary sent"
                 );
+                let before = self.trouble(class.name(), |t| t.send_failures = 0);
+                if before.send_failures > 0 {
+                    tracing::info!(
+                        probe = %self.config.name, class = %class.name(),
+                        failed = before.send_failures, "sending resumed: a canary was accepted"
+                    );
+                }
                 Ok(id)
             }
             Err(e) => {
                 self.record(|l| ((), l.send_failed(&id, e.stage))).await;
+                self.trouble(class.name(), |t| t.send_failures += 1);
                 tracing::warn!(
                     probe = %self.config.name, class = %class.name(), stage = e.stage.as_str(),
                     error = %e.message, "canary not sent"
@@ -260,7 +340,7 @@ impl Probe {
 
     /// Whether a canary is still on the books as in flight.
     pub fn is_in_flight(&self, id: &str) -> bool {
-        self.lock().in_flight.contains_key(id)
+        self.lock().in_flight().contains_key(id)
     }
 
     /// Accounts for canaries found in the mailbox; returns the mails to clean up (verified
@@ -351,8 +431,20 @@ impl Probe {
     ) {
         let (probe, class, id) = (&self.config.name, &canary.class, &canary.id);
         let folder = &arrival.id.folder;
+        if matches!(
+            outcome,
+            Delivery::OnTime { .. } | Delivery::Unexpected { .. }
+        ) {
+            let before = self.trouble(class, |t| t.lost = 0);
+            if before.lost > 0 {
+                tracing::info!(
+                    %probe, %class, lost = before.lost,
+                    "deliveries resumed: a canary arrived in time after losses"
+                );
+            }
+        }
         match outcome {
-            Delivery::OnTime { delay_s } => tracing::info!(
+            Delivery::OnTime { delay_s } => tracing::debug!(
                 %probe, %class, %id, seq = canary.seq, %folder, delay_s,
                 server_delay_s = ?servers.server_delay_s, hops_s = ?servers.hops,
                 "canary delivered"
@@ -391,6 +483,7 @@ impl Probe {
             })
             .await;
         for c in declared {
+            self.trouble(&c.class, |t| t.lost += 1);
             tracing::warn!(
                 probe = %config.name, class = %c.class, id = %c.id, seq = c.seq,
                 queue_id = c.queue_id.as_deref().unwrap_or("-"),
@@ -455,6 +548,39 @@ mod tests {
             agent: agent.into(),
         }
         .header_value(key)
+    }
+
+    #[test]
+    fn a_probe_needs_attention_after_a_loss_a_failed_send_or_with_its_mailbox_down() {
+        let before = Summary {
+            sent: 10,
+            delivered: 9,
+            lost: 1,
+            send_failures: 2,
+            in_flight: 1,
+            last_delay_s: Some(3.0),
+            mailbox_up: true,
+        };
+        let healthy = Summary {
+            sent: 20,
+            delivered: 19,
+            in_flight: 0,
+            ..before
+        };
+        assert!(!healthy.needs_attention(&before), "old trouble is not news");
+        for troubled in [
+            Summary { lost: 2, ..healthy },
+            Summary {
+                send_failures: 3,
+                ..healthy
+            },
+            Summary {
+                mailbox_up: false,
+                ..healthy
+            },
+        ] {
+            assert!(troubled.needs_attention(&before), "{troubled:?}");
+        }
     }
 
     #[test]

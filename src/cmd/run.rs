@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use tokio::net::TcpListener;
@@ -22,7 +23,7 @@ use crate::agent::Agent;
 use crate::config::Config;
 use crate::http::{self, WebState};
 use crate::mailbox::Mailbox;
-use crate::probe::Probe;
+use crate::probe::{Probe, Summary};
 use crate::watch::Watcher;
 use crate::web_config::WebConfig;
 
@@ -57,6 +58,11 @@ pub async fn run(
     for (probe, mailbox) in std::mem::take(&mut agent.probes) {
         spawn_probe(&tasks, probe, mailbox, &shutdown);
     }
+    tasks.spawn(summary_loop(
+        state.probes.clone(),
+        SUMMARY_EVERY,
+        shutdown.clone(),
+    ));
     state.ready.store(true, Ordering::Release);
     tracing::info!(%listen, probes = config.probes.len(), agent = %config.agent.id, "mailcanary running");
     wait_for_signal().await.exit_as(Failure::Internal)?;
@@ -119,6 +125,55 @@ async fn watch_loop(probe: Arc<Probe>, mailbox: Box<dyn Mailbox>, shutdown: Canc
         }
     }
     watcher.close().await;
+}
+
+/// How often the log gets its summary lines.
+const SUMMARY_EVERY: Duration = Duration::from_secs(600);
+
+/// Every `every`, one info line for the whole agent (what happened since the last one) and one
+/// per probe that needs attention (a loss, a failed submission, its mailbox down): 1,000 healthy
+/// probes make one line per period, not 1,000. Single canaries are logged at debug level and
+/// looked up on the status page or with `mailcanary status`.
+async fn summary_loop(probes: Vec<Arc<Probe>>, every: Duration, shutdown: CancellationToken) {
+    let mut before: Vec<Summary> = probes.iter().map(|p| p.summary()).collect();
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        let now: Vec<Summary> = probes.iter().map(|p| p.summary()).collect();
+        let mut total = Summary::default();
+        let mut attention = 0;
+        for ((probe, now), before) in probes.iter().zip(&now).zip(&before) {
+            total.sent += now.sent - before.sent.min(now.sent);
+            total.delivered += now.delivered - before.delivered.min(now.delivered);
+            total.lost += now.lost - before.lost.min(now.lost);
+            total.send_failures += now.send_failures - before.send_failures.min(now.send_failures);
+            total.in_flight += now.in_flight;
+            if now.needs_attention(before) {
+                attention += 1;
+                tracing::info!(
+                    probe = %probe.config().name,
+                    sent = now.sent.saturating_sub(before.sent),
+                    delivered = now.delivered.saturating_sub(before.delivered),
+                    lost = now.lost.saturating_sub(before.lost),
+                    send_failures = now.send_failures.saturating_sub(before.send_failures),
+                    in_flight = now.in_flight,
+                    last_delay_s = ?now.last_delay_s,
+                    mailbox_up = now.mailbox_up,
+                    "probe needs attention"
+                );
+            }
+        }
+        tracing::info!(
+            period = ?every, probes = probes.len(), sent = total.sent, delivered = total.delivered,
+            lost = total.lost, send_failures = total.send_failures, in_flight = total.in_flight,
+            needing_attention = attention, "summary"
+        );
+        before = now;
+    }
 }
 
 /// Cancels `stop` on the first SIGTERM or SIGINT (for `once`, which has no other way to stop).

@@ -45,7 +45,7 @@ pub fn render(ledgers: &BTreeMap<String, Ledger>, now_ms: u64) -> String {
         "LAST SEEN",
     ])];
     for (probe, ledger) in ledgers {
-        let mut canaries: Vec<_> = ledger.in_flight.values().collect();
+        let mut canaries: Vec<_> = ledger.in_flight().values().collect();
         canaries.sort_by_key(|c| (c.sent_ms, c.class.clone()));
         for c in canaries {
             in_flight.push(row([
@@ -58,11 +58,7 @@ pub fn render(ledgers: &BTreeMap<String, Ledger>, now_ms: u64) -> String {
             ]));
         }
         for (class, t) in &ledger.classes {
-            let flying = ledger
-                .in_flight
-                .values()
-                .filter(|c| &c.class == class)
-                .count();
+            let flying = ledger.in_flight_count(class);
             results.push(row([
                 probe.as_str(),
                 class,

@@ -460,27 +460,72 @@ fn hop_labels_are_bounded() {
         HOUR,
         &servers,
     );
-    let hops = &l.classes["bulk"].hop_delay;
-    let labels: Vec<&str> = hops.keys().map(String::as_str).collect();
-    assert_eq!(labels, ["0", "1", "2", "3", "4", "5", "6", "7"]);
-    assert_eq!(hops["7"].count(), 1);
-    assert_eq!(hops["7"].sum, 193.0, "hop 7 and every deeper one, summed");
+    let hops = &l.probe.hop_delay;
+    assert_eq!(hops.len(), delay::HOP_LABELS);
+    assert_eq!(hops[7].count(), 1);
+    assert_eq!(hops[7].sum, 193.0, "hop 7 and every deeper one, summed");
+    let last = &l.classes["bulk"].last_hop_delay_s;
+    assert_eq!(last.len(), delay::HOP_LABELS);
+    assert_eq!(last[7], 193.0);
 }
 
 #[test]
-fn stored_hop_labels_beyond_the_bound_fold_when_loaded() {
-    let mut tally = ClassTally::default();
-    for hop in 0..20 {
-        let mut h = Histogram::new(&DELAY_BUCKETS);
-        h.observe(&DELAY_BUCKETS, 1.0);
-        tally.hop_delay.insert(hop.to_string(), h);
+fn hop_delays_are_per_probe_and_the_last_ones_per_class() {
+    let mut r = Replayed::new();
+    for (id, class, hops) in [
+        ("A", "bulk", vec![1.0, 300.0]),
+        ("B", "interpersonal", vec![1.0, 2.0, 3.0]),
+        ("C", "bulk", vec![]),
+    ] {
+        let (_, w) = r.live.begin_send(id, class, 0);
+        r.apply(w);
+        let servers = Breakdown {
+            server_delay_s: None,
+            hops,
+            clock_skew_s: None,
+        };
+        let found = Found {
+            folder: "INBOX",
+            mail: id,
+            seen_ms: 400_000,
+            server_ms: None,
+            forget_after: HOUR,
+            now_ms: 400_000,
+        };
+        let seq = r.live.in_flight()[id].seq;
+        let (_, w) = r.live.arrived(&canary(id, class, seq, 0), found, &servers);
+        r.apply(w);
     }
-    let mut l = Ledger::default();
-    l.replay(Write::Class("bulk".into(), Box::new(tally)));
-    let hops = &l.classes["bulk"].hop_delay;
-    assert_eq!(hops.len(), delay::HOP_LABELS);
-    assert_eq!((hops["7"].count(), hops["7"].sum), (13, 13.0));
-    assert_eq!(hops["6"].count(), 1);
+    let hops = &r.live.probe.hop_delay;
+    assert_eq!(
+        hops.iter().map(Histogram::count).collect::<Vec<_>>(),
+        [2, 2, 1],
+        "one histogram per hop, whatever the class"
+    );
+    assert_eq!(hops[1].sum, 302.0);
+    assert_eq!(
+        r.live.classes["bulk"].last_hop_delay_s,
+        [1.0, 300.0],
+        "a delivery without a chain keeps the last one known"
+    );
+    assert_eq!(
+        r.live.classes["interpersonal"].last_hop_delay_s,
+        [1.0, 2.0, 3.0]
+    );
+    assert_eq!(r.replayed, r.live, "the probe's histograms are written");
+}
+
+#[test]
+fn books_with_hop_histograms_per_class_still_load() {
+    let stored = r#"{"last_seq_sent":3,"highest_seq_seen":3,"sent":3,"send_failures":{},
+        "delivered":{"INBOX":3},"lost":0,"late":0,"duplicates":0,"sequence_gaps":0,"forged":0,
+        "smtp_duration":{"counts":[3,0,0,0,0,0,0,0,0,0,0,0],"sum":0.1},
+        "delivery_delay":{"counts":[0,3,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],"sum":4.5},
+        "hop_delay":{"0":{"counts":[3,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],"sum":1.5}},
+        "last_delay_s":1.5,"last_delivery_ms":9000}"#;
+    let tally: ClassTally = serde_json::from_str(stored).expect("old books load");
+    assert_eq!(tally.sent, 3);
+    assert!(tally.last_hop_delay_s.is_empty());
 }
 
 #[test]
@@ -563,4 +608,117 @@ fn full_writes_rebuild_the_same_books() {
         rebuilt.replay(w);
     }
     assert_eq!(rebuilt, l, "Reset drops what the books no longer have");
+}
+
+/// The per-class in-flight counts and oldest times the books keep, against the list itself.
+fn assert_counts_match_the_list(l: &Ledger, when: &str) {
+    let mut classes: Vec<&str> = l.classes.keys().map(String::as_str).collect();
+    classes.extend(l.in_flight().values().map(|c| c.class.as_str()));
+    for class in classes {
+        let mine: Vec<u64> = l
+            .in_flight()
+            .values()
+            .filter(|c| c.class == class)
+            .map(|c| c.sent_ms)
+            .collect();
+        assert_eq!(
+            (l.in_flight_count(class), l.oldest_sent(class)),
+            (mine.len(), mine.iter().min().copied()),
+            "{class} {when}"
+        );
+    }
+}
+
+#[test]
+fn in_flight_counts_per_class_follow_every_change_and_replay() {
+    let mut r = Replayed::new();
+    let check = |r: &Replayed, when: &str| {
+        assert_counts_match_the_list(&r.live, when);
+        assert_counts_match_the_list(&r.replayed, &format!("{when}, replayed"));
+        assert_eq!(r.replayed, r.live, "{when}");
+    };
+    for (id, class, sent) in [
+        ("A", "bulk", 1_000),
+        ("B", "bulk", 1_000),
+        ("C", "bulk", 3_000),
+        ("D", "interpersonal", 2_000),
+        ("E", "interpersonal", 4_000),
+        ("F", "bulk", 500),
+    ] {
+        let (_, w) = r.live.begin_send(id, class, sent);
+        r.apply(w);
+        check(&r, &format!("after sending {id}"));
+    }
+    assert_eq!(r.live.in_flight_count("bulk"), 4);
+    assert_eq!(r.live.oldest_sent("bulk"), Some(500));
+    for id in ["A", "B", "C", "D", "E"] {
+        let w = r.live.accepted(id, 5_000, Some("Q".into()), 0.1);
+        r.apply(w);
+        check(&r, &format!("after accepting {id}"));
+    }
+    let w = r.live.send_failed("F", SendStage::Rejected);
+    r.apply(w);
+    check(&r, "after a failed send");
+    assert_eq!(r.live.oldest_sent("bulk"), Some(1_000));
+    let (_, w) = r
+        .live
+        .arrived_at(&canary("A", "bulk", 1, 1_000), "INBOX", "m-a", 6_000);
+    r.apply(w);
+    check(&r, "after an arrival");
+    assert_eq!(
+        (r.live.in_flight_count("bulk"), r.live.oldest_sent("bulk")),
+        (2, Some(1_000)),
+        "B was sent at the same ms as A and is still in flight"
+    );
+    let (declared, w) = r
+        .live
+        .expire(1_000 + 60_000, |_| Duration::from_secs(60), HOUR);
+    r.apply(w);
+    check(&r, "after losses");
+    assert_eq!(declared.len(), 1, "B lost");
+    let (arrival, w) = r
+        .live
+        .arrived_at(&canary("B", "bulk", 2, 1_000), "INBOX", "m-b", 70_000);
+    assert_eq!(arrival, Delivery::Late { delay_s: 69.0 });
+    r.apply(w);
+    check(&r, "after a late arrival");
+    let (arrival, w) = r
+        .live
+        .arrived_at(&canary("A", "bulk", 1, 1_000), "INBOX", "m-a2", 71_000);
+    assert_eq!(arrival, Delivery::Duplicate);
+    r.apply(w);
+    let (arrival, w) = r
+        .live
+        .arrived_at(&canary("X", "bulk", 1, 1_000), "INBOX", "m-x", 72_000);
+    assert_eq!(arrival, Delivery::Replayed);
+    r.apply(w);
+    check(&r, "after a duplicate and a replay");
+    assert_eq!(
+        (r.live.in_flight_count("bulk"), r.live.oldest_sent("bulk")),
+        (1, Some(3_000))
+    );
+    assert_eq!(
+        (
+            r.live.in_flight_count("interpersonal"),
+            r.live.oldest_sent("interpersonal")
+        ),
+        (2, Some(2_000))
+    );
+    let mut loaded = Ledger::default();
+    for w in r.live.full_writes() {
+        loaded.replay(w);
+    }
+    assert_counts_match_the_list(&loaded, "loaded from full writes");
+    assert_eq!(loaded, r.live);
+    let (_, w) = r
+        .live
+        .expire(HOUR.as_millis() as u64, |_| Duration::from_secs(60), HOUR);
+    r.apply(w);
+    check(&r, "after everything was lost");
+    assert_eq!(r.live.in_flight_count("bulk"), 0);
+    assert_eq!(r.live.oldest_sent("interpersonal"), None);
+    assert_eq!(
+        r.live.oldest_age("interpersonal", HOUR.as_millis() as u64),
+        0.0
+    );
 }

@@ -53,12 +53,20 @@ fn an_injected_delay_shows_in_server_delay_and_in_the_hop_after_postfix() {
     println!(
         "matrix | 3 s injected delay, 6 s poll | delivery delay {delivery:.2} s, server delay {server:.2} s"
     );
+    // One delivery: the probe's hop histograms (not per class) hold exactly what the class's
+    // last-delivery gauges say.
     let hop = |n: &str| {
-        let labels = format!("class=\"delayed\",hop=\"{n}\",probe=\"slow\"");
-        metric(
+        let last = format!("class=\"delayed\",hop=\"{n}\",probe=\"slow\"");
+        let last = metric(
             &text,
-            &format!("mailcanary_hop_delay_seconds_sum{{{labels}}}"),
-        )
+            &format!("mailcanary_last_hop_delay_seconds{{{last}}}"),
+        );
+        let sum = metric(
+            &text,
+            &format!("mailcanary_hop_delay_seconds_sum{{hop=\"{n}\",probe=\"slow\"}}"),
+        );
+        assert_eq!(last, sum, "hop {n}\n{text}");
+        last
     };
     let after_postfix = hop("1").expect("a hop after Postfix");
     assert!(

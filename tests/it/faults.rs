@@ -108,7 +108,7 @@ fn mailbox_down_during_idle_and_back_is_seen_without_a_restart_and_loses_nothing
     // plain port, as mail from the outside would.
     let section = plain_smtp(stack, &section);
     let work = Workdir::new("it-restart", &section);
-    let daemon = work.daemon(stack);
+    let daemon = work.daemon_with(stack, CANARY_LINES);
     let up = "mailcanary_mailbox_up{probe=\"restart\",protocol=\"imap\"}";
     let s = |name: &str| format!("mailcanary_{name}{{class=\"interpersonal\",probe=\"restart\"}}");
     let delivered =

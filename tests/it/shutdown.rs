@@ -106,7 +106,7 @@ jitter = "200ms"
         )
     };
     let work = Workdir::new("it-shutdown", &section(proxy.port));
-    let mut daemon = work.daemon(stack);
+    let mut daemon = work.daemon_with(stack, CANARY_LINES);
     proxy
         .held
         .recv_timeout(Duration::from_secs(20))

@@ -45,7 +45,7 @@ fn a_canary_in_flight_survives_kill_9_and_is_matched_after_restart() {
         "it-crash",
         &with_probe_keys(&section, &format!("{ONE_CLASS}\nlost_after = \"15s\"")),
     );
-    let first = work.daemon(stack);
+    let first = work.daemon_with(stack, CANARY_LINES);
     first.wait_metric(&series("sent_total", "crash"), 1.0, Duration::from_secs(10));
     first.wait_for("the send to be logged", Duration::from_secs(5), || {
         first.log_text().contains("canary sent")
@@ -71,7 +71,7 @@ fn a_canary_in_flight_survives_kill_9_and_is_matched_after_restart() {
 
     let before = first.scrape();
     drop(first); // SIGKILL
-    let second = work.daemon(stack);
+    let second = work.daemon_with(stack, CANARY_LINES);
     let after = second.scrape();
     for (series, old) in cumulative_samples(&before) {
         let new =

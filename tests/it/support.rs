@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 /// (which names its ports and CA) works against it.
 pub const SHARED_STACK: &str = "/tmp/mailcanary-stack";
 
+/// Arguments that log every canary sent and delivered (debug level since they became too many
+/// for info), for tests that read those lines.
+pub const CANARY_LINES: &[&str] = &["--log-level", "info,mailcanary::probe=debug"];
+
 /// `MAILCANARY_IT_PORT_OFFSET=N` moves every stack the tests start by N ports and into
 /// directories of their own (`…-N`), so two checkouts can run the suite side by side on one
 /// machine. Unset (CI, README), the tests use the default stack and ports.

@@ -214,7 +214,7 @@ async fn stopping_during_a_round_finishes_the_canary_being_sent_and_books_it() {
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(server.accepted(), 1, "no class begun after the signal");
     assert_eq!(sent(&probe), 1, "the accepted canary is on the books");
-    let in_flight = probe.read_ledger(|l| l.in_flight.values().cloned().collect::<Vec<_>>());
+    let in_flight = probe.read_ledger(|l| l.in_flight().values().cloned().collect::<Vec<_>>());
     assert_eq!(in_flight.len(), 1);
     assert_eq!(in_flight[0].queue_id.as_deref(), Some("Q1"));
     assert_eq!(
