@@ -1,5 +1,7 @@
-//! Builds the running parts from a validated config: the signing key, the state store and one
-//! probe plus mailbox per `[[probe]]`. Shared by `run` and `once`, so both keep the same books.
+//! Builds the running parts from a validated config: the signing key, the state store, one
+//! probe per `[[probe]]` and one mailbox per distinct mailbox (probes whose `[probe.mailbox]`
+//! has the same identity share it: see [`crate::watch`]). Shared by `run` and `once`, so both
+//! keep the same books.
 
 use std::sync::Arc;
 
@@ -13,12 +15,23 @@ use crate::probe::Probe;
 use crate::setup::ProbeSetupError;
 use crate::state::Store;
 
+/// A mailbox and the probes watching it.
+pub struct Inbox {
+    /// Never empty, in config order.
+    pub probes: Vec<Arc<Probe>>,
+    /// The mailbox, built from the first probe's config.
+    pub mailbox: Box<dyn Mailbox>,
+}
+
 /// Everything a run needs.
 pub struct Agent {
     /// The store handle (the writer stops when the agent and its probes are dropped).
     pub store: Store,
-    /// Probes with their (not yet connected) mailboxes, in config order.
-    pub probes: Vec<(Arc<Probe>, Box<dyn Mailbox>)>,
+    /// The probes, in config order.
+    pub probes: Vec<Arc<Probe>>,
+    /// One (not yet connected) mailbox per distinct mailbox identity, with the probes it
+    /// serves, in config order of each mailbox's first probe.
+    pub inboxes: Vec<Inbox>,
     writer: std::thread::JoinHandle<()>,
     _lock: std::fs::File,
 }
@@ -32,12 +45,23 @@ impl Agent {
         let opened = Store::open(&config.agent.state_dir)?;
         let mut ledgers = opened.ledgers;
         let mut probes = Vec::with_capacity(config.probes.len());
+        let mut inboxes: Vec<(String, Inbox)> = Vec::new();
         for probe in &config.probes {
-            let mailbox = mailbox::open(&probe.mailbox).map_err(|source| ProbeSetupError {
-                probe: probe.name.clone(),
-                side: "mailbox",
-                source,
-            })?;
+            let identity = probe.mailbox.identity();
+            let inbox = match inboxes.iter().position(|(id, _)| *id == identity) {
+                Some(i) => i,
+                None => {
+                    let mailbox =
+                        mailbox::open(&probe.mailbox).map_err(|source| ProbeSetupError {
+                            probe: probe.name.clone(),
+                            side: "mailbox",
+                            source,
+                        })?;
+                    let probes = Vec::new();
+                    inboxes.push((identity, Inbox { probes, mailbox }));
+                    inboxes.len() - 1
+                }
+            };
             let ledger = ledgers.remove(&probe.name).unwrap_or_default();
             let probe = Probe::new(
                 probe.clone(),
@@ -48,7 +72,20 @@ impl Agent {
                 opened.store.clone(),
             )?;
             probe.open_books().await;
-            probes.push((Arc::new(probe), mailbox));
+            let probe = Arc::new(probe);
+            inboxes[inbox].1.probes.push(Arc::clone(&probe));
+            probes.push(probe);
+        }
+        for (_, inbox) in inboxes.iter().filter(|(_, i)| i.probes.len() > 1) {
+            let names: Vec<&str> = inbox
+                .probes
+                .iter()
+                .map(|p| p.config().name.as_str())
+                .collect();
+            tracing::info!(
+                mailbox = %inbox.probes[0].config().mailbox.location(),
+                probes = %names.join(","), "probes share one mailbox watcher"
+            );
         }
         for name in ledgers.keys() {
             tracing::info!(probe = %name, "the store has books of a probe no longer configured; kept, not reported");
@@ -56,6 +93,7 @@ impl Agent {
         Ok(Agent {
             store: opened.store,
             probes,
+            inboxes: inboxes.into_iter().map(|(_, inbox)| inbox).collect(),
             writer: opened.writer,
             _lock: opened.lock,
         })
@@ -63,7 +101,7 @@ impl Agent {
 
     /// The probes, without their mailboxes.
     pub fn probe_list(&self) -> Vec<Arc<Probe>> {
-        self.probes.iter().map(|(p, _)| Arc::clone(p)).collect()
+        self.probes.clone()
     }
 
     /// Renders the metrics of `probes` now.

@@ -224,6 +224,55 @@ impl MailboxConfig {
         }
     }
 
+    /// What decides sharing: probes whose mailboxes have the same identity (protocol, server,
+    /// login name and folders; for a Maildir its path and folders) share one connection and one
+    /// watcher, which hands each canary to the probe it names.
+    pub fn identity(&self) -> String {
+        let folders = self.folders().join("\u{0}");
+        match self {
+            MailboxConfig::Imap(imap) => format!(
+                "imap\u{0}{}\u{0}{}\u{0}{}\u{0}{folders}",
+                imap.endpoint.host, imap.endpoint.port, imap.credentials.username
+            ),
+            MailboxConfig::Pop3(pop3) => format!(
+                "pop3\u{0}{}\u{0}{}\u{0}{}\u{0}{folders}",
+                pop3.endpoint.host, pop3.endpoint.port, pop3.credentials.username
+            ),
+            MailboxConfig::Maildir(m) => format!("maildir\u{0}{}\u{0}{folders}", m.path.display()),
+        }
+    }
+
+    /// Everything but the identity that changes how a mailbox is watched or cleaned (the
+    /// password excepted): probes sharing a mailbox must agree on it.
+    pub(crate) fn sharing_settings(&self) -> String {
+        let endpoint = |e: &Endpoint| {
+            format!(
+                "tls {:?}, tls_verify {}, ca_file {:?}, timeout {:?}",
+                e.tls, e.tls_verify, e.ca_file, e.timeout
+            )
+        };
+        match self {
+            MailboxConfig::Imap(i) => format!(
+                "{}, watch {:?}, poll_interval {:?}, cleanup {:?}, forged {:?}",
+                endpoint(&i.endpoint),
+                i.watch,
+                i.poll_interval,
+                i.cleanup,
+                i.forged
+            ),
+            MailboxConfig::Pop3(p) => format!(
+                "{}, poll_interval {:?}, cleanup {:?}",
+                endpoint(&p.endpoint),
+                p.poll_interval,
+                p.cleanup
+            ),
+            MailboxConfig::Maildir(m) => format!(
+                "poll_interval {:?}, cleanup {:?}, forged {:?}",
+                m.poll_interval, m.cleanup, m.forged
+            ),
+        }
+    }
+
     /// Where the mailbox is, for messages: `host:port` or the Maildir path.
     pub fn location(&self) -> String {
         match self {

@@ -168,6 +168,11 @@ impl Probe {
         &self.config
     }
 
+    /// The agent id this probe signs its canaries with.
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+
     /// Whether the last mailbox check succeeded.
     pub fn mailbox_up(&self) -> bool {
         self.mailbox_up.load(Ordering::Relaxed)

@@ -282,8 +282,8 @@ impl Submit for FakeSender {
     }
 }
 
-/// Config text of one probe `p` of agent `a` with `classes`, sending every `interval`.
-fn config_text(classes: &str, interval: &str) -> String {
+/// Config text of one probe `name` of agent `a` with `classes`, sending every `interval`.
+fn config_text(name: &str, classes: &str, interval: &str) -> String {
     format!(
         r#"
 [agent]
@@ -292,7 +292,7 @@ state_dir = "/nonexistent"
 secret_env = "UNUSED"
 
 [[probe]]
-name = "p"
+name = "{name}"
 from = "a@example.test"
 to = "b@example.test"
 interval = "{interval}"
@@ -313,8 +313,20 @@ classes = [{classes}]
 /// A probe named `p` whose sender delivers into `server`, keeping its books in `store`.
 /// `classes` is TOML list content, e.g. `"\"bulk\""`.
 pub fn probe(server: &FakeServer, store: &Store, classes: &str, interval: &str) -> Arc<Probe> {
-    let config = Config::parse(Path::new("/t/probes.toml"), &config_text(classes, interval))
-        .expect("test config");
+    probe_named("p", server, store, classes, interval)
+}
+
+/// A probe named `name` (of agent `a`, on the same mailbox account as every other probe made
+/// here) whose sender delivers into `server`, keeping its books in `store`.
+pub fn probe_named(
+    name: &str,
+    server: &FakeServer,
+    store: &Store,
+    classes: &str,
+    interval: &str,
+) -> Arc<Probe> {
+    let text = config_text(name, classes, interval);
+    let config = Config::parse(Path::new("/t/probes.toml"), &text).expect("test config");
     let key = SigningKey::new(b"test key of sixteen bytes".to_vec()).expect("key");
     let probe = Probe::new(
         config.probes[0].clone(),

@@ -1,5 +1,15 @@
-//! The receiving side of a probe: look at the mailbox, hand what it holds to the probe, clean
-//! up, and wait for the next look. Shared by the daemon's loop (`cmd::run`) and `once`.
+//! The receiving side of the probes on one mailbox: look at the mailbox, hand each canary to
+//! the probe it names, clean up, and wait for the next look. Shared by the daemon's loop
+//! (`cmd::run`) and `once`.
+//!
+//! Probes whose `[probe.mailbox]` has the same identity ([`MailboxConfig::identity`]) share
+//! one watcher: one connection, one IDLE, one look for all of them. Each probe still keeps its
+//! own books and its own `mailbox_up`: the outcome of every look (and every failed wait) is
+//! reported to every probe on the mailbox. What belongs to the mailbox rather than to a probe
+//! is kept on the first of its probes in config order: the adapter's scan memory and the count
+//! of mails skipped as unreadable (counted once, not once per probe).
+//!
+//! [`MailboxConfig::identity`]: crate::config::MailboxConfig::identity
 //!
 //! The mailbox adapters parse whatever a server or a stranger's mail hands them, so a bug there
 //! must not silence a probe: a look or a wait that panics is caught here, logged, counted as a
@@ -13,12 +23,14 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 
-use crate::mailbox::{MailId, Mailbox, MailboxError};
+use crate::canary::parse_header;
+use crate::mailbox::{Arrival, MailId, Mailbox, MailboxError};
 use crate::probe::Probe;
 
-/// A probe's mailbox and what this process has already looked at in it.
+/// A mailbox, the probes it serves and what this process has already looked at in it.
 pub struct Watcher {
-    probe: Arc<Probe>,
+    /// Never empty; the first keeps what belongs to the mailbox (scan memory, skipped mails).
+    probes: Vec<Arc<Probe>>,
     mailbox: Box<dyn Mailbox>,
     judged: HashSet<MailId>,
     /// Verified canaries whose removal failed, retried on the next look.
@@ -33,13 +45,14 @@ const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 impl Watcher {
-    /// Watches `mailbox` for `probe`.
-    pub fn new(probe: Arc<Probe>, mut mailbox: Box<dyn Mailbox>) -> Watcher {
-        if let Some(memory) = probe.scan_memory() {
+    /// Watches `mailbox` for `probes` (at least one; all configured with this mailbox).
+    pub fn new(probes: Vec<Arc<Probe>>, mut mailbox: Box<dyn Mailbox>) -> Watcher {
+        assert!(!probes.is_empty(), "a watcher serves at least one probe");
+        if let Some(memory) = probes[0].scan_memory() {
             mailbox.restore_scan_memory(&memory);
         }
         Watcher {
-            probe,
+            probes,
             mailbox,
             judged: HashSet::new(),
             unremoved: Vec::new(),
@@ -54,11 +67,13 @@ impl Watcher {
         match AssertUnwindSafe(self.try_look()).catch_unwind().await {
             Ok(result) => {
                 self.failures = if result.is_ok() { 0 } else { self.failures + 1 };
-                self.probe.mailbox_checked(&result).await;
+                Self::checked(&self.probes, &result).await;
             }
             Err(panic) => self.recover("look", panic).await,
         }
-        self.probe.expire().await;
+        for probe in &self.probes {
+            probe.expire().await;
+        }
         self.failures == 0
     }
 
@@ -71,24 +86,44 @@ impl Watcher {
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "(no message)".into());
         tracing::error!(
-            probe = %self.probe.config().name, during, panic = %what,
+            probes = %self.names(), during, panic = %what,
             "the mailbox adapter panicked (a bug); reconnecting and watching on"
         );
         self.failures += 1;
-        self.probe.mailbox_faulted();
+        for probe in &self.probes {
+            probe.mailbox_faulted();
+        }
         if AssertUnwindSafe(self.mailbox.close())
             .catch_unwind()
             .await
             .is_err()
         {
-            tracing::error!(probe = %self.probe.config().name, "closing the mailbox panicked too");
+            tracing::error!(probes = %self.names(), "closing the mailbox panicked too");
+        }
+    }
+
+    /// The names of the probes served, for the log.
+    fn names(&self) -> String {
+        let names: Vec<&str> = self
+            .probes
+            .iter()
+            .map(|p| p.config().name.as_str())
+            .collect();
+        names.join(",")
+    }
+
+    /// Reports a check's outcome to every probe on this mailbox.
+    async fn checked(probes: &[Arc<Probe>], result: &Result<(), MailboxError>) {
+        for probe in probes {
+            probe.mailbox_checked(result).await;
         }
     }
 
     async fn try_look(&mut self) -> Result<(), MailboxError> {
         let look = self.mailbox.canaries().await?;
         if look.skipped > 0 {
-            self.probe.mails_skipped(look.skipped).await;
+            // A property of the mailbox, counted once: on its first probe.
+            self.probes[0].mails_skipped(look.skipped).await;
         }
         // Adapters that re-list what is present (Maildir) report mails judged before (forged
         // ones left in place, canaries kept by config): those are not judged again.
@@ -99,15 +134,24 @@ impl Watcher {
             .into_iter()
             .filter(|a| !self.judged.contains(&a.id))
             .collect();
-        let settled = self.probe.account_for(&fresh).await;
-        if !settled.forged.is_empty()
-            && let Err(e) = self.mailbox.quarantine(&settled.forged).await
+        let fresh_ids: Vec<MailId> = fresh.iter().map(|a| a.id.clone()).collect();
+        let mut clean = Vec::new();
+        let mut forged = Vec::new();
+        for (probe, arrivals) in self.probes.iter().zip(route(fresh, &self.probes)) {
+            if arrivals.is_empty() {
+                continue;
+            }
+            let settled = probe.account_for(&arrivals).await;
+            clean.extend(settled.clean);
+            forged.extend(settled.forged);
+        }
+        if !forged.is_empty()
+            && let Err(e) = self.mailbox.quarantine(&forged).await
         {
             // Not retried: a forged mail left in place is counted once and costs nothing.
-            tracing::warn!(probe = %self.probe.config().name, error = %e, "forged mail not moved");
+            tracing::warn!(probes = %self.names(), error = %e, "forged mail not moved");
         }
-        let mut clean = settled.clean;
-        self.judged.extend(fresh.into_iter().map(|a| a.id));
+        self.judged.extend(fresh_ids);
         // Removals that failed on an earlier look: an adapter that remembers what it read will
         // not report those mails again, so they are retried from here.
         for id in std::mem::take(&mut self.unremoved) {
@@ -122,7 +166,7 @@ impl Watcher {
             // same mail again, and the books recognise what they already counted.
             Ok(()) => {
                 if let Some(memory) = self.mailbox.scan_memory() {
-                    self.probe.remember_scan(memory).await;
+                    self.probes[0].remember_scan(memory).await;
                 }
             }
             Err(_) => self.unremoved = clean,
@@ -148,14 +192,14 @@ impl Watcher {
                 Ok(Ok(())) => return,
                 Ok(result) => {
                     self.failures = 1;
-                    self.probe.mailbox_checked(&result).await;
+                    Self::checked(&self.probes, &result).await;
                 }
                 Err(panic) => self.recover("wait", panic).await,
             }
         }
         let doublings = self.failures.saturating_sub(1).min(16);
         let backoff = BACKOFF_BASE.saturating_mul(1 << doublings).min(BACKOFF_CAP);
-        // ±20 % jitter, so probes that failed together do not all knock again together.
+        // ±20 % jitter, so mailboxes that failed together do not all knock again together.
         let jittered = backoff.mul_f64(rand::random_range(0.8..1.2));
         tokio::time::sleep(jittered.min(max)).await;
     }
@@ -164,4 +208,23 @@ impl Watcher {
     pub async fn close(&mut self) {
         self.mailbox.close().await;
     }
+}
+
+/// Splits a look's arrivals by the probe their canary names (agent and probe name, as claimed:
+/// each probe then verifies its own). A mail naming another agent, a probe not on this
+/// mailbox, or with a mark that does not parse is no probe's: it is left alone.
+fn route(arrivals: Vec<Arrival>, probes: &[Arc<Probe>]) -> Vec<Vec<Arrival>> {
+    let mut routed: Vec<Vec<Arrival>> = (0..probes.len()).map(|_| Vec::new()).collect();
+    for arrival in arrivals {
+        let Ok(claimed) = parse_header(arrival.mark.value()) else {
+            continue;
+        };
+        let named = probes.iter().position(|p| {
+            p.agent() == claimed.canary.agent && p.config().name == claimed.canary.probe
+        });
+        if let Some(i) = named {
+            routed[i].push(arrival);
+        }
+    }
+    routed
 }

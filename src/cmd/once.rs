@@ -48,15 +48,15 @@ pub async fn run(
     let stop = CancellationToken::new();
     let signals = tokio::spawn(super::run::cancel_on_signal(stop.clone()));
     let mut rounds = JoinSet::new();
-    for (probe, mailbox) in std::mem::take(&mut agent.probes) {
-        rounds.spawn(round(probe, mailbox, deadline, stop.clone()));
+    for inbox in std::mem::take(&mut agent.inboxes) {
+        rounds.spawn(round(inbox.probes, inbox.mailbox, deadline, stop.clone()));
     }
     let mut failed = false;
-    while let Some(outcome) = rounds.join_next().await {
-        let outcome = outcome
+    while let Some(outcomes) = rounds.join_next().await {
+        let outcomes = outcomes
             .context("a probe task panicked")
             .exit_as(Failure::Internal)?;
-        if !outcome.sent_any || !outcome.read_any {
+        for outcome in outcomes.into_iter().filter(|o| !o.sent_any || !o.read_any) {
             failed = true;
             tracing::error!(
                 probe = %outcome.name, sent = outcome.sent_any, read = outcome.read_any,
@@ -84,29 +84,34 @@ pub async fn run(
     Ok(super::exit_code(failed))
 }
 
-/// Watches the mailbox while sending (so a canary that lands mid-round is seen when it lands,
-/// not after the round), then until this round's canaries are in or the deadline passes.
-/// Canaries of earlier runs found on the way are accounted for too.
+/// Sends one round of each of `probes` (all on `mailbox`) and watches the mailbox meanwhile
+/// (so a canary that lands mid-round is seen when it lands, not after the round), then until
+/// every probe's canaries of this round are in or the deadline passes. Canaries of earlier
+/// runs found on the way are accounted for too.
 async fn round(
-    probe: Arc<Probe>,
+    probes: Vec<Arc<Probe>>,
     mailbox: Box<dyn Mailbox>,
     deadline: Instant,
     stop: CancellationToken,
-) -> Outcome {
-    let (sent_tx, mut sent_rx) = tokio::sync::watch::channel(None::<Vec<String>>);
+) -> Vec<Outcome> {
+    let (sent_tx, mut sent_rx) = tokio::sync::watch::channel(None::<Vec<Vec<String>>>);
     let sender = async {
-        let ids = probe.send_round(&stop).await;
+        let rounds = probes.iter().map(|p| p.send_round(&stop));
+        let ids = futures::future::join_all(rounds).await;
         let _ = sent_tx.send(Some(ids));
     };
     let watching = async {
-        let mut watcher = Watcher::new(Arc::clone(&probe), mailbox);
+        let mut watcher = Watcher::new(probes.clone(), mailbox);
         let mut read_any = false;
         loop {
             read_any |= watcher.look().await;
             let sent = sent_rx.borrow().clone();
-            let all_in = sent
-                .as_ref()
-                .is_some_and(|ids| !ids.iter().any(|id| probe.is_in_flight(id)));
+            let all_in = sent.as_ref().is_some_and(|ids| {
+                probes
+                    .iter()
+                    .zip(ids)
+                    .all(|(probe, ids)| !ids.iter().any(|id| probe.is_in_flight(id)))
+            });
             let now = Instant::now();
             if all_in || now >= deadline || stop.is_cancelled() {
                 break;
@@ -122,10 +127,14 @@ async fn round(
         read_any
     };
     let ((), read_any) = tokio::join!(sender, watching);
-    let sent_any = sent_rx.borrow().as_ref().is_some_and(|ids| !ids.is_empty());
-    Outcome {
-        name: probe.config().name.clone(),
-        sent_any,
-        read_any,
-    }
+    let sent = sent_rx.borrow().clone().unwrap_or_default();
+    probes
+        .iter()
+        .enumerate()
+        .map(|(i, probe)| Outcome {
+            name: probe.config().name.clone(),
+            sent_any: sent.get(i).is_some_and(|ids| !ids.is_empty()),
+            read_any,
+        })
+        .collect()
 }

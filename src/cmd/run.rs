@@ -1,7 +1,9 @@
 //! `mailcanary run`: the daemon, and the loops that drive each probe.
 //!
-//! Every probe runs as two tasks, a send loop and a watch loop, so that a fault on one side
-//! (a hanging server, a bug that panics) never silences the other. Shutdown goes in order:
+//! Every probe runs a send loop, and every distinct mailbox a watch loop serving all the probes
+//! configured with it (one connection, one IDLE; see [`crate::watch`]), each as a task of its
+//! own, so that a fault on one side (a hanging server, a bug that panics) never silences the
+//! other. Shutdown goes in order:
 //! the signal stops new work, every send round in flight finishes or stops before booking its
 //! next canary, the watch loops log out, and only then does the store close, so nothing is
 //! written after it and no accepted canary is missing from the books.
@@ -55,8 +57,11 @@ pub async fn run(
         web,
         shutdown.clone(),
     ));
-    for (probe, mailbox) in std::mem::take(&mut agent.probes) {
-        spawn_probe(&tasks, probe, mailbox, &shutdown);
+    for probe in &agent.probes {
+        tasks.spawn(send_loop(Arc::clone(probe), shutdown.clone()));
+    }
+    for inbox in std::mem::take(&mut agent.inboxes) {
+        tasks.spawn(watch_loop(inbox.probes, inbox.mailbox, shutdown.clone()));
     }
     tasks.spawn(summary_loop(
         state.probes.clone(),
@@ -75,14 +80,29 @@ pub async fn run(
 }
 
 /// Starts a probe's send loop and watch loop as two tasks of `tasks`, both ending on `shutdown`.
+#[cfg(test)]
 pub(crate) fn spawn_probe(
     tasks: &TaskTracker,
     probe: Arc<Probe>,
     mailbox: Box<dyn Mailbox>,
     shutdown: &CancellationToken,
 ) {
-    tasks.spawn(send_loop(Arc::clone(&probe), shutdown.clone()));
-    tasks.spawn(watch_loop(probe, mailbox, shutdown.clone()));
+    spawn_shared(tasks, vec![probe], mailbox, shutdown);
+}
+
+/// Starts the send loop of each of `probes` and one watch loop on their shared `mailbox`, all
+/// ending on `shutdown`.
+#[cfg(test)]
+pub(crate) fn spawn_shared(
+    tasks: &TaskTracker,
+    probes: Vec<Arc<Probe>>,
+    mailbox: Box<dyn Mailbox>,
+    shutdown: &CancellationToken,
+) {
+    for probe in &probes {
+        tasks.spawn(send_loop(Arc::clone(probe), shutdown.clone()));
+    }
+    tasks.spawn(watch_loop(probes, mailbox, shutdown.clone()));
 }
 
 /// A canary of every class each `interval` (the first round at once), until `shutdown`.
@@ -111,8 +131,12 @@ async fn send_loop(probe: Arc<Probe>, shutdown: CancellationToken) {
 /// A look whenever the mailbox announces news and at least each poll interval, until
 /// `shutdown`; then logs out. A look interrupted by shutdown loses nothing: what it booked is
 /// queued for the store, and what it did not get to is found again by the next run.
-async fn watch_loop(probe: Arc<Probe>, mailbox: Box<dyn Mailbox>, shutdown: CancellationToken) {
-    let mut watcher = Watcher::new(probe, mailbox);
+async fn watch_loop(
+    probes: Vec<Arc<Probe>>,
+    mailbox: Box<dyn Mailbox>,
+    shutdown: CancellationToken,
+) {
+    let mut watcher = Watcher::new(probes, mailbox);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,

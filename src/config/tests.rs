@@ -488,3 +488,34 @@ fn forged_mail_is_kept_unless_a_quarantine_folder_is_named() {
     };
     assert_eq!(imap.forged.as_deref(), Some("Quarantine"));
 }
+
+#[test]
+fn probes_on_one_mailbox_share_it_and_must_configure_it_alike() {
+    let second = |extra: &str| {
+        let p2 = MINIMAL
+            .split_once("[[probe]]")
+            .unwrap()
+            .1
+            .replace("name = \"p1\"", "name = \"p2\"");
+        format!("{MINIMAL}\n[[probe]]{p2}{extra}\n")
+    };
+    let c = parse(&second("")).unwrap();
+    assert_eq!(
+        c.probes[0].mailbox.identity(),
+        c.probes[1].mailbox.identity()
+    );
+    let other_user = second("").replacen(
+        "username = \"b@example.test\"",
+        "username = \"c@example.test\"",
+        2,
+    );
+    let c = parse(&other_user.replacen("c@example.test", "b@example.test", 1)).unwrap();
+    assert_ne!(
+        c.probes[0].mailbox.identity(),
+        c.probes[1].mailbox.identity()
+    );
+    let e = error(&second("  cleanup = \"keep\""));
+    assert!(e.contains("probe[1].mailbox"), "{e}");
+    assert!(e.contains("\"p1\" and \"p2\""), "{e}");
+    assert!(e.contains("same mailbox"), "{e}");
+}

@@ -25,6 +25,25 @@ impl Context<'_> {
                 let key = format!("probe[{i}].name");
                 return Err(self.error(None, &key, format!("duplicate probe name {:?}", p.name)));
             }
+            // Probes on one mailbox share one watcher, so they must want the same of it.
+            if let Some(q) = probes
+                .iter()
+                .find(|q| q.mailbox.identity() == p.mailbox.identity())
+                && q.mailbox.sharing_settings() != p.mailbox.sharing_settings()
+            {
+                let key = format!("probe[{i}].mailbox");
+                let msg = format!(
+                    "probes {:?} and {:?} watch the same mailbox ({} {}), which they share, \
+                     but configure it differently ({} vs {}); make these settings equal",
+                    q.name,
+                    p.name,
+                    p.mailbox.protocol(),
+                    p.mailbox.location(),
+                    q.mailbox.sharing_settings(),
+                    p.mailbox.sharing_settings()
+                );
+                return Err(self.error(None, &key, msg));
+            }
             probes.push(p);
         }
         Ok(Config {

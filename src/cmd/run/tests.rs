@@ -32,6 +32,12 @@ fn sent(probe: &Probe) -> u64 {
     probe.read_ledger(|l| l.classes.values().map(|c| c.sent).sum())
 }
 
+fn forged(probe: &Probe) -> u64 {
+    probe.read_ledger(|l| {
+        l.classes.values().map(|c| c.forged).sum::<u64>() + l.probe.forged_unknown_class
+    })
+}
+
 fn duplicates(probe: &Probe) -> u64 {
     probe.read_ledger(|l| l.classes.values().map(|c| c.duplicates).sum())
 }
@@ -123,7 +129,7 @@ async fn mailbox_failures_back_off_doubling_to_the_cap_then_recover() {
     let probe = testing::probe(&server, &store, r#""bulk""#, "1h");
     let running = Running::default();
     running.tasks.spawn(watch_loop(
-        Arc::clone(&probe),
+        vec![Arc::clone(&probe)],
         server.mailbox(),
         running.shutdown.clone(),
     ));
@@ -269,5 +275,57 @@ async fn a_canary_whose_header_was_stripped_is_delivered_by_its_body_token() {
     assert!(until(Duration::from_secs(30), || duplicates(&probe) == 1).await);
     assert_eq!(server.mail_count(), 1);
     assert_eq!(delivered(&probe), 3);
+    assert!(running.stop().await);
+}
+
+/// Two probes `p` and `q` sending into `server`, a round every minute, sharing one watcher.
+fn start_shared(server: &FakeServer, store: &Store) -> (Arc<Probe>, Arc<Probe>, Running) {
+    let p = testing::probe_named("p", server, store, r#""bulk""#, "60s");
+    let q = testing::probe_named("q", server, store, r#""bulk""#, "60s");
+    let running = Running::default();
+    let probes = vec![Arc::clone(&p), Arc::clone(&q)];
+    spawn_shared(&running.tasks, probes, server.mailbox(), &running.shutdown);
+    (p, q, running)
+}
+
+#[tokio::test(start_paused = true)]
+async fn probes_sharing_a_mailbox_each_count_their_own_canaries_from_one_watcher() {
+    let (server, store) = (FakeServer::default(), Store::acknowledging());
+    // Only news (a delivery) or the start prompts a look: one watcher looks at most three
+    // times for two deliveries; a watcher per probe would look twice as often.
+    server.set_poll_interval(Duration::from_secs(3600));
+    let (p, q, running) = start_shared(&server, &store);
+    assert!(
+        until(Duration::from_secs(30), || delivered(&p) == 1
+            && delivered(&q) == 1)
+        .await,
+        "delivered p {} q {}",
+        delivered(&p),
+        delivered(&q)
+    );
+    assert_eq!((forged(&p), forged(&q)), (0, 0));
+    assert_eq!(server.mail_count(), 0, "both probes' canaries cleaned up");
+    let looks = server.looks().len();
+    assert!(looks <= 3, "{looks} looks for two probes on one mailbox");
+    assert!(running.stop().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_look_on_a_shared_mailbox_marks_every_probe_down_then_up() {
+    let (server, store) = (FakeServer::default(), Store::acknowledging());
+    server.fail_mailbox(&[Fault::Mailbox(MailboxStage::Auth); 3]);
+    let (p, q, running) = start_shared(&server, &store);
+    assert!(until(Duration::from_secs(2), || !server.looks().is_empty()).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!p.mailbox_up() && !q.mailbox_up());
+    for probe in [&p, &q] {
+        assert!(mailbox_errors(probe, MailboxStage::Auth) >= 1);
+    }
+    assert!(
+        until(Duration::from_secs(60), || p.mailbox_up() && q.mailbox_up()).await,
+        "both up again after the faults"
+    );
+    assert_eq!(mailbox_errors(&p, MailboxStage::Auth), 3);
+    assert_eq!(mailbox_errors(&q, MailboxStage::Auth), 3);
     assert!(running.stop().await);
 }
