@@ -16,6 +16,7 @@ mod proxy;
 mod resilience;
 mod roundtrip;
 mod security;
+mod shared;
 mod shutdown;
 mod state;
 mod stripped;

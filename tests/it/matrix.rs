@@ -28,7 +28,7 @@ fn value(text: &str, series: &str) -> f64 {
 /// Denies or allows a user's logins (IMAP, POP3, SMTP AUTH) through the stack's deny file, and
 /// waits until Dovecot (which re-reads the file at most once a second) acts on it: a direct
 /// POP3 login is the observable event.
-fn deny(stack: &Stack, user: &str, denied: bool) {
+pub(crate) fn deny(stack: &Stack, user: &str, denied: bool) {
     let path = stack.get("MAILSTACK_DENY_FILE");
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut lines: Vec<&str> = text.lines().filter(|l| *l != user).collect();
