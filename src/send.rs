@@ -13,7 +13,7 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParam
 use lettre::transport::smtp::extension::ClientId;
 
 use crate::config::{Credentials, SmtpConfig, TlsMode};
-use crate::setup::{SetupError, read_ca};
+use crate::setup::{Memo, SetupError, read_ca};
 
 pub use crate::stage::SendStage;
 
@@ -54,29 +54,44 @@ pub struct Submitter {
     hello: ClientId,
 }
 
+/// TLS parameters built so far, by host (lettre's parameters carry the name to verify) and
+/// trust setting, shared by every probe submitting with that setting.
+static TLS_PARAMETERS: Memo<(String, Option<std::path::PathBuf>, bool), TlsParameters> =
+    Memo::new();
+
+/// TLS parameters for `endpoint`: system roots plus `ca_file`, verification on unless
+/// `tls_verify = false` was written.
+fn tls_parameters(endpoint: &crate::config::Endpoint) -> Result<TlsParameters, SetupError> {
+    let mut builder = TlsParameters::builder(endpoint.host.clone())
+        .dangerous_accept_invalid_certs(!endpoint.tls_verify)
+        .dangerous_accept_invalid_hostnames(!endpoint.tls_verify);
+    if let Some(path) = &endpoint.ca_file {
+        let pem = read_ca(path)?;
+        let cert = Certificate::from_pem(&pem).map_err(|e| SetupError::BadCa {
+            path: path.clone(),
+            source: Box::new(e),
+        })?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder
+        .build_native()
+        .map_err(|e| SetupError::Tls(Box::new(e)))
+}
+
 impl Submitter {
-    /// Prepares TLS parameters once (reads `ca_file`), so each send only connects.
+    /// Prepares TLS parameters once per distinct setting (reads `ca_file`), so each send only
+    /// connects.
     pub fn new(config: &SmtpConfig) -> Result<Submitter, SetupError> {
         let endpoint = &config.endpoint;
         let tls = match endpoint.tls {
             TlsMode::None => None,
             TlsMode::Tls | TlsMode::StartTls => {
-                let mut builder = TlsParameters::builder(endpoint.host.clone())
-                    .dangerous_accept_invalid_certs(!endpoint.tls_verify)
-                    .dangerous_accept_invalid_hostnames(!endpoint.tls_verify);
-                if let Some(path) = &endpoint.ca_file {
-                    let pem = read_ca(path)?;
-                    let cert = Certificate::from_pem(&pem).map_err(|e| SetupError::BadCa {
-                        path: path.clone(),
-                        source: Box::new(e),
-                    })?;
-                    builder = builder.add_root_certificate(cert);
-                }
-                Some(
-                    builder
-                        .build_native()
-                        .map_err(|e| SetupError::Tls(Box::new(e)))?,
-                )
+                let key = (
+                    endpoint.host.clone(),
+                    endpoint.ca_file.clone(),
+                    endpoint.tls_verify,
+                );
+                Some(TLS_PARAMETERS.get_or_build(key, || tls_parameters(endpoint))?)
             }
         };
         Ok(Submitter {

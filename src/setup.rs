@@ -76,3 +76,57 @@ pub fn chain(e: &(dyn StdError + 'static)) -> String {
     }
     text
 }
+
+/// A process-wide memo of what is costly to build and the same for equal settings (TLS
+/// connectors: each holds its own copy of the trust roots), so 1,000 probes with one trust
+/// setting build it once. Failures are not remembered: they stop the start-up anyway.
+pub(crate) struct Memo<K, V>(
+    std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<K, V>>>,
+);
+
+impl<K: Eq + std::hash::Hash, V: Clone> Memo<K, V> {
+    /// An empty memo, for a `static`.
+    pub(crate) const fn new() -> Memo<K, V> {
+        Memo(std::sync::LazyLock::new(Default::default))
+    }
+
+    /// The value for `key`, built by `build` the first time.
+    pub(crate) fn get_or_build<E>(
+        &self,
+        key: K,
+        build: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, E> {
+        // Built under the lock: at start-up, so equal settings wait for the first build.
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = map.get(&key) {
+            return Ok(v.clone());
+        }
+        let v = build()?;
+        map.insert(key, v.clone());
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod memo_tests {
+    use super::Memo;
+
+    #[test]
+    fn a_memo_builds_once_per_key_and_forgets_failures() {
+        static MEMO: Memo<(Option<&str>, bool), u32> = Memo::new();
+        let mut builds = 0;
+        let mut get = |key, fail: bool| {
+            MEMO.get_or_build(key, || {
+                builds += 1;
+                if fail { Err(()) } else { Ok(builds) }
+            })
+        };
+        assert_eq!(get((None, true), false), Ok(1));
+        assert_eq!(get((None, true), false), Ok(1));
+        assert_eq!(get((Some("ca.pem"), true), true), Err(()));
+        assert_eq!(get((Some("ca.pem"), true), false), Ok(3));
+        assert_eq!(get((Some("ca.pem"), true), false), Ok(3));
+        assert_eq!(get((None, false), false), Ok(4));
+        assert_eq!(builds, 4);
+    }
+}

@@ -11,7 +11,7 @@ use tokio_native_tls::{TlsConnector, TlsStream};
 
 use super::{MailboxError, MailboxStage};
 use crate::config::Endpoint;
-use crate::setup::{SetupError, read_ca};
+use crate::setup::{Memo, SetupError, read_ca};
 
 /// A connection that is plain or TLS; STARTTLS turns the first into the second.
 #[derive(Debug)]
@@ -62,9 +62,19 @@ impl AsyncWrite for MailStream {
     }
 }
 
-/// Builds the TLS connector for an endpoint: system roots plus `ca_file`, verification on
-/// unless `tls_verify = false` was written.
+/// Connectors built so far, by trust setting (`ca_file`, `tls_verify`); the host name is
+/// given per connection, so it is not part of the key.
+static CONNECTORS: Memo<(Option<std::path::PathBuf>, bool), TlsConnector> = Memo::new();
+
+/// The TLS connector for an endpoint: system roots plus `ca_file`, verification on unless
+/// `tls_verify = false` was written. Built once per trust setting and shared by every
+/// mailbox with that setting.
 pub fn connector(endpoint: &Endpoint) -> Result<TlsConnector, SetupError> {
+    let key = (endpoint.ca_file.clone(), endpoint.tls_verify);
+    CONNECTORS.get_or_build(key, || build_connector(endpoint))
+}
+
+fn build_connector(endpoint: &Endpoint) -> Result<TlsConnector, SetupError> {
     let mut builder = native_tls::TlsConnector::builder();
     if let Some(path) = &endpoint.ca_file {
         let pem = read_ca(path)?;
