@@ -522,14 +522,10 @@ impl Probe {
         self.mailbox_up.store(false, Ordering::Relaxed);
     }
 
-    /// Records the outcome of a mailbox check.
+    /// Records the outcome of a mailbox check (logged by the watcher, once per mailbox).
     pub async fn mailbox_checked(&self, result: &Result<(), mailbox::MailboxError>) {
         self.mailbox_up.store(result.is_ok(), Ordering::Relaxed);
         if let Err(e) = result {
-            tracing::warn!(
-                probe = %self.config.name, protocol = self.config.mailbox.protocol(),
-                stage = e.stage.as_str(), error = %e.message, "mailbox check failed"
-            );
             self.record(|l| ((), l.mailbox_error(e.stage))).await;
         }
     }

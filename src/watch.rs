@@ -86,7 +86,7 @@ impl Watcher {
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "(no message)".into());
         tracing::error!(
-            probes = %self.names(), during, panic = %what,
+            probe = %self.names(), during, panic = %what,
             "the mailbox adapter panicked (a bug); reconnecting and watching on"
         );
         self.failures += 1;
@@ -98,22 +98,24 @@ impl Watcher {
             .await
             .is_err()
         {
-            tracing::error!(probes = %self.names(), "closing the mailbox panicked too");
+            tracing::error!(probe = %self.names(), "closing the mailbox panicked too");
         }
     }
 
     /// The names of the probes served, for the log.
     fn names(&self) -> String {
-        let names: Vec<&str> = self
-            .probes
-            .iter()
-            .map(|p| p.config().name.as_str())
-            .collect();
-        names.join(",")
+        names(&self.probes)
     }
 
-    /// Reports a check's outcome to every probe on this mailbox.
+    /// Reports a check's outcome to every probe on this mailbox; a failure is logged once,
+    /// naming them all.
     async fn checked(probes: &[Arc<Probe>], result: &Result<(), MailboxError>) {
+        if let Err(e) = result {
+            tracing::warn!(
+                probe = %names(probes), protocol = probes[0].config().mailbox.protocol(),
+                stage = e.stage.as_str(), error = %e.message, "mailbox check failed"
+            );
+        }
         for probe in probes {
             probe.mailbox_checked(result).await;
         }
@@ -149,7 +151,7 @@ impl Watcher {
             && let Err(e) = self.mailbox.quarantine(&forged).await
         {
             // Not retried: a forged mail left in place is counted once and costs nothing.
-            tracing::warn!(probes = %self.names(), error = %e, "forged mail not moved");
+            tracing::warn!(probe = %self.names(), error = %e, "forged mail not moved");
         }
         self.judged.extend(fresh_ids);
         // Removals that failed on an earlier look: an adapter that remembers what it read will
@@ -208,6 +210,12 @@ impl Watcher {
     pub async fn close(&mut self) {
         self.mailbox.close().await;
     }
+}
+
+/// The names of `probes`, comma-separated, for the log.
+fn names(probes: &[Arc<Probe>]) -> String {
+    let names: Vec<&str> = probes.iter().map(|p| p.config().name.as_str()).collect();
+    names.join(",")
 }
 
 /// Splits a look's arrivals by the probe their canary names (agent and probe name, as claimed:

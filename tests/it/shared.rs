@@ -122,6 +122,17 @@ fn probes_sharing_a_mailbox_hold_one_connection_count_their_own_and_fail_togethe
         let errors = total(&daemon.scrape(), "mailcanary_mailbox_errors_total", probe);
         assert!(errors >= 1.0, "{probe}: {errors} mailbox errors");
     }
+    // Logged once per failed look, naming both probes, not once per probe.
+    let log = daemon.log_text();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" mailbox check failed "))
+        .collect();
+    assert!(!failed.is_empty(), "{log}");
+    assert!(
+        failed.iter().all(|l| l.contains(" probe=share_a,share_b ")),
+        "{log}"
+    );
     deny(stack, user, false);
     for probe in PROBES {
         let up = format!("mailcanary_mailbox_up{{probe=\"{probe}\",protocol=\"imap\"}}");
