@@ -57,6 +57,10 @@ struct Inner {
     poll_interval: Option<Duration>,
     /// Deliver without the `X-Mailcanary` header, as a gateway that strips it would.
     strip_header: bool,
+    /// Whether the mailbox has a scan memory (`upto KEY`, the last key looked at).
+    remembers: bool,
+    /// Memories handed to `restore_scan_memory`, in order.
+    restored: Vec<String>,
 }
 
 /// One mail server and mailbox in memory; cheap to clone, every clone is the same server.
@@ -120,6 +124,17 @@ impl FakeServer {
     /// Sets the mailbox's poll interval (the longest wait between looks).
     pub fn set_poll_interval(&self, every: Duration) {
         self.lock().poll_interval = Some(every);
+    }
+
+    /// From now on, mailboxes of this server have a scan memory, as the IMAP and POP3
+    /// adapters do: `upto KEY`, the highest key the last look saw.
+    pub fn remember_scans(&self) {
+        self.lock().remembers = true;
+    }
+
+    /// Scan memories handed back to mailboxes of this server, in order.
+    pub fn restored(&self) -> Vec<String> {
+        self.lock().restored.clone()
     }
 
     /// Keys of the mails the watcher asked to clean up, in order.
@@ -195,6 +210,15 @@ impl Mailbox for FakeMailbox {
             arrivals,
             skipped: 0,
         })
+    }
+
+    fn scan_memory(&self) -> Option<String> {
+        let inner = self.server.lock();
+        inner.remembers.then(|| format!("upto {}", inner.next_key))
+    }
+
+    fn restore_scan_memory(&mut self, memory: &str) {
+        self.server.lock().restored.push(memory.to_string());
     }
 
     async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {

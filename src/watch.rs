@@ -48,8 +48,19 @@ impl Watcher {
     /// Watches `mailbox` for `probes` (at least one; all configured with this mailbox).
     pub fn new(probes: Vec<Arc<Probe>>, mut mailbox: Box<dyn Mailbox>) -> Watcher {
         assert!(!probes.is_empty(), "a watcher serves at least one probe");
+        let tag = memory_tag(&probes[0]);
         if let Some(memory) = probes[0].scan_memory() {
-            mailbox.restore_scan_memory(&memory);
+            match memory.strip_prefix(&tag) {
+                Some(memory) => mailbox.restore_scan_memory(memory),
+                // Another mailbox's (the first probe was moved, or the probes reordered): this
+                // mailbox is read from the start once; the books know what they counted.
+                None if memory.starts_with(MEMORY_TAG) => tracing::info!(
+                    probe = %names(&probes),
+                    "the remembered scan position is of another mailbox; reading this one again"
+                ),
+                // Written before memories were tagged: the probe's own mailbox then.
+                None => mailbox.restore_scan_memory(&memory),
+            }
         }
         Watcher {
             probes,
@@ -168,7 +179,8 @@ impl Watcher {
             // same mail again, and the books recognise what they already counted.
             Ok(()) => {
                 if let Some(memory) = self.mailbox.scan_memory() {
-                    self.probes[0].remember_scan(memory).await;
+                    let tagged = memory_tag(&self.probes[0]) + &memory;
+                    self.probes[0].remember_scan(tagged).await;
                 }
             }
             Err(_) => self.unremoved = clean,
@@ -212,6 +224,21 @@ impl Watcher {
     }
 }
 
+/// How a scan memory kept in a probe's books starts: the mailbox it is of, so that a memory
+/// is never handed to another mailbox's adapter (after probes were reordered or a probe was
+/// pointed elsewhere; IMAP UIDVALIDITY alone may match by chance).
+const MEMORY_TAG: &str = "mailbox ";
+
+/// The tag of the mailbox `probe` is configured with: [`MEMORY_TAG`], a hash of the mailbox's
+/// identity (FNV-1a, stable across builds), a newline.
+fn memory_tag(probe: &Probe) -> String {
+    let identity = probe.config().mailbox.identity();
+    let hash = identity.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{MEMORY_TAG}{hash:016x}\n")
+}
+
 /// The names of `probes`, comma-separated, for the log.
 fn names(probes: &[Arc<Probe>]) -> String {
     let names: Vec<&str> = probes.iter().map(|p| p.config().name.as_str()).collect();
@@ -235,4 +262,36 @@ fn route(arrivals: Vec<Arrival>, probes: &[Arc<Probe>]) -> Vec<Vec<Arrival>> {
         }
     }
     routed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Store;
+    use crate::testing::{self, FakeServer};
+
+    #[tokio::test]
+    async fn a_shared_mailbox_keeps_its_scan_memory_on_its_first_probe_tagged_with_the_mailbox() {
+        let (server, store) = (FakeServer::default(), Store::acknowledging());
+        server.remember_scans();
+        let p = testing::probe_named("p", &server, &store, r#""bulk""#, "1h");
+        let q = testing::probe_named("q", &server, &store, r#""bulk""#, "1h");
+        server.deliver(b"Subject: not a canary\r\n\r\nhello\r\n");
+        let mut watcher = Watcher::new(vec![Arc::clone(&p), Arc::clone(&q)], server.mailbox());
+        assert!(watcher.look().await);
+        let memory = p.scan_memory().expect("the first probe keeps the memory");
+        assert!(memory.starts_with(&memory_tag(&p)) && memory.ends_with("upto 1"));
+        assert_eq!(q.scan_memory(), None);
+        // A restart (or `once`) hands the memory back, untagged.
+        Watcher::new(vec![Arc::clone(&p), Arc::clone(&q)], server.mailbox());
+        assert_eq!(server.restored(), ["upto 1"]);
+        // Another mailbox's memory is not handed over; one written before tags were is.
+        p.remember_scan("mailbox 0123456789abcdef\nupto 9".into())
+            .await;
+        Watcher::new(vec![Arc::clone(&p)], server.mailbox());
+        assert_eq!(server.restored(), ["upto 1"]);
+        p.remember_scan("upto 7".into()).await;
+        Watcher::new(vec![Arc::clone(&p)], server.mailbox());
+        assert_eq!(server.restored(), ["upto 1", "upto 7"]);
+    }
 }
