@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt as _;
+use futures::future::join_all;
 
 use crate::canary::parse_header;
 use crate::mailbox::{Arrival, MailId, Mailbox, MailboxError};
@@ -82,9 +83,9 @@ impl Watcher {
             }
             Err(panic) => self.recover("look", panic).await,
         }
-        for probe in &self.probes {
-            probe.expire().await;
-        }
+        // All probes at once: their writes reach the store as one group commit, not one
+        // commit per probe.
+        join_all(self.probes.iter().map(|p| p.expire())).await;
         self.failures == 0
     }
 
@@ -127,9 +128,7 @@ impl Watcher {
                 stage = e.stage.as_str(), error = %e.message, "mailbox check failed"
             );
         }
-        for probe in probes {
-            probe.mailbox_checked(result).await;
-        }
+        join_all(probes.iter().map(|p| p.mailbox_checked(result))).await;
     }
 
     async fn try_look(&mut self) -> Result<(), MailboxError> {
@@ -148,13 +147,16 @@ impl Watcher {
             .filter(|a| !self.judged.contains(&a.id))
             .collect();
         let fresh_ids: Vec<MailId> = fresh.iter().map(|a| a.id.clone()).collect();
+        let routed = route(fresh, &self.probes);
+        let accounting = self
+            .probes
+            .iter()
+            .zip(&routed)
+            .filter(|(_, arrivals)| !arrivals.is_empty())
+            .map(|(probe, arrivals)| probe.account_for(arrivals));
         let mut clean = Vec::new();
         let mut forged = Vec::new();
-        for (probe, arrivals) in self.probes.iter().zip(route(fresh, &self.probes)) {
-            if arrivals.is_empty() {
-                continue;
-            }
-            let settled = probe.account_for(&arrivals).await;
+        for settled in join_all(accounting).await {
             clean.extend(settled.clean);
             forged.extend(settled.forged);
         }
