@@ -272,6 +272,47 @@ mod tests {
     use crate::state::Store;
     use crate::testing::{self, FakeServer};
 
+    /// A mail carrying a canary of `agent`'s probe `probe`, signed with `key`.
+    fn canary_mail(agent: &str, probe: &str, key: &[u8]) -> Vec<u8> {
+        let canary = crate::canary::Canary {
+            id: "01JDQ8ZK3V6R9X1T2Y3Z4A5B6C".into(),
+            probe: probe.into(),
+            class: "bulk".into(),
+            seq: 1,
+            sent_ms: 1,
+            agent: agent.into(),
+        };
+        let key = crate::canary::SigningKey::new(key.to_vec()).unwrap();
+        format!(
+            "X-Mailcanary: {}\r\nSubject: x\r\n\r\nbody\r\n",
+            canary.header_value(&key)
+        )
+        .into_bytes()
+    }
+
+    fn forged(probe: &Probe) -> u64 {
+        probe.read_ledger(|l| {
+            l.classes.values().map(|c| c.forged).sum::<u64>() + l.probe.forged_unknown_class
+        })
+    }
+
+    #[tokio::test]
+    async fn a_shared_mailbox_hands_a_forgery_to_the_probe_it_names_and_leaves_strangers_alone() {
+        let (server, store) = (FakeServer::default(), Store::acknowledging());
+        let p = testing::probe_named("p", &server, &store, r#""bulk""#, "1h");
+        let q = testing::probe_named("q", &server, &store, r#""bulk""#, "1h");
+        let ours = b"test key of sixteen bytes";
+        server.deliver(&canary_mail("a", "z", ours)); // a probe not on this mailbox
+        server.deliver(&canary_mail("b", "p", ours)); // another agent's probe p
+        server.deliver(&canary_mail("a", "q", b"not our key at all")); // forged, naming q
+        let mut watcher = Watcher::new(vec![Arc::clone(&p), Arc::clone(&q)], server.mailbox());
+        assert!(watcher.look().await);
+        assert!(watcher.look().await, "a second look judges nothing again");
+        assert_eq!((forged(&p), forged(&q)), (0, 1));
+        assert_eq!(server.mail_count(), 3, "nothing removed");
+        assert!(server.cleaned().is_empty());
+    }
+
     #[tokio::test]
     async fn a_shared_mailbox_keeps_its_scan_memory_on_its_first_probe_tagged_with_the_mailbox() {
         let (server, store) = (FakeServer::default(), Store::acknowledging());
