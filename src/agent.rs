@@ -45,10 +45,10 @@ impl Agent {
         let opened = Store::open(&config.agent.state_dir)?;
         let mut ledgers = opened.ledgers;
         let mut probes = Vec::with_capacity(config.probes.len());
-        let mut inboxes: Vec<(String, Inbox)> = Vec::new();
+        let mut inboxes: Vec<((String, Option<&str>), Inbox)> = Vec::new();
         for probe in &config.probes {
-            let identity = probe.mailbox.identity();
-            let inbox = match inboxes.iter().position(|(id, _)| *id == identity) {
+            let share = probe.mailbox.share_key();
+            let inbox = match inboxes.iter().position(|(k, _)| *k == share) {
                 Some(i) => i,
                 None => {
                     let mailbox =
@@ -58,7 +58,7 @@ impl Agent {
                             source,
                         })?;
                     let probes = Vec::new();
-                    inboxes.push((identity, Inbox { probes, mailbox }));
+                    inboxes.push((share, Inbox { probes, mailbox }));
                     inboxes.len() - 1
                 }
             };

@@ -224,9 +224,10 @@ impl MailboxConfig {
         }
     }
 
-    /// What decides sharing: probes whose mailboxes have the same identity (protocol, server,
-    /// login name and folders; for a Maildir its path and folders) share one connection and one
-    /// watcher, which hands each canary to the probe it names.
+    /// Which mailbox this is: protocol, server, login name and folders; for a Maildir its
+    /// path and folders. Probes with the same identity (and password, see
+    /// [`share_key`](MailboxConfig::share_key)) share one connection and one watcher, which
+    /// hands each canary to the probe it names.
     pub fn identity(&self) -> String {
         let folders = self.folders().join("\u{0}");
         match self {
@@ -242,8 +243,22 @@ impl MailboxConfig {
         }
     }
 
-    /// Everything but the identity that changes how a mailbox is watched or cleaned (the
-    /// password excepted): probes sharing a mailbox must agree on it.
+    /// What decides whether probes share one watcher: the mailbox's [`identity`] and the
+    /// password. Probes that log in to one account with different passwords (one of them
+    /// wrong) each keep their own connection, so each reports its own login.
+    ///
+    /// [`identity`]: MailboxConfig::identity
+    pub fn share_key(&self) -> (String, Option<&str>) {
+        let password = match self {
+            MailboxConfig::Imap(i) => Some(i.credentials.password.expose()),
+            MailboxConfig::Pop3(p) => Some(p.credentials.password.expose()),
+            MailboxConfig::Maildir(_) => None,
+        };
+        (self.identity(), password)
+    }
+
+    /// Everything but the [`share_key`](MailboxConfig::share_key) that changes how a mailbox
+    /// is watched or cleaned: probes sharing a mailbox must agree on it.
     pub(crate) fn sharing_settings(&self) -> String {
         let endpoint = |e: &Endpoint| {
             format!(

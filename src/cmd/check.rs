@@ -1,11 +1,20 @@
 //! `mailcanary check`: is the config valid, and can every endpoint be logged in to?
 
+use std::collections::HashMap;
+use std::fmt::Display;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, Shared};
 
 use crate::config::Config;
 use crate::mailbox;
 use crate::send::Submitter;
+
+/// A mailbox's login check, awaited by every probe on that mailbox.
+type MailboxCheck = Shared<BoxFuture<'static, (Duration, Result<(), Arc<anyhow::Error>>)>>;
 
 /// Logs in to every SMTP and mailbox endpoint and prints one line each.
 pub async fn run(config: &Config, no_login: bool) -> Result<ExitCode, super::Error> {
@@ -17,6 +26,27 @@ pub async fn run(config: &Config, no_login: bool) -> Result<ExitCode, super::Err
     if no_login {
         return Ok(ExitCode::SUCCESS);
     }
+    // One login per distinct mailbox, as `run` holds one connection per mailbox: probes that
+    // share it get its result (a thousand logins to one account at once would be refused).
+    let mut mailboxes: HashMap<(String, Option<&str>), MailboxCheck> = HashMap::new();
+    for probe in &config.probes {
+        let config = probe.mailbox.clone();
+        mailboxes
+            .entry(probe.mailbox.share_key())
+            .or_insert_with(|| {
+                async move {
+                    let start = Instant::now();
+                    let result = match mailbox::open(&config) {
+                        Ok(mut m) => m.check_login().await.map_err(anyhow::Error::new),
+                        Err(e) => Err(anyhow::Error::new(e)),
+                    };
+                    (start.elapsed(), result.map_err(Arc::new))
+                }
+                .boxed()
+                .shared()
+            });
+    }
+    let mailboxes = &mailboxes;
     let checks = config.probes.iter().map(|probe| async move {
         let smtp = async {
             let start = Instant::now();
@@ -28,22 +58,17 @@ pub async fn run(config: &Config, no_login: bool) -> Result<ExitCode, super::Err
                 &probe.name,
                 "smtp",
                 &probe.smtp.endpoint.to_string(),
-                start,
+                start.elapsed(),
                 result,
             )
         };
         let mailbox = async {
-            let start = Instant::now();
-            let endpoint = probe.mailbox.location();
-            let result = match mailbox::open(&probe.mailbox) {
-                Ok(mut m) => m.check_login().await.map_err(anyhow::Error::new),
-                Err(e) => Err(anyhow::Error::new(e)),
-            };
+            let (took, result) = mailboxes[&probe.mailbox.share_key()].clone().await;
             line(
                 &probe.name,
                 probe.mailbox.protocol(),
-                &endpoint,
-                start,
+                &probe.mailbox.location(),
+                took,
                 result,
             )
         };
@@ -67,10 +92,10 @@ fn line(
     probe: &str,
     kind: &str,
     endpoint: &str,
-    start: Instant,
-    result: anyhow::Result<()>,
+    took: Duration,
+    result: Result<(), impl Display>,
 ) -> (String, bool) {
-    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    let ms = took.as_secs_f64() * 1000.0;
     match result {
         Ok(()) => (
             format!("probe {probe} {kind} {endpoint}: ok ({ms:.0} ms)"),
@@ -94,7 +119,8 @@ mod tests {
             path: "/etc/ca.pem".into(),
             source: cause,
         };
-        let (text, ok) = line("p", "imap", "h:993", Instant::now(), Err(e.into()));
+        let e = anyhow::Error::from(e);
+        let (text, ok) = line("p", "imap", "h:993", Duration::ZERO, Err(e));
         assert!(!ok);
         assert!(
             text.starts_with(
@@ -102,7 +128,7 @@ mod tests {
             ),
             "{text}"
         );
-        let (text, ok) = line("p", "smtp", "h:587", Instant::now(), Ok(()));
+        let (text, ok) = line("p", "smtp", "h:587", Duration::ZERO, Ok::<_, String>(()));
         assert!(ok && text.starts_with("probe p smtp h:587: ok ("), "{text}");
     }
 }

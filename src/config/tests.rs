@@ -518,4 +518,20 @@ fn probes_on_one_mailbox_share_it_and_must_configure_it_alike() {
     assert!(e.contains("probe[1].mailbox"), "{e}");
     assert!(e.contains("\"p1\" and \"p2\""), "{e}");
     assert!(e.contains("same mailbox"), "{e}");
+    // Another password (one of them wrong): not shared, so free to differ.
+    let other_password = second("  cleanup = \"keep\"").replacen(
+        "password_env = \"MC_CONFIG_TEST_PASSWORD\"",
+        "password = \"another\"",
+        2,
+    );
+    let other_password = other_password.replacen(
+        "password = \"another\"",
+        "password_env = \"MC_CONFIG_TEST_PASSWORD\"",
+        1,
+    );
+    let c = parse(&other_password).unwrap();
+    assert_ne!(
+        c.probes[0].mailbox.share_key(),
+        c.probes[1].mailbox.share_key()
+    );
 }

@@ -28,7 +28,7 @@ impl Context<'_> {
             // Probes on one mailbox share one watcher, so they must want the same of it.
             if let Some(q) = probes
                 .iter()
-                .find(|q| q.mailbox.identity() == p.mailbox.identity())
+                .find(|q| q.mailbox.share_key() == p.mailbox.share_key())
                 && q.mailbox.sharing_settings() != p.mailbox.sharing_settings()
             {
                 let key = format!("probe[{i}].mailbox");

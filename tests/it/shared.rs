@@ -155,3 +155,41 @@ fn probes_sharing_a_mailbox_hold_one_connection_count_their_own_and_fail_togethe
         );
     }
 }
+
+/// IMAP logins of `user` in Dovecot's log so far.
+fn imap_logins(stack: &Stack, user: &str) -> usize {
+    let needle = format!("imap-login: Info: Login: user=<{user}>");
+    std::fs::read_to_string(stack.get("MAILSTACK_DOVECOT_LOG"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .count()
+}
+
+#[test]
+fn check_logs_in_once_per_shared_mailbox_and_reports_it_for_each_probe() {
+    let stack = Stack::shared();
+    let user = "box37@example.test";
+    let sections: String = ["check_a", "check_b"]
+        .iter()
+        .map(|name| probe_section(stack, name, user, "MC_PROBE1_PASSWORD"))
+        .collect();
+    let work = Workdir::new("it-shared-check", &sections);
+    let before = imap_logins(stack, user);
+    let out = work.run(stack, &["check"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for name in ["check_a", "check_b"] {
+        let line = format!(
+            "probe {name} imap 127.0.0.1:{}: ok",
+            stack.port("MAILSTACK_IMAPS_PORT")
+        );
+        assert!(stdout.contains(&line), "{stdout}");
+    }
+    // Dovecot logs a login as it happens; give it a moment to show a second one, if any.
+    assert!(poll_until(Duration::from_secs(5), &mut || imap_logins(
+        stack, user
+    ) > before));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(imap_logins(stack, user) - before, 1, "{stdout}");
+}
