@@ -2,21 +2,21 @@
 //! the probe it names, clean up, and wait for the next look. Shared by the daemon's loop
 //! (`cmd::run`) and `once`.
 //!
-//! Probes whose `[probe.mailbox]` has the same identity ([`MailboxConfig::identity`]) share
-//! one watcher: one connection, one IDLE, one look for all of them. Each probe still keeps its
+//! Probes whose `[probe.mailbox]` names the same mailbox with the same login
+//! ([`MailboxConfig::share_key`]) share one watcher: one connection, one IDLE, one look for all of them. Each probe still keeps its
 //! own books and its own `mailbox_up`: the outcome of every look (and every failed wait) is
 //! reported to every probe on the mailbox. What belongs to the mailbox rather than to a probe
 //! is kept on the first of its probes in config order: the adapter's scan memory and the count
 //! of mails skipped as unreadable (counted once, not once per probe).
 //!
-//! [`MailboxConfig::identity`]: crate::config::MailboxConfig::identity
+//! [`MailboxConfig::share_key`]: crate::config::MailboxConfig::share_key
 //!
 //! The mailbox adapters parse whatever a server or a stranger's mail hands them, so a bug there
 //! must not silence a probe: a look or a wait that panics is caught here, logged, counted as a
 //! failed look, and the connection is dropped so the next look starts clean.
 
 use std::any::Any;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -251,15 +251,18 @@ fn names(probes: &[Arc<Probe>]) -> String {
 /// each probe then verifies its own). A mail naming another agent, a probe not on this
 /// mailbox, or with a mark that does not parse is no probe's: it is left alone.
 fn route(arrivals: Vec<Arrival>, probes: &[Arc<Probe>]) -> Vec<Vec<Arrival>> {
+    let index: HashMap<(&str, &str), usize> = probes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| ((p.agent(), p.config().name.as_str()), i))
+        .collect();
     let mut routed: Vec<Vec<Arrival>> = (0..probes.len()).map(|_| Vec::new()).collect();
     for arrival in arrivals {
         let Ok(claimed) = parse_header(arrival.mark.value()) else {
             continue;
         };
-        let named = probes.iter().position(|p| {
-            p.agent() == claimed.canary.agent && p.config().name == claimed.canary.probe
-        });
-        if let Some(i) = named {
+        let named = index.get(&(claimed.canary.agent.as_str(), claimed.canary.probe.as_str()));
+        if let Some(&i) = named {
             routed[i].push(arrival);
         }
     }
