@@ -11,7 +11,8 @@
 //! A verified canary is judged against the books, in this order:
 //!
 //! - a mail already counted (the same `folder/key` read again): nothing;
-//! - its id was delivered before, as another mail: a **duplicate**, counted once per mail;
+//! - its id is among the class's recent deliveries, as another mail: a **duplicate**, counted
+//!   once per mail;
 //! - in flight: delivered **on time**; counted lost: delivered **late**;
 //! - not on the books, and either sent longer than `forget_after` ago (the books have forgotten
 //!   anything that old, so they cannot vouch for it) or carrying a sequence number already
@@ -25,6 +26,19 @@
 //! `sequence_gaps` only once overdue: still missing `lost_after` after the canary that revealed
 //! them was sent. A canary that merely arrives out of order closes its gap and is never counted,
 //! so the counter only ever rises for numbers that really did not come.
+//!
+//! # Books that do not grow with time
+//!
+//! What is kept per probe is bounded by count, whatever the canary rate and `forget_after`:
+//! per class the totals, the highest sequence number seen and the open gaps (which close or
+//! fall due within `lost_after`), and the last [`RECENT_PER_CLASS`] deliveries in full; per
+//! probe at most [`MAILS_REMEMBERED`] duplicate or replayed mails and as many forged ones. The
+//! sequence numbers are the window that recognises old copies: a settled number is a replay
+//! however long ago it was delivered, so nothing per canary has to be kept for that. The cost of
+//! the bound: a second mail of a canary that has dropped out of the recent deliveries counts as
+//! replayed rather than duplicate, and the same mail read again after that (only when a mailbox
+//! adapter lost its scan memory) counts once as replayed. Canaries in flight and those counted
+//! lost are not bounded here: they are as many as the mail system loses within `forget_after`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -40,6 +54,17 @@ pub const DELAY_BUCKETS: [f64; 19] = [
     1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
     14400.0, 21600.0, 43200.0, 86400.0, 172800.0,
 ];
+
+/// Deliveries remembered in full per class (id, mail, times), newest kept: enough to tell a
+/// second mail of a recent canary (a duplicate) from the same mail read again. Bounded by count,
+/// not by time, so the books do not grow with the canary rate or `forget_after`: at about
+/// 200 bytes in memory and 370 in the store per record, at most ~6 KiB and ~12 KiB per class.
+pub const RECENT_PER_CLASS: usize = 32;
+
+/// Mails remembered as counted duplicates or replays, and as counted forgeries, per probe
+/// (each map on its own); beyond it the oldest is forgotten. A flood of copies (or of forged
+/// mail, which anyone can send) then costs at most this many records, ~100 bytes each.
+pub const MAILS_REMEMBERED: usize = 1024;
 
 /// Buckets of the SMTP transaction duration.
 pub const SMTP_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
@@ -421,7 +446,8 @@ pub struct Ledger {
     in_flight_by_class: BTreeMap<String, ClassInFlight>,
     /// Canaries counted lost, by id.
     pub lost: BTreeMap<String, LostCanary>,
-    /// Canaries delivered, by id.
+    /// The most recent deliveries, by id: at most [`RECENT_PER_CLASS`] per class (the oldest
+    /// seen is forgotten first) and none older than `forget_after`.
     pub seen: BTreeMap<String, SeenCanary>,
     /// Forged mails already counted, by mail (`folder/key`), with when: a forgery left in
     /// place is counted once, not again after every restart.
@@ -436,6 +462,10 @@ pub struct Ledger {
     /// What the mailbox adapter remembers of the mail it has looked at (opaque to the books),
     /// so a restart or the next `once` run does not read old mail again.
     pub scan_memory: Option<String>,
+    /// Set when loading found more records than the bounds keep (books written by a version
+    /// that remembered every delivery for `forget_after`): the store is rewritten once, see
+    /// [`Ledger::compact_loaded`]. Never stored.
+    over_bounds_on_load: bool,
 }
 
 impl Ledger {
@@ -670,6 +700,11 @@ impl Ledger {
         };
         self.seen.insert(canary.id.clone(), seen.clone());
         writes.push(Write::Seen(canary.id.clone(), seen));
+        writes.extend(
+            self.trim_recent(&canary.class)
+                .into_iter()
+                .map(Write::Unseen),
+        );
         writes.push(self.class_write(&canary.class));
         (arrival, writes)
     }
@@ -677,10 +712,45 @@ impl Ledger {
     /// Remembers `mail` as counted (a duplicate or a replay) and returns the writes for it.
     fn repeated_writes(&mut self, mail: &str, class: &str, now_ms: u64) -> Vec<Write> {
         self.repeated.insert(mail.to_string(), now_ms);
-        vec![
-            Write::Repeated(mail.to_string(), now_ms),
-            self.class_write(class),
-        ]
+        let mut writes = vec![Write::Repeated(mail.to_string(), now_ms)];
+        writes.extend(
+            trim_mails(&mut self.repeated)
+                .into_iter()
+                .map(Write::Unrepeated),
+        );
+        writes.push(self.class_write(class));
+        writes
+    }
+
+    /// Forgets `class`'s oldest deliveries beyond [`RECENT_PER_CLASS`]; returns their ids.
+    fn trim_recent(&mut self, class: &str) -> Vec<String> {
+        let mut of_class: Vec<(u64, &String)> = self
+            .seen
+            .iter()
+            .filter(|(_, s)| s.class == class)
+            .map(|(id, s)| (s.seen_ms, id))
+            .collect();
+        if of_class.len() <= RECENT_PER_CLASS {
+            return Vec::new();
+        }
+        of_class.sort_unstable();
+        let excess: Vec<String> = of_class[..of_class.len() - RECENT_PER_CLASS]
+            .iter()
+            .map(|(_, id)| (*id).clone())
+            .collect();
+        for id in &excess {
+            self.seen.remove(id);
+        }
+        excess
+    }
+
+    /// Loading stopped at the bounds (books of a version that remembered every delivery for
+    /// `forget_after`): the writes that replace the stored books by what was kept, once.
+    pub fn compact_loaded(&mut self) -> Vec<Write> {
+        if !std::mem::take(&mut self.over_bounds_on_load) {
+            return Vec::new();
+        }
+        self.full_writes()
     }
 
     /// [`Ledger::arrived`] with no server timestamps and a `forget_after` of a week, for tests
@@ -710,17 +780,23 @@ impl Ledger {
             return Vec::new();
         }
         self.forged.insert(mail.to_string(), now_ms);
-        let remembered = Write::Forged(mail.to_string(), now_ms);
+        let mut writes = vec![Write::Forged(mail.to_string(), now_ms)];
+        writes.extend(
+            trim_mails(&mut self.forged)
+                .into_iter()
+                .map(Write::Unforged),
+        );
         match self.classes.get_mut(claimed_class) {
             Some(tally) => {
                 tally.forged += 1;
-                vec![remembered, self.class_write(claimed_class)]
+                writes.push(self.class_write(claimed_class));
             }
             None => {
                 self.probe.forged_unknown_class += 1;
-                vec![remembered, Write::Probe(self.probe.clone())]
+                writes.push(Write::Probe(self.probe.clone()));
             }
         }
+        writes
     }
 
     /// A mailbox check failed at `stage`.
@@ -816,7 +892,9 @@ impl Ledger {
                 self.lost.remove(&id);
             }
             Write::Seen(id, s) => {
+                let class = s.class.clone();
                 self.seen.insert(id, s);
+                self.over_bounds_on_load |= !self.trim_recent(&class).is_empty();
             }
             Write::Unseen(id) => {
                 self.seen.remove(&id);
@@ -827,12 +905,14 @@ impl Ledger {
             Write::Probe(p) => self.probe = p,
             Write::Forged(mail, at) => {
                 self.forged.insert(mail, at);
+                self.over_bounds_on_load |= !trim_mails(&mut self.forged).is_empty();
             }
             Write::Unforged(mail) => {
                 self.forged.remove(&mail);
             }
             Write::Repeated(mail, at) => {
                 self.repeated.insert(mail, at);
+                self.over_bounds_on_load |= !trim_mails(&mut self.repeated).is_empty();
             }
             Write::Unrepeated(mail) => {
                 self.repeated.remove(&mail);
@@ -894,6 +974,21 @@ impl Ledger {
     pub fn oldest_age(&self, class: &str, now_ms: u64) -> f64 {
         delay::oldest_age(self.oldest_sent(class), now_ms)
     }
+}
+
+/// Forgets the mails remembered longest beyond [`MAILS_REMEMBERED`]; returns them.
+fn trim_mails(mails: &mut BTreeMap<String, u64>) -> Vec<String> {
+    let mut forgotten = Vec::new();
+    while mails.len() > MAILS_REMEMBERED {
+        let oldest = mails
+            .iter()
+            .min_by_key(|(mail, at)| (**at, *mail))
+            .map(|(mail, _)| mail.clone())
+            .expect("not empty");
+        mails.remove(&oldest);
+        forgotten.push(oldest);
+    }
+    forgotten
 }
 
 #[cfg(test)]

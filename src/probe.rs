@@ -239,15 +239,18 @@ impl Probe {
         value
     }
 
-    /// Gives every configured class its (zero) totals, so all series exist from the start.
+    /// Gives every configured class its (zero) totals, so all series exist from the start, and
+    /// rewrites books loaded beyond their bounds once (see [`Ledger::compact_loaded`]).
     pub async fn open_books(&self) {
         self.record(|l| {
-            let writes = self
+            let mut writes = l.compact_loaded();
+            let opened = self
                 .config
                 .classes
                 .iter()
                 .filter_map(|c| l.open_class(c.name()));
-            ((), writes.collect())
+            writes.extend(opened.collect::<Vec<_>>());
+            ((), writes)
         })
         .await;
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -48,8 +49,30 @@ pub async fn run(
     let stop = CancellationToken::new();
     let signals = tokio::spawn(super::run::cancel_on_signal(stop.clone()));
     let mut rounds = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(ROUNDS_AT_ONCE));
     for inbox in std::mem::take(&mut agent.inboxes) {
-        rounds.spawn(round(inbox.probes, inbox.mailbox, deadline, stop.clone()));
+        let names: Vec<String> = inbox
+            .probes
+            .iter()
+            .map(|p| p.config().name.clone())
+            .collect();
+        let stop = stop.clone();
+        let started = in_a_slot(Arc::clone(&slots), deadline, stop.clone(), async move {
+            round(inbox.probes, inbox.mailbox, deadline, stop).await
+        });
+        rounds.spawn(async move {
+            started.await.unwrap_or_else(|| {
+                tracing::error!(probes = ?names, "no slot for the mailbox's round before the deadline");
+                names
+                    .into_iter()
+                    .map(|name| Outcome {
+                        name,
+                        sent_any: false,
+                        read_any: false,
+                    })
+                    .collect()
+            })
+        });
     }
     let mut failed = false;
     while let Some(outcomes) = rounds.join_next().await {
@@ -82,6 +105,31 @@ pub async fn run(
         print!("{text}");
     }
     Ok(super::exit_code(failed))
+}
+
+/// Mailbox rounds run at a time (one per shared mailbox, with its probes' sends). Each holds
+/// a mailbox connection and its probes' SMTP connections: 1,000 probes
+/// started at once would open 2,000 connections together (and run into the servers' limits)
+/// for no gain, since a round mostly waits for its canaries. The rest wait for a slot; one that
+/// has none by the deadline (or a stop) gives up without sending, so the whole run stays
+/// within `--wait` plus the SMTP timeout of the rounds under way.
+pub const ROUNDS_AT_ONCE: usize = 64;
+
+/// Runs `work` once one of `slots` is free; `None` when none was by `deadline` or `stop`.
+async fn in_a_slot<T>(
+    slots: Arc<Semaphore>,
+    deadline: Instant,
+    stop: CancellationToken,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    let slot = tokio::select! {
+        slot = slots.acquire_owned() => slot.ok()?,
+        () = tokio::time::sleep_until(deadline) => return None,
+        () = stop.cancelled() => return None,
+    };
+    let done = work.await;
+    drop(slot);
+    Some(done)
 }
 
 /// Sends one round of each of `probes` (all on `mailbox`) and watches the mailbox meanwhile
@@ -137,4 +185,72 @@ async fn round(
             read_any,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Rounds of 100 probes, each taking 10 ms: never more than the slots at once, every one run.
+    #[tokio::test(start_paused = true)]
+    async fn no_more_rounds_run_at_once_than_there_are_slots() {
+        let slots = Arc::new(Semaphore::new(8));
+        let (running, most, done) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut rounds = JoinSet::new();
+        for _ in 0..100 {
+            let (running, most, done) = (running.clone(), most.clone(), done.clone());
+            rounds.spawn(in_a_slot(
+                slots.clone(),
+                deadline,
+                CancellationToken::new(),
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    done.fetch_add(1, Ordering::SeqCst);
+                },
+            ));
+        }
+        while let Some(r) = rounds.join_next().await {
+            assert!(r.unwrap().is_some(), "every round got a slot");
+        }
+        assert_eq!(done.load(Ordering::SeqCst), 100);
+        assert_eq!(most.load(Ordering::SeqCst), 8);
+    }
+
+    /// Rounds that hold their slot past the deadline: the ones still waiting give up at the
+    /// deadline instead of running after it.
+    #[tokio::test(start_paused = true)]
+    async fn a_round_waiting_for_a_slot_gives_up_at_the_deadline() {
+        let slots = Arc::new(Semaphore::new(2));
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(10);
+        let mut rounds = JoinSet::new();
+        for _ in 0..5 {
+            rounds.spawn(in_a_slot(
+                slots.clone(),
+                deadline,
+                CancellationToken::new(),
+                tokio::time::sleep_until(deadline + Duration::from_secs(5)),
+            ));
+        }
+        let mut ran = 0;
+        while let Some(r) = rounds.join_next().await {
+            ran += usize::from(r.unwrap().is_some());
+        }
+        assert_eq!(ran, 2, "only the rounds that had a slot");
+        assert_eq!(
+            Instant::now() - start,
+            Duration::from_secs(15),
+            "the last round's own end"
+        );
+    }
 }

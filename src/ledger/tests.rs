@@ -722,3 +722,172 @@ fn in_flight_counts_per_class_follow_every_change_and_replay() {
         0.0
     );
 }
+
+/// Records a store would hold after these writes, per table (keys only).
+#[derive(Default)]
+struct StoredKeys {
+    seen: std::collections::BTreeSet<String>,
+    repeated: std::collections::BTreeSet<String>,
+    forged: std::collections::BTreeSet<String>,
+}
+
+impl StoredKeys {
+    fn apply(&mut self, writes: &[Write]) {
+        for w in writes {
+            match w {
+                Write::Seen(id, _) => drop(self.seen.insert(id.clone())),
+                Write::Unseen(id) => drop(self.seen.remove(id)),
+                Write::Repeated(m, _) => drop(self.repeated.insert(m.clone())),
+                Write::Unrepeated(m) => drop(self.repeated.remove(m)),
+                Write::Forged(m, _) => drop(self.forged.insert(m.clone())),
+                Write::Unforged(m) => drop(self.forged.remove(m)),
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn books_stay_bounded_after_100_000_deliveries() {
+    let mut l = Ledger::default();
+    let mut stored = StoredKeys::default();
+    let classes = ["bulk", "interpersonal"];
+    for i in 0..100_000u64 {
+        let class = classes[(i % 2) as usize];
+        let id = format!("C{i}");
+        let sent_ms = i * 1_000;
+        let (seq, w) = l.begin_send(&id, class, sent_ms);
+        stored.apply(&w);
+        stored.apply(&l.accepted(&id, sent_ms + 50, None, 0.05));
+        let c = canary(&id, class, seq, sent_ms);
+        let (arrival, w) = l.arrived_at(&c, "INBOX", &format!("INBOX/{i}"), sent_ms + 900);
+        assert!(arrival.is_delivery(), "{i}: {arrival:?}");
+        stored.apply(&w);
+        if i % 10 == 0 {
+            let (arrival, w) = l.arrived_at(&c, "INBOX", &format!("INBOX/{i}.copy"), sent_ms + 950);
+            assert_eq!(arrival, Delivery::Duplicate, "{i}");
+            stored.apply(&w);
+            stored.apply(&l.forged(class, &format!("INBOX/{i}.forged"), sent_ms + 950));
+        }
+        if i % 100 == 0 {
+            let (_, w) = l.expire(sent_ms + 990, |_| HOUR, 7 * 24 * HOUR);
+            stored.apply(&w);
+        }
+    }
+    for class in classes {
+        let recent = l.seen.values().filter(|s| s.class == class).count();
+        assert_eq!(recent, RECENT_PER_CLASS, "{class}");
+        let t = &l.classes[class];
+        assert_eq!(t.delivered["INBOX"], 50_000);
+        assert!(t.open_gaps.is_empty());
+    }
+    let duplicates: u64 = l.classes.values().map(|t| t.duplicates).sum();
+    assert_eq!(duplicates, 10_000);
+    assert_eq!(l.repeated.len(), MAILS_REMEMBERED);
+    assert_eq!(l.forged.len(), MAILS_REMEMBERED);
+    assert!(l.in_flight().is_empty() && l.lost.is_empty());
+    assert_eq!(
+        (
+            stored.seen.len(),
+            stored.repeated.len(),
+            stored.forged.len()
+        ),
+        (2 * RECENT_PER_CLASS, MAILS_REMEMBERED, MAILS_REMEMBERED),
+        "the store holds no more than the books"
+    );
+}
+
+#[test]
+fn copies_late_arrivals_and_replays_are_still_told_apart_within_the_bounds() {
+    let mut l = Ledger::default();
+    let deliver = |l: &mut Ledger, i: u64| {
+        let id = format!("C{i}");
+        let seq = send(l, &id, "bulk", i * 1_000);
+        let c = canary(&id, "bulk", seq, i * 1_000);
+        l.arrived_at(&c, "INBOX", &format!("INBOX/{i}"), i * 1_000 + 500);
+        c
+    };
+    let first = deliver(&mut l, 0);
+    // One canary goes missing and is counted lost; many more arrive meanwhile.
+    send(&mut l, "L", "bulk", 1_000);
+    let lost = canary("L", "bulk", 2, 1_000);
+    let mut last = first.clone();
+    for i in 2..(2 + 3 * RECENT_PER_CLASS as u64) {
+        last = deliver(&mut l, i);
+    }
+    l.expire(600_000, |_| Duration::from_secs(60), HOUR);
+    assert_eq!(l.classes["bulk"].lost, 1);
+    let now = 700_000;
+    assert_eq!(
+        l.arrived_at(
+            &last,
+            "INBOX",
+            &format!("INBOX/{}", 2 + 3 * RECENT_PER_CLASS - 1),
+            now
+        )
+        .0,
+        Delivery::AlreadyCounted,
+        "a recent mail read again"
+    );
+    assert_eq!(
+        l.arrived_at(&last, "INBOX", "INBOX/last.copy", now).0,
+        Delivery::Duplicate,
+        "a second mail of a recent canary"
+    );
+    assert!(
+        matches!(
+            l.arrived_at(&lost, "INBOX", "INBOX/L", now).0,
+            Delivery::Late { .. }
+        ),
+        "a lost canary still arrives late, whatever came since"
+    );
+    assert_eq!(
+        l.arrived_at(&first, "INBOX", "INBOX/0.copy", now).0,
+        Delivery::Replayed,
+        "a copy of a canary older than the recent deliveries: its number is settled"
+    );
+    assert_eq!(
+        l.arrived_at(&first, "INBOX", "INBOX/0.copy", now + 1).0,
+        Delivery::AlreadyCounted,
+        "and counts once"
+    );
+    let t = &l.classes["bulk"];
+    assert_eq!((t.duplicates, t.late, t.replayed), (1, 1, 1));
+}
+
+#[test]
+fn books_of_a_version_that_kept_every_delivery_are_folded_once() {
+    let mut loaded = Ledger::default();
+    for i in 0..1_000u64 {
+        let seen = SeenCanary {
+            class: "bulk".into(),
+            sent_ms: i,
+            seen_ms: i + 1,
+            server_ms: None,
+            mail: format!("INBOX/{i}"),
+        };
+        loaded.replay(Write::Seen(format!("C{i:04}"), seen));
+        loaded.replay(Write::Repeated(format!("INBOX/{i}.copy"), i));
+    }
+    assert_eq!(loaded.seen.len(), RECENT_PER_CLASS);
+    assert!(loaded.seen.contains_key("C0999") && !loaded.seen.contains_key("C0967"));
+    assert_eq!(loaded.repeated.len(), MAILS_REMEMBERED.min(1_000));
+    let writes = loaded.compact_loaded();
+    assert_eq!(
+        writes.first(),
+        Some(&Write::Reset),
+        "the store is rewritten"
+    );
+    let mut rebuilt = Ledger::default();
+    for w in writes {
+        rebuilt.replay(w);
+    }
+    assert_eq!(rebuilt, loaded);
+    assert!(loaded.compact_loaded().is_empty(), "once");
+    let mut fresh = Ledger::default();
+    send(&mut fresh, "A", "bulk", 0);
+    assert!(
+        fresh.compact_loaded().is_empty(),
+        "books within bounds are left alone"
+    );
+}
