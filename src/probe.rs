@@ -543,15 +543,7 @@ mod tests {
     }
 
     fn header(agent: &str, probe: &str, key: &SigningKey) -> String {
-        Canary {
-            id: "01JDQ8ZK3V6R9X1T2Y3Z4A5B6C".into(),
-            probe: probe.into(),
-            class: "bulk".into(),
-            seq: 1,
-            sent_ms: 1,
-            agent: agent.into(),
-        }
-        .header_value(key)
+        crate::testing::canary_header(agent, probe, key)
     }
 
     #[test]

@@ -364,3 +364,16 @@ pub fn probe_named(
     .with_submitter(server.sender());
     Arc::new(probe)
 }
+
+/// The signed header value of a fixed bulk canary (seq 1) of `agent`'s probe `probe`.
+pub fn canary_header(agent: &str, probe: &str, key: &SigningKey) -> String {
+    crate::canary::Canary {
+        id: "01JDQ8ZK3V6R9X1T2Y3Z4A5B6C".into(),
+        probe: probe.into(),
+        class: "bulk".into(),
+        seq: 1,
+        sent_ms: 1,
+        agent: agent.into(),
+    }
+    .header_value(key)
+}

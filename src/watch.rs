@@ -277,20 +277,9 @@ mod tests {
 
     /// A mail carrying a canary of `agent`'s probe `probe`, signed with `key`.
     fn canary_mail(agent: &str, probe: &str, key: &[u8]) -> Vec<u8> {
-        let canary = crate::canary::Canary {
-            id: "01JDQ8ZK3V6R9X1T2Y3Z4A5B6C".into(),
-            probe: probe.into(),
-            class: "bulk".into(),
-            seq: 1,
-            sent_ms: 1,
-            agent: agent.into(),
-        };
         let key = crate::canary::SigningKey::new(key.to_vec()).unwrap();
-        format!(
-            "X-Mailcanary: {}\r\nSubject: x\r\n\r\nbody\r\n",
-            canary.header_value(&key)
-        )
-        .into_bytes()
+        let header = testing::canary_header(agent, probe, &key);
+        format!("X-Mailcanary: {header}\r\nSubject: x\r\n\r\nbody\r\n").into_bytes()
     }
 
     fn forged(probe: &Probe) -> u64 {

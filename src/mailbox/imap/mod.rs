@@ -214,13 +214,7 @@ impl ImapMailbox {
         first: bool,
     ) -> Result<(), MailboxError> {
         let endpoint = &self.config.endpoint;
-        let selected = bounded(
-            endpoint,
-            MailboxStage::Select,
-            "SELECT",
-            conn.session.select(folder),
-        )
-        .await?;
+        let selected = select(conn, endpoint, folder).await?;
         let validity = selected.uid_validity.unwrap_or(0);
         let uid_next = selected.uid_next;
         if let Some(old) = self.memory.get(folder)
@@ -343,13 +337,7 @@ impl ImapMailbox {
         }
         self.reconnects -= 1;
         *conn = self.connect().await?;
-        let selected = bounded(
-            endpoint,
-            MailboxStage::Select,
-            "SELECT",
-            conn.session.select(folder),
-        )
-        .await?;
+        let selected = select(conn, endpoint, folder).await?;
         Ok(selected.uid_validity.unwrap_or(0) == validity)
     }
 
@@ -545,6 +533,16 @@ async fn greeted(
             format!("{endpoint}: unexpected greeting {other:?}"),
         )),
     }
+}
+
+/// Selects `folder` (read-write: clean-up follows on the same session) within the timeout.
+async fn select(
+    conn: &mut Connected,
+    endpoint: &Endpoint,
+    folder: &str,
+) -> Result<async_imap::types::Mailbox, MailboxError> {
+    let work = conn.session.select(folder);
+    bounded(endpoint, MailboxStage::Select, "SELECT", work).await
 }
 
 /// Bounds one IMAP command by the endpoint's timeout and labels its failure with `stage`.
