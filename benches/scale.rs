@@ -1,0 +1,374 @@
+//! Scale benchmark, fan-in shape (issue 12): one agent, N probes (default 1,000) each sending
+//! (submission, STARTTLS, probe1's account) into one of M mailboxes (default 10, the stack's
+//! box01..boxMM, round-robin), all watched with IMAP IDLE, interval 60 s, the 3 default classes,
+//! default jitter. After a warm-up it measures a window and prints the agent's CPU (% of one core),
+//! peak and current RSS, `/metrics` scrape time p50/max (one scrape every 5 s) and body size,
+//! series per probe, sent/delivered/lost, send failures and IMAP connections held.
+//!
+//! `cargo bench --bench scale [-- N=1000 MAILBOXES=10 RUN=180 WARMUP=60]` (the same names also
+//! work as environment variables; RUN and WARMUP in seconds). Prints figures, asserts nothing.
+//! Needs root and starts its own private stack (`/tmp/mailcanary-bench-scale`, ports 29xxx),
+//! which it stops at the end.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const STACK: &str = "/tmp/mailcanary-bench-scale";
+const PORT_BASE: &str = "29000";
+const SCRAPE_EVERY: Duration = Duration::from_secs(5);
+
+type Env = HashMap<String, String>;
+
+/// A parameter from `NAME=value` on the command line, else the environment, else `default`.
+fn param(name: &str, default: u64) -> u64 {
+    let prefix = format!("{name}=");
+    std::env::args()
+        .skip(1)
+        .find_map(|a| a.strip_prefix(&prefix).map(str::to_string))
+        .or_else(|| std::env::var(name).ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn mailstack(args: &[&str]) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack");
+    Command::new(script)
+        .args(args)
+        .env("MAILSTACK_PORT_BASE", PORT_BASE)
+        .output()
+        .expect("run scripts/mailstack")
+}
+
+fn stack_env() -> Env {
+    let out = mailstack(&["up", STACK]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(Path::new(STACK).join("stack.env"))
+        .expect("stack.env")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// N probes round-robin over M mailboxes (the fields of tests/it/support.rs `probe_section`,
+/// with the run's interval and IDLE).
+fn config(env: &Env, probes: u64, mailboxes: u64) -> String {
+    let mut text = String::from("[agent]\nid = \"bench-scale\"\n");
+    for i in 0..probes {
+        let user = format!("box{:02}@example.test", i % mailboxes + 1);
+        text.push_str(&format!(
+            r#"
+[[probe]]
+name = "p{i:04}"
+from = "probe1@example.test"
+to = "{user}"
+interval = "60s"
+classes = ["interpersonal", "transactional", "bulk"]
+  [probe.smtp]
+  host = "127.0.0.1"
+  port = {submission}
+  tls = "starttls"
+  username = "probe1@example.test"
+  password_env = "MC_PROBE1_PASSWORD"
+  ca_file = "{ca}"
+  timeout = "30s"
+  [probe.mailbox]
+  protocol = "imap"
+  host = "127.0.0.1"
+  port = {imaps}
+  tls = "tls"
+  username = "{user}"
+  password_env = "MAILSTACK_TEST_PASSWORD"
+  ca_file = "{ca}"
+  watch = "idle"
+"#,
+            submission = env["MAILSTACK_SUBMISSION_PORT"],
+            imaps = env["MAILSTACK_IMAPS_PORT"],
+            ca = env["MAILSTACK_CA_FILE"],
+        ));
+    }
+    text
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The body of `/metrics` and how long it took to get all of it.
+fn scrape(port: u16) -> Option<(String, Duration)> {
+    let start = Instant::now();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let took = start.elapsed();
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    head.lines()
+        .next()
+        .is_some_and(|l| l.contains(" 200 "))
+        .then(|| (body.to_string(), took))
+}
+
+/// Sum of every sample of a metric family (`mailcanary_sent_total{…} 3` …).
+fn total(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the comm: state is field 3, utime 14 and stime 15 (1-based).
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    field(14).unwrap_or(0) + field(15).unwrap_or(0)
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// A `/proc/<pid>/status` line in kB (`VmHWM`, `VmRSS`).
+fn status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Established TCP connections of `pid` to `remote_port` (its socket inodes in /proc/net/tcp*).
+fn connections(pid: u32, remote_port: u16) -> usize {
+    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let port = format!(":{remote_port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| t.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 9 && f[2].ends_with(&port) && f[3] == "01" && inodes.contains(f[9])
+        })
+        .count()
+}
+
+/// The agent, stopped with SIGTERM (SIGKILL after 30 s) when dropped.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Stops the private stack when dropped (data kept for a look at the logs).
+struct Stack;
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let out = mailstack(&["down", STACK]);
+        if !out.status.success() {
+            eprintln!(
+                "scale | mailstack down failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+fn main() {
+    let probes = param("N", 1000).max(1);
+    let mailboxes = param("MAILBOXES", 10).clamp(1, 40);
+    let run = Duration::from_secs(param("RUN", 180).max(5));
+    let warmup = Duration::from_secs(param("WARMUP", 60));
+    println!(
+        "scale | fan-in: {probes} probes into {mailboxes} mailboxes, IMAP IDLE, interval 60 s, 3 \
+         classes | warm-up {} s, measured {} s | {} cores",
+        warmup.as_secs(),
+        run.as_secs(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    let env = stack_env();
+    let _stack = Stack;
+    let imaps: u16 = env["MAILSTACK_IMAPS_PORT"].parse().expect("IMAPS port");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("probes.toml"),
+        config(&env, probes, mailboxes),
+    )
+    .expect("write config");
+    let log = std::fs::File::create(dir.path().join("agent.log")).expect("agent log");
+    let port = free_port();
+    let agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_mailcanary"))
+            .arg("--config")
+            .arg(dir.path().join("probes.toml"))
+            .args([
+                "--log-level",
+                "warn",
+                "run",
+                "--web.listen-address",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .envs(&env)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the agent"),
+    );
+    let mut agent = agent;
+    let pid = agent.0.id();
+
+    let up = Instant::now();
+    while scrape(port).is_none() {
+        let exited = agent.0.try_wait().ok().flatten();
+        if exited.is_some() || up.elapsed() > Duration::from_secs(120) {
+            let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            panic!(
+                "the agent did not serve /metrics (exit {exited:?}); log tail:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "scale | /metrics up after {:.1} s",
+        up.elapsed().as_secs_f64()
+    );
+
+    // Warm-up: scrape on the same schedule, measure nothing.
+    let warm_end = Instant::now() + warmup;
+    let mut last = String::new();
+    while Instant::now() < warm_end {
+        if let Some((body, _)) = scrape(port) {
+            last = body;
+        }
+        std::thread::sleep(SCRAPE_EVERY.min(warm_end.saturating_duration_since(Instant::now())));
+    }
+    let before = last.clone();
+
+    let ticks0 = cpu_ticks(pid);
+    let start = Instant::now();
+    let mut times = Vec::new();
+    let mut failed_scrapes = 0;
+    let mut conns = Vec::new();
+    while start.elapsed() < run {
+        let next = Instant::now() + SCRAPE_EVERY;
+        match scrape(port) {
+            Some((body, took)) => {
+                times.push(took);
+                last = body;
+            }
+            None => failed_scrapes += 1,
+        }
+        conns.push(connections(pid, imaps));
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    let window = start.elapsed();
+    let ticks = cpu_ticks(pid) - ticks0;
+    let cpu = ticks as f64 / clock_ticks() / window.as_secs_f64() * 100.0;
+    let hwm = status_kb(pid, "VmHWM");
+    let rss = status_kb(pid, "VmRSS");
+    let held = connections(pid, imaps);
+
+    times.sort();
+    let p50 = times.get(times.len().saturating_sub(1) / 2).copied();
+    let max = times.last().copied();
+    let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
+    let samples = last
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
+    let count = |body: &str, name: &str| total(body, &format!("mailcanary_{name}"));
+    let figures = [
+        ("sent_total", "sent"),
+        ("delivered_total", "delivered"),
+        ("lost_total", "lost"),
+        ("send_failures_total", "send failures"),
+        ("in_flight", "in flight"),
+        ("mailbox_errors_total", "mailbox errors"),
+    ];
+
+    println!(
+        "scale | agent CPU {cpu:.2} % of one core over {:.0} s",
+        window.as_secs_f64()
+    );
+    println!(
+        "scale | RSS peak {:.1} MB, now {:.1} MB",
+        hwm as f64 / 1024.0,
+        rss as f64 / 1024.0
+    );
+    println!(
+        "scale | /metrics scrape p50 {:.1} ms, max {:.1} ms ({} scrapes, {failed_scrapes} failed) | \
+         body {:.1} KiB, {samples} samples = {:.1} series per probe",
+        ms(p50),
+        ms(max),
+        times.len(),
+        last.len() as f64 / 1024.0,
+        samples as f64 / probes as f64
+    );
+    for (name, label) in figures {
+        let now = count(&last, name);
+        let delta = now - count(&before, name);
+        println!(
+            "scale | {label:<15} {now:>8.0} since start, {delta:>+8.0} in the measured window"
+        );
+    }
+    println!(
+        "scale | IMAP connections held at the end {held}, over the window {}..{}",
+        conns.iter().min().unwrap_or(&0),
+        conns.iter().max().unwrap_or(&0)
+    );
+    drop(agent);
+    let warnings = std::fs::read_to_string(dir.path().join("agent.log"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    println!("scale | agent log lines (level warn): {warnings}");
+}
