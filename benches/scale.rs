@@ -361,6 +361,31 @@ fn main() {
             "scale | {label:<15} {now:>8.0} since start, {delta:>+8.0} in the measured window"
         );
     }
+    let mut stages: Vec<(String, f64)> = Vec::new();
+    for l in last
+        .lines()
+        .filter(|l| l.starts_with("mailcanary_send_failures_total{"))
+    {
+        let stage = l
+            .split("stage=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("?");
+        let v: f64 = l
+            .rsplit_once(' ')
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0.0);
+        match stages.iter_mut().find(|(s, _)| s == stage) {
+            Some((_, n)) => *n += v,
+            None => stages.push((stage.to_string(), v)),
+        }
+    }
+    let stages: Vec<String> = stages
+        .iter()
+        .filter(|(_, n)| *n > 0.0)
+        .map(|(s, n)| format!("{s} {n:.0}"))
+        .collect();
+    println!("scale | send failures by stage: {}", stages.join(", "));
     println!(
         "scale | IMAP connections held at the end {held}, over the window {}..{}",
         conns.iter().min().unwrap_or(&0),
