@@ -9,8 +9,10 @@
 use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt as _, chown};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::stack_up;
 
 use mailcanary::config::Config;
 use mailcanary::mailbox::{self, Mailbox};
@@ -19,26 +21,6 @@ const STACK: &str = "/tmp/mailcanary-bench-imap";
 const PORT_BASE: &str = "28000";
 const USER: &str = "box01@example.test";
 const STEADY_LOOKS: usize = 20;
-
-fn stack_env() -> HashMap<String, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack");
-    let out = Command::new(script)
-        .args(["up", STACK])
-        .env("MAILSTACK_PORT_BASE", PORT_BASE)
-        .output()
-        .expect("run scripts/mailstack");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_to_string(Path::new(STACK).join("stack.env"))
-        .expect("stack.env")
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 fn open(env: &HashMap<String, String>) -> Box<dyn Mailbox> {
     let text = format!(
@@ -140,7 +122,7 @@ async fn main() {
         .find(|a| !a.starts_with('-'))
         .and_then(|a| a.parse().ok())
         .unwrap_or(24_000);
-    let env = stack_env();
+    let env = stack_up(STACK, Some(PORT_BASE));
     let dir = maildir(&env);
     empty(&dir);
 

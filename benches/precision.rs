@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{Env, stack_up};
+
 const STACK: &str = "/tmp/mailcanary-stack";
 const CANARIES: usize = 50;
 
@@ -21,8 +24,6 @@ struct Mode {
     user: &'static str,
     mailbox: fn(&Env, &str) -> String,
 }
-
-type Env = HashMap<String, String>;
 
 fn imap(env: &Env, user: &str, extra: &str) -> String {
     format!(
@@ -79,7 +80,7 @@ const MODES: [Mode; 4] = [
 ];
 
 fn main() {
-    let env = stack_env();
+    let env = stack_up(STACK, None);
     let wanted: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -336,25 +337,6 @@ fn clear(maildir: &Path) {
             }
         }
     }
-}
-
-fn stack_env() -> Env {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack");
-    let out = Command::new(script)
-        .args(["up", STACK])
-        .output()
-        .expect("scripts/mailstack up");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_to_string(Path::new(STACK).join("stack.env"))
-        .expect("stack.env")
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 fn free_port() -> u16 {

@@ -10,17 +10,17 @@
 //! Needs root and starts its own private stack (`/tmp/mailcanary-bench-scale`, ports 29xxx),
 //! which it stops at the end.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{Read as _, Write as _};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{Env, mailstack, stack_up};
 
 const STACK: &str = "/tmp/mailcanary-bench-scale";
 const PORT_BASE: &str = "29000";
 const SCRAPE_EVERY: Duration = Duration::from_secs(5);
-
-type Env = HashMap<String, String>;
 
 /// A parameter from `NAME=value` on the command line, else the environment, else `default`.
 fn param(name: &str, default: u64) -> u64 {
@@ -31,30 +31,6 @@ fn param(name: &str, default: u64) -> u64 {
         .or_else(|| std::env::var(name).ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn mailstack(args: &[&str]) -> std::process::Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack");
-    Command::new(script)
-        .args(args)
-        .env("MAILSTACK_PORT_BASE", PORT_BASE)
-        .output()
-        .expect("run scripts/mailstack")
-}
-
-fn stack_env() -> Env {
-    let out = mailstack(&["up", STACK]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_to_string(Path::new(STACK).join("stack.env"))
-        .expect("stack.env")
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// N probes round-robin over M mailboxes (the fields of tests/it/support.rs `probe_section`,
@@ -211,7 +187,7 @@ struct Stack;
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let out = mailstack(&["down", STACK]);
+        let out = mailstack(&["down", STACK], None);
         if !out.status.success() {
             eprintln!(
                 "scale | mailstack down failed: {}",
@@ -234,7 +210,7 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
-    let env = stack_env();
+    let env = stack_up(STACK, Some(PORT_BASE));
     let _stack = Stack;
     let imaps: u16 = env["MAILSTACK_IMAPS_PORT"].parse().expect("IMAPS port");
     let dir = tempfile::tempdir().expect("tempdir");

@@ -75,35 +75,20 @@ fn sigterm_during_a_round_books_the_accepted_canary_and_begins_no_other() {
     let user = "box26@example.test";
     empty_mailbox(stack, user);
     let proxy = SlowQueueReply::start(stack.port("MAILSTACK_SMTP_PORT"), Duration::from_secs(3));
+    // The stack's usual probe, sending over plain SMTP through `smtp_port` and polling.
     let section = |smtp_port: u16| {
+        let usual = probe_section(stack, "stop-mid-round", user, "MC_PROBE1_PASSWORD");
+        let (head, mailbox) = usual
+            .split_once("  [probe.smtp]")
+            .expect("probe_section has an smtp part");
+        let (_, mailbox) = mailbox
+            .split_once("  [probe.mailbox]")
+            .expect("probe_section has a mailbox part");
         format!(
-            r#"
-[[probe]]
-name = "stop-mid-round"
-from = "probe1@example.test"
-to = "{user}"
-jitter = "200ms"
-  [probe.smtp]
-  host = "127.0.0.1"
-  port = {port}
-  tls = "none"
-  timeout = "20s"
-  [probe.mailbox]
-  protocol = "imap"
-  host = "127.0.0.1"
-  port = {imaps}
-  tls = "tls"
-  username = "{user}"
-  password_env = "MAILSTACK_TEST_PASSWORD"
-  ca_file = "{ca}"
-  watch = "poll"
-  poll_interval = "250ms"
-  timeout = "5s"
-"#,
-            port = smtp_port,
-            imaps = stack.port("MAILSTACK_IMAPS_PORT"),
-            ca = stack.get("MAILSTACK_CA_FILE"),
+            "{head}  [probe.smtp]\n  host = \"127.0.0.1\"\n  port = {smtp_port}\n  tls = \"none\"\n  \
+             timeout = \"20s\"\n  [probe.mailbox]{mailbox}  watch = \"poll\"\n"
         )
+        .replace("jitter = \"100ms\"", "jitter = \"200ms\"")
     };
     let work = Workdir::new("it-shutdown", &section(proxy.port));
     let mut daemon = work.daemon_with(stack, CANARY_LINES);
