@@ -89,7 +89,7 @@ fn probes_sharing_a_mailbox_hold_one_connection_count_their_own_and_fail_togethe
         })
         .collect();
     let work = Workdir::new("it-shared", &sections);
-    let mut daemon = work.daemon(stack);
+    let mut daemon = work.daemon_with(stack, CANARY_LINES);
 
     daemon.wait_for("two rounds delivered to each probe", LIMIT, || {
         let text = daemon.scrape();
@@ -141,12 +141,17 @@ fn probes_sharing_a_mailbox_hold_one_connection_count_their_own_and_fail_togethe
     assert!(daemon.terminate().success(), "{}", daemon.log_text());
 
     // `once` shares the watcher too, and waits until both probes' canaries are in.
-    let text = work.once(stack, "30s");
+    let (text, log) = work.once_with_log(stack, "30s");
     for probe in PROBES {
         for class in ["interpersonal", "bulk"] {
             let labels = format!("class=\"{class}\",probe=\"{probe}\"");
             let in_flight = format!("mailcanary_in_flight{{{labels}}}");
-            assert_eq!(metric(&text, &in_flight), Some(0.0), "{text}");
+            assert_eq!(
+                metric(&text, &in_flight),
+                Some(0.0),
+                "{in_flight}\nonce's log:\n{log}\nthe daemon's log:\n{}",
+                daemon.log_text()
+            );
         }
         assert_eq!(
             total(&text, "mailcanary_forged_total", probe),

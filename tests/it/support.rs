@@ -205,19 +205,19 @@ impl Workdir {
 
     /// Runs `once --wait WAIT --textfile …`, requires success, and returns the metrics written.
     pub fn once(&self, stack: &Stack, wait: &str) -> String {
+        self.once_with_log(stack, wait).0
+    }
+
+    /// [`Workdir::once`] with per-canary log lines on, returning the metrics written and the
+    /// run's log, for tests whose failure message should say what `once` saw.
+    pub fn once_with_log(&self, stack: &Stack, wait: &str) -> (String, String) {
         let textfile = self.dir.path().join("out.prom");
-        let out = self.run(
-            stack,
-            &[
-                "once",
-                "--wait",
-                wait,
-                "--textfile",
-                textfile.to_str().unwrap(),
-            ],
-        );
+        let mut args = CANARY_LINES.to_vec();
+        args.extend(["once", "--wait", wait, "--textfile", textfile.to_str().unwrap()]);
+        let out = self.run(stack, &args);
         assert!(out.status.success(), "{}", output_text(&out));
-        std::fs::read_to_string(&textfile).expect("textfile written")
+        let text = std::fs::read_to_string(&textfile).expect("textfile written");
+        (text, String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     /// Runs a command to completion.
