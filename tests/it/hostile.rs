@@ -192,8 +192,8 @@ fn twelve_thousand_forged_mails_are_counted_once_and_do_not_blind_imap() {
     daemon.wait_for("12,000 forged mails counted", LIMIT, || {
         forged_sum(&daemon.scrape(), probe) == 12_000.0
     });
+    daemon.wait_metric(&up(probe), 1.0, LIMIT);
     let text = daemon.scrape();
-    assert_eq!(value(&text, &up(probe)), 1.0);
     assert_eq!(value(&text, &skipped(probe)), 0.0);
     // A look stopped half-way is read again by the next run (by design): let the look that
     // counted the last forged mails finish, i.e. remove the canary and remember how far it read.
@@ -210,7 +210,8 @@ fn twelve_thousand_forged_mails_are_counted_once_and_do_not_blind_imap() {
     daemon.wait_metric(&delivered(probe), 2.0, LIMIT);
     let text = daemon.scrape();
     assert_eq!(forged_sum(&text, probe), 12_000.0, "{text}");
-    assert_eq!(value(&text, &up(probe)), 1.0);
+    // A look accounts for what it read before it marks the mailbox up.
+    daemon.wait_metric(&up(probe), 1.0, LIMIT);
     daemon.wait_for("the canary removed", LIMIT, || {
         files_in(stack, user) == 24_000
     });
