@@ -1,0 +1,304 @@
+//! Soak benchmark (issue 12): one agent at a high canary rate for a long run, to show that its
+//! memory and its state store stop growing once warm — the books are bounded by count, not by
+//! time — and to project what a week at the default `forget_after` costs at 1,000 probes.
+//!
+//! N probes (default 100) round-robin over M mailboxes (default 10, the stack's box01..),
+//! IMAP IDLE, the 3 default classes, a short interval (default 10 s: 30 canaries a second, a
+//! week's worth of deliveries for one probe in under 6 minutes). After a warm-up it samples
+//! every SAMPLE seconds: RSS,
+//! peak RSS, the store's size on disk, sent/delivered/lost/in flight; at the end it prints the
+//! growth per 10 minutes and the projection.
+//!
+//! `cargo bench --bench soak [-- N=100 MAILBOXES=10 INTERVAL=10 RUN=1800 WARMUP=300 SAMPLE=600]`
+//! (also as environment variables; times in seconds). Prints figures, asserts nothing. Needs
+//! root and starts its own private stack (`/tmp/mailcanary-bench-soak`, ports 30xxx), which it
+//! stops at the end.
+
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{Env, mailstack, stack_up};
+
+const STACK: &str = "/tmp/mailcanary-bench-soak";
+const PORT_BASE: &str = "30000";
+/// Prometheus' usual scrape interval: the agent renders at this rate during the whole run.
+const SCRAPE_EVERY: Duration = Duration::from_secs(15);
+/// The default `forget_after`, over which the projection runs.
+const WEEK_S: f64 = 7.0 * 86_400.0;
+
+/// A parameter from `NAME=value` on the command line, else the environment, else `default`.
+fn param(name: &str, default: u64) -> u64 {
+    let prefix = format!("{name}=");
+    std::env::args()
+        .skip(1)
+        .find_map(|a| a.strip_prefix(&prefix).map(str::to_string))
+        .or_else(|| std::env::var(name).ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// N probes round-robin over M mailboxes at `interval` seconds.
+fn config(env: &Env, probes: u64, mailboxes: u64, interval: u64) -> String {
+    let mut text = String::from("[agent]\nid = \"bench-soak\"\n");
+    for i in 0..probes {
+        let user = format!("box{:02}@example.test", i % mailboxes + 1);
+        text.push_str(&format!(
+            r#"
+[[probe]]
+name = "s{i:04}"
+from = "probe1@example.test"
+to = "{user}"
+interval = "{interval}s"
+lost_after = "10m"
+classes = ["interpersonal", "transactional", "bulk"]
+  [probe.smtp]
+  host = "127.0.0.1"
+  port = {submission}
+  tls = "starttls"
+  username = "probe1@example.test"
+  password_env = "MC_PROBE1_PASSWORD"
+  ca_file = "{ca}"
+  timeout = "30s"
+  [probe.mailbox]
+  protocol = "imap"
+  host = "127.0.0.1"
+  port = {imaps}
+  tls = "tls"
+  username = "{user}"
+  password_env = "MAILSTACK_TEST_PASSWORD"
+  ca_file = "{ca}"
+  watch = "idle"
+"#,
+            submission = env["MAILSTACK_SUBMISSION_PORT"],
+            imaps = env["MAILSTACK_IMAPS_PORT"],
+            ca = env["MAILSTACK_CA_FILE"],
+        ));
+    }
+    text
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The body of `/metrics`, if the agent answered 200.
+fn scrape(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    head.lines()
+        .next()
+        .is_some_and(|l| l.contains(" 200 "))
+        .then(|| body.to_string())
+}
+
+/// Sum of every sample of `mailcanary_NAME`.
+fn total(body: &str, name: &str) -> f64 {
+    let name = format!("mailcanary_{name}");
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(&name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// A `/proc/<pid>/status` line in kB (`VmHWM`, `VmRSS`).
+fn status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bytes of every file under `dir`.
+fn bytes_under(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => bytes_under(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// One sample of the run.
+struct Sample {
+    at_s: f64,
+    rss_kb: u64,
+    store: u64,
+    delivered: f64,
+}
+
+/// The agent, stopped with SIGTERM (SIGKILL after 30 s) when dropped.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Stops the private stack when dropped (data kept for a look at the logs).
+struct Stack;
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = mailstack(&["down", STACK], None);
+    }
+}
+
+/// Scrapes every [`SCRAPE_EVERY`] until `until`, returning the last body.
+fn scrape_until(port: u16, until: Instant, mut last: String) -> String {
+    while Instant::now() < until {
+        if let Some(body) = scrape(port) {
+            last = body;
+        }
+        std::thread::sleep(SCRAPE_EVERY.min(until.saturating_duration_since(Instant::now())));
+    }
+    last
+}
+
+fn start_agent(env: &Env, dir: &Path, port: u16) -> Agent {
+    let log = std::fs::File::create(dir.join("agent.log")).expect("agent log");
+    let agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_mailcanary"))
+            .arg("--config")
+            .arg(dir.join("probes.toml"))
+            .args(["--log-level", "warn", "run"])
+            .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+            .current_dir(dir)
+            .envs(env)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the agent"),
+    );
+    let up = Instant::now();
+    while scrape(port).is_none() {
+        assert!(
+            up.elapsed() < Duration::from_secs(120),
+            "the agent did not serve /metrics; see {}",
+            dir.join("agent.log").display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    agent
+}
+
+fn main() {
+    let probes = param("N", 100).max(1);
+    let mailboxes = param("MAILBOXES", 10).clamp(1, 40);
+    let interval = param("INTERVAL", 10).max(1);
+    let run = param("RUN", 1800).max(60);
+    let warmup = param("WARMUP", 300);
+    let every = param("SAMPLE", 600).max(10);
+    let rate = probes as f64 * 3.0 / interval as f64;
+    println!(
+        "soak | {probes} probes into {mailboxes} mailboxes, interval {interval} s, 3 classes \
+         ({rate:.1} canaries/s) | warm-up {warmup} s, measured {run} s, a sample every {every} s"
+    );
+    let env = stack_up(STACK, Some(PORT_BASE));
+    let _stack = Stack;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("probes.toml"),
+        config(&env, probes, mailboxes, interval),
+    )
+    .expect("write config");
+    let port = free_port();
+    let agent = start_agent(&env, dir.path(), port);
+    let pid = agent.0.id();
+    let state = dir.path().join("state");
+
+    let mut last = scrape_until(
+        port,
+        Instant::now() + Duration::from_secs(warmup),
+        String::new(),
+    );
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    println!(
+        "soak |   minute |  RSS MB | peak MB | store KiB |     sent | delivered | lost | in flight | send failures"
+    );
+    loop {
+        let s = Sample {
+            at_s: start.elapsed().as_secs_f64(),
+            rss_kb: status_kb(pid, "VmRSS"),
+            store: bytes_under(&state),
+            delivered: total(&last, "delivered_total"),
+        };
+        println!(
+            "soak | {:>8.1} | {:>7.1} | {:>7.1} | {:>9.1} | {:>8.0} | {:>9.0} | {:>4.0} | {:>9.0} | {:>13.0}",
+            s.at_s / 60.0,
+            s.rss_kb as f64 / 1024.0,
+            status_kb(pid, "VmHWM") as f64 / 1024.0,
+            s.store as f64 / 1024.0,
+            total(&last, "sent_total"),
+            s.delivered,
+            total(&last, "lost_total"),
+            total(&last, "in_flight"),
+            total(&last, "send_failures_total"),
+        );
+        samples.push(s);
+        if start.elapsed().as_secs() >= run {
+            break;
+        }
+        let next = start + Duration::from_secs(every * samples.len() as u64);
+        let until = next.min(start + Duration::from_secs(run));
+        last = scrape_until(port, until, last);
+    }
+    drop(agent);
+    report(&samples, probes, interval);
+}
+
+/// Growth per 10 minutes over the measured run and the week's projection at 1,000 probes.
+fn report(samples: &[Sample], probes: u64, interval: u64) {
+    let (first, last) = (&samples[0], &samples[samples.len() - 1]);
+    let minutes = ((last.at_s - first.at_s) / 60.0).max(1.0);
+    let per_10 = |a: f64, b: f64| (b - a) / minutes * 10.0;
+    let rss_growth_kb = per_10(first.rss_kb as f64, last.rss_kb as f64);
+    let store_growth = per_10(first.store as f64, last.store as f64);
+    println!(
+        "soak | growth per 10 min: RSS {rss_growth_kb:+.0} KiB, store {:+.1} KiB",
+        store_growth / 1024.0
+    );
+    // What grows with time grows with deliveries: scale the per-delivery growth to the
+    // deliveries 1,000 probes at 60 s × 3 classes make in a week.
+    let delivered = (last.delivered - first.delivered).max(1.0);
+    let per_delivery_kb = (last.rss_kb as f64 - first.rss_kb as f64).max(0.0) / delivered;
+    let week_deliveries = 1000.0 * 3.0 / 60.0 * WEEK_S;
+    println!(
+        "soak | {delivered:.0} deliveries measured ({probes} probes, {interval} s); RSS growth \
+         per delivery {:.3} KiB (clamped at 0); projected for 1,000 probes over 7 days \
+         ({week_deliveries:.0} deliveries): {:+.1} MB on top of the warm agent",
+        per_delivery_kb,
+        per_delivery_kb * week_deliveries / 1024.0
+    );
+}
