@@ -559,6 +559,10 @@ impl Ledger {
     }
 
     /// The server accepted the canary.
+    ///
+    /// A server can deliver a canary before its acceptance reply reaches the agent (a loaded
+    /// machine, a slow last hop back), so the canary may already have left `in_flight` as a
+    /// delivery; it still counts as sent, or `sent_total` would fall behind `delivered_total`.
     pub fn accepted(
         &mut self,
         id: &str,
@@ -566,16 +570,23 @@ impl Ledger {
         queue_id: Option<String>,
         smtp_s: f64,
     ) -> Vec<Write> {
-        let Some(canary) = self.in_flight.get_mut(id) else {
-            return Vec::new();
+        let (class, still_in_flight) = match self.in_flight.get_mut(id) {
+            Some(canary) => {
+                canary.accepted_ms = Some(accepted_ms);
+                canary.queue_id = queue_id;
+                (canary.class.clone(), Some(canary.clone()))
+            }
+            None => match self.seen.get(id) {
+                Some(seen) => (seen.class.clone(), None),
+                None => return Vec::new(),
+            },
         };
-        canary.accepted_ms = Some(accepted_ms);
-        canary.queue_id = queue_id;
-        let canary = canary.clone();
-        let tally = self.tally(&canary.class);
+        let tally = self.tally(&class);
         tally.sent += 1;
         tally.smtp_duration.observe(&SMTP_BUCKETS, smtp_s);
-        vec![self.class_write(&canary.class), Write::InFlight(canary)]
+        let mut writes = vec![self.class_write(&class)];
+        writes.extend(still_in_flight.map(Write::InFlight));
+        writes
     }
 
     /// The submission failed at `stage`; the canary was never accepted, so it leaves the books.

@@ -42,6 +42,29 @@ impl Replayed {
 }
 
 #[test]
+fn a_canary_delivered_before_its_acceptance_reply_still_counts_as_sent() {
+    let mut r = Replayed::new();
+    let (_, w) = r.live.begin_send("A", "bulk", 1_000);
+    r.apply(w);
+    let (arrival, w) =
+        r.live
+            .arrived_at(&canary("A", "bulk", 1, 1_000), "INBOX", "INBOX/1.1", 1_400);
+    r.apply(w);
+    assert_eq!(arrival, Delivery::OnTime { delay_s: 0.4 });
+    let w = r.live.accepted("A", 1_600, Some("Q1".into()), 0.6);
+    r.apply(w);
+    for l in [&r.live, &r.replayed] {
+        let t = &l.classes["bulk"];
+        assert_eq!((t.sent, t.delivered["INBOX"]), (1, 1));
+        assert_eq!(t.smtp_duration.count(), 1);
+        assert_eq!(l.in_flight_count("bulk"), 0, "not back in flight");
+    }
+    // An id the books never had is not counted.
+    assert!(r.live.accepted("nobody", 1_700, None, 0.1).is_empty());
+    assert_eq!(r.live.classes["bulk"].sent, 1);
+}
+
+#[test]
 fn sent_canary_is_in_flight_then_delivered_on_time() {
     let mut l = Ledger::default();
     assert_eq!(send(&mut l, "A", "bulk", 1_000), 1);
