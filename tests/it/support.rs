@@ -17,8 +17,12 @@ use std::time::{Duration, Instant};
 pub const SHARED_STACK: &str = "/tmp/mailcanary-stack";
 
 /// Arguments that log every canary sent and delivered (debug level since they became too many
-/// for info), for tests that read those lines.
-pub const CANARY_LINES: &[&str] = &["--log-level", "info,mailcanary::probe=debug"];
+/// for info), for tests that read those lines, and every folder scan of the mailbox adapters,
+/// so that a failing test's log says what each look saw.
+pub const CANARY_LINES: &[&str] = &[
+    "--log-level",
+    "info,mailcanary::probe=debug,mailcanary::mailbox=debug",
+];
 
 /// `MAILCANARY_IT_PORT_OFFSET=N` moves every stack the tests start by N ports and into
 /// directories of their own (`…-N`), so two checkouts can run the suite side by side on one
@@ -213,7 +217,13 @@ impl Workdir {
     pub fn once_with_log(&self, stack: &Stack, wait: &str) -> (String, String) {
         let textfile = self.dir.path().join("out.prom");
         let mut args = CANARY_LINES.to_vec();
-        args.extend(["once", "--wait", wait, "--textfile", textfile.to_str().unwrap()]);
+        args.extend([
+            "once",
+            "--wait",
+            wait,
+            "--textfile",
+            textfile.to_str().unwrap(),
+        ]);
         let out = self.run(stack, &args);
         assert!(out.status.success(), "{}", output_text(&out));
         let text = std::fs::read_to_string(&textfile).expect("textfile written");

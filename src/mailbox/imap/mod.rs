@@ -226,8 +226,12 @@ impl ImapMailbox {
             );
         }
         let mut seen = self.memory.seen(folder, validity);
+        let seen_before = seen;
         self.memory.advance(folder, validity, seen);
         let mut budget = scan::COMMANDS_PER_FOLDER;
+        // Whether the newest window was searched and read: then IDLE may wait even if the scan
+        // did not move up to UIDNEXT (mails expunged unseen leave such a gap for good).
+        let mut caught_up = scan::search_window(seen, uid_next).is_none();
         'windows: while let Some((lo, hi)) = scan::search_window(seen, uid_next) {
             if budget == 0 {
                 tracing::debug!(folder, seen, "look bound reached; more next look");
@@ -254,18 +258,25 @@ impl ImapMailbox {
                 seen = *chunk.last().expect("chunks are not empty");
                 self.memory.advance(folder, validity, seen);
             }
-            match hi {
-                // Whatever is below UIDNEXT and was not found is gone for good.
-                Some(hi) => {
-                    seen = hi;
-                    self.memory.advance(folder, validity, seen);
-                }
-                None => break,
+            if !scan::below_newest(hi, uid_next) {
+                caught_up = true;
+                break;
             }
+            // Whatever is below the window's end and was not found is gone for good.
+            seen = hi.expect("a window below the newest has an end");
+            self.memory.advance(folder, validity, seen);
         }
+        tracing::debug!(
+            endpoint = %self.config.endpoint, folder, validity, uid_next = ?uid_next, seen_before,
+            seen_after = seen,
+            caught_up, "folder scanned"
+        );
         if first {
             // Unless the look caught up, IDLE must not wait: the rest is news already.
-            conn.scanned_uid_next = uid_next.map(|next| next.min(seen.saturating_add(1)));
+            conn.scanned_uid_next = match (caught_up, uid_next) {
+                (true, next) => next,
+                (false, next) => next.map(|next| next.min(seen.saturating_add(1))),
+            };
         }
         Ok(())
     }

@@ -113,6 +113,19 @@ pub fn search_window(seen: u32, uid_next: Option<u32>) -> Option<(u32, Option<u3
     }
 }
 
+/// Whether the window ending at `hi` lies wholly below the newest UIDs (it was cut at
+/// [`SEARCH_SPAN`]), so that a UID in it the search did not find is gone for good and the scan
+/// may move past it. The newest window (ending at UIDNEXT − 1, or open) is never skipped that
+/// way: UIDNEXT can already count a mail that the session cannot see yet — Dovecot reports a
+/// UIDNEXT that includes a mail being delivered that very moment — and skipping it would lose
+/// that canary for good. There the scan moves only as far as the mails it read.
+pub fn below_newest(hi: Option<u32>, uid_next: Option<u32>) -> bool {
+    match (hi, uid_next) {
+        (Some(hi), Some(next)) => hi.saturating_add(1) < next,
+        _ => false,
+    }
+}
+
 /// The `UID SEARCH` criteria of a window.
 pub fn search_query(lo: u32, hi: Option<u32>) -> String {
     match hi {
@@ -325,6 +338,18 @@ mod tests {
             Some((u32::MAX - 4, Some(u32::MAX - 1)))
         );
         assert_eq!(search_window(7, None), Some((8, None)));
+    }
+
+    #[test]
+    fn only_windows_below_the_newest_uids_are_skipped_past() {
+        // Cut at SEARCH_SPAN: everything up to its end was searched and what is missing is gone.
+        let (lo, hi) = search_window(0, Some(1_000_000)).unwrap();
+        assert!(below_newest(hi, Some(1_000_000)), "{lo}..{hi:?}");
+        // The newest window: a UID the search did not find may still be on its way in.
+        let (_, hi) = search_window(99, Some(150)).unwrap();
+        assert!(!below_newest(hi, Some(150)));
+        assert!(!below_newest(None, None));
+        assert!(!below_newest(Some(7), None));
         assert_eq!(search_query(8, None), "UID 8:*");
         assert_eq!(search_query(1, Some(20_000)), "UID 1:20000");
     }
