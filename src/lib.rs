@@ -32,7 +32,7 @@ pub(crate) mod export;
 pub(crate) mod http;
 pub mod ledger;
 pub mod mailbox;
-pub(crate) mod metrics;
+pub mod metrics;
 pub(crate) mod probe;
 pub(crate) mod send;
 pub mod setup;

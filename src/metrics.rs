@@ -272,8 +272,45 @@ impl Families {
     }
 }
 
+/// A probe as the renderer sees it: its labels, its mailbox's health and its books.
+///
+/// A trait rather than the agent's probe type, so the renderer is measured on books built in
+/// memory (`benches/render.rs`) exactly as it runs in the agent.
+pub trait Books {
+    /// The `probe` label.
+    fn name(&self) -> &str;
+    /// The watched folders in configured order: each has a `delivered_total` series from the
+    /// start, at 0.
+    fn folders(&self) -> &[String];
+    /// The `protocol` label of `mailbox_up`.
+    fn protocol(&self) -> &str;
+    /// Whether the last mailbox check succeeded.
+    fn mailbox_up(&self) -> bool;
+    /// Calls `read` with the books, locked for as long as it runs (keep it short: the probe's
+    /// sender and watcher wait for the same lock).
+    fn read(&self, read: &mut dyn FnMut(&Ledger));
+}
+
+impl Books for std::sync::Arc<Probe> {
+    fn name(&self) -> &str {
+        &self.config().name
+    }
+    fn folders(&self) -> &[String] {
+        self.config().mailbox.folders()
+    }
+    fn protocol(&self) -> &str {
+        self.config().mailbox.protocol()
+    }
+    fn mailbox_up(&self) -> bool {
+        Probe::mailbox_up(self)
+    }
+    fn read(&self, read: &mut dyn FnMut(&Ledger)) {
+        self.read_ledger(|ledger| read(ledger));
+    }
+}
+
 /// Renders every family for these probes, in-flight ages as of `now_ms`.
-pub fn render(probes: &[std::sync::Arc<Probe>], agent: AgentFigures, now_ms: u64) -> String {
+pub fn render<B: Books>(probes: &[B], agent: AgentFigures, now_ms: u64) -> String {
     let mut f = Families::new();
     f.gauge(F::BuildInfo, &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
     for probe in probes {
@@ -283,14 +320,13 @@ pub fn render(probes: &[std::sync::Arc<Probe>], agent: AgentFigures, now_ms: u64
     f.encode()
 }
 
-fn render_probe(f: &mut Families, probe: &Probe, now_ms: u64) {
-    let config = probe.config();
+fn render_probe(f: &mut Families, probe: &impl Books, now_ms: u64) {
     let mailbox = Mailbox {
-        folders: config.mailbox.folders(),
-        protocol: config.mailbox.protocol(),
+        folders: probe.folders(),
+        protocol: probe.protocol(),
         up: probe.mailbox_up(),
     };
-    probe.read_ledger(|ledger| render_books(f, &config.name, &mailbox, ledger, now_ms));
+    probe.read(&mut |ledger| render_books(f, probe.name(), &mailbox, ledger, now_ms));
 }
 
 /// What the families say about a probe's mailbox besides its books.
