@@ -55,7 +55,11 @@ fn sent_canary_is_in_flight_then_delivered_on_time() {
         (2, 1, 1)
     );
     assert_eq!(t.last_delay_s, Some(3.5));
-    assert_eq!(t.smtp_duration.count(), 2);
+    assert_eq!(
+        l.probe.smtp_duration.count(),
+        2,
+        "per probe, whatever the class"
+    );
     assert_eq!(l.oldest_age("bulk", 11_000), 9.0);
 }
 
