@@ -13,7 +13,7 @@
 //! - `probe` judges what a mailbox holds and keeps the books; `watch` is the receiving side's
 //!   loop body; [`state`] makes the books durable.
 //! - Around them: [`config`] (file → validated config), [`cmd`] (one module per subcommand;
-//!   `run` owns the daemon's loops), `metrics`, `http`, `web_config`, `export`.
+//!   `run` owns the daemon's loops), [`metrics`], `http`, `web_config`, `export`.
 //!
 //! Only what the binary, the benchmarks and the fuzz targets use is public; the rest is
 //! `pub(crate)`, documented where the why is not obvious.

@@ -127,7 +127,7 @@ pub(super) const FAMILIES: [Family; 25] = [
     Family {
         name: "mailcanary_smtp_duration_seconds",
         kind: Kind::Histogram,
-        help: "Duration of the SMTP transaction, connect to accepted.",
+        help: "Duration of the SMTP transaction, connect to accepted, over every class of the probe.",
         series: Series::Probe(|t, p| {
             t.histogram(&[("probe", p.name)], &p.ledger.probe.smtp_duration, &SMTP)
         }),

@@ -67,7 +67,7 @@ impl Books for std::sync::Arc<Probe> {
 }
 
 /// Size of the last body rendered: the next one is about as large, so its buffer is made that
-/// large at once instead of growing by doubling (each growth a copy, and briefly two buffers).
+/// large at once instead of growing by doubling (each growth may copy, briefly two buffers).
 static LAST_BODY_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Renders every family for these probes, in-flight ages as of `now_ms`.
@@ -75,8 +75,10 @@ static LAST_BODY_LEN: AtomicUsize = AtomicUsize::new(0);
 /// Family by family, and within a family probe by probe, each probe's books locked while its
 /// series of that family are written: the body is written once, in order, into one buffer
 /// sized from the last one, so the memory a scrape takes is about one body. The price is that
-/// a probe's families are read at slightly different moments (microseconds apart, as with
-/// collectors that each read their own value); no series is ever read half-updated.
+/// a probe's families are read at slightly different moments (at most one render apart, some
+/// tens of milliseconds at 1,000 probes; as with collectors that each read their own value),
+/// so two families of a probe may disagree by a canary that moved meanwhile; no series is ever
+/// read half-updated, and every counter still only rises.
 pub fn render<B: Books>(probes: &[B], agent: AgentFigures, now_ms: u64) -> String {
     let last = LAST_BODY_LEN.load(Ordering::Relaxed);
     let mut t = Text::with_capacity(last + last / 16 + 4096);
