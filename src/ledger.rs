@@ -142,10 +142,12 @@ pub struct ClassTally {
     #[serde(default)]
     pub header_stripped: u64,
     /// SMTP transaction durations as books written before they moved to the probe
-    /// ([`ProbeTally::smtp_duration`]) kept them, per class: read, never written. Loading folds
-    /// them into the probe's histogram and rewrites the books once, so they are counted once.
-    #[serde(default, rename = "smtp_duration", skip_serializing)]
-    pub legacy_smtp_duration: Option<Histogram>,
+    /// ([`ProbeTally::smtp_duration`]) kept them, per class. Loading folds what it holds into
+    /// the probe's histogram and rewrites the books once with it empty, so it is counted once.
+    /// Still written, always empty: the version before requires the field, so an agent rolled
+    /// back to it still loads these books (its per-class SMTP series start again from 0).
+    #[serde(default = "smtp_histogram", rename = "smtp_duration")]
+    pub legacy_smtp_duration: Histogram,
     /// Delivery delays.
     pub delivery_delay: Histogram,
     /// Server delays (receiving server's timestamp − sent).
@@ -181,7 +183,7 @@ impl Default for ClassTally {
             open_gaps: Vec::new(),
             forged: 0,
             header_stripped: 0,
-            legacy_smtp_duration: None,
+            legacy_smtp_duration: smtp_histogram(),
             delivery_delay: Histogram::new(&DELAY_BUCKETS),
             server_delay: delay_histogram(),
             last_hop_delay_s: Vec::new(),
@@ -899,7 +901,8 @@ impl Ledger {
                 self.seen.remove(&id);
             }
             Write::Class(class, mut tally) => {
-                if let Some(smtp) = tally.legacy_smtp_duration.take() {
+                let smtp = std::mem::replace(&mut tally.legacy_smtp_duration, smtp_histogram());
+                if smtp.count() > 0 {
                     self.smtp_to_fold
                         .get_or_insert_with(smtp_histogram)
                         .merge(&smtp);
