@@ -49,11 +49,8 @@ use crate::canary::Canary;
 use crate::delay::{self, Breakdown};
 use crate::stage::{MailboxStage, SendStage};
 
-/// Buckets of the delay histograms: 1 s up to 48 h, so a multi-day incident still has a bucket.
-pub const DELAY_BUCKETS: [f64; 19] = [
-    1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
-    14400.0, 21600.0, 43200.0, 86400.0, 172800.0,
-];
+mod histogram;
+pub use histogram::{DELAY_BUCKETS, HOP_BUCKETS, Histogram, SMTP_BUCKETS};
 
 /// Deliveries remembered in full per class (id, mail, times), newest kept: enough to tell a
 /// second mail of a recent canary (a duplicate) from the same mail read again. Bounded by count,
@@ -65,9 +62,6 @@ pub const RECENT_PER_CLASS: usize = 32;
 /// (each map on its own); beyond it the oldest is forgotten. A flood of copies (or of forged
 /// mail, which anyone can send) then costs at most this many records, ~100 bytes each.
 pub const MAILS_REMEMBERED: usize = 1024;
-
-/// Buckets of the SMTP transaction duration.
-pub const SMTP_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 
 /// A canary handed to SMTP and not yet seen in the mailbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,57 +108,6 @@ pub struct SeenCanary {
     pub mail: String,
 }
 
-/// Cumulative histogram state: per-bucket counts (the last one is `+Inf`) and the sum.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Histogram {
-    /// Non-cumulative count per bucket, `bounds.len() + 1` entries.
-    pub counts: Vec<u64>,
-    /// Sum of the observed values.
-    pub sum: f64,
-}
-
-impl Histogram {
-    /// An empty histogram over `bounds`.
-    pub fn new(bounds: &[f64]) -> Histogram {
-        Histogram {
-            counts: vec![0; bounds.len() + 1],
-            sum: 0.0,
-        }
-    }
-
-    /// Adds one observation.
-    pub fn observe(&mut self, bounds: &[f64], value: f64) {
-        if self.counts.len() != bounds.len() + 1 {
-            // Stored with other buckets by another version: restart rather than mislabel.
-            *self = Histogram::new(bounds);
-        }
-        let i = bounds
-            .iter()
-            .position(|b| value <= *b)
-            .unwrap_or(bounds.len());
-        self.counts[i] += 1;
-        self.sum += value;
-    }
-
-    /// Number of observations.
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
-    /// Adds another histogram's observations (same buckets; otherwise only its sum and count,
-    /// in the `+Inf` bucket).
-    pub fn merge(&mut self, other: &Histogram) {
-        if other.counts.len() == self.counts.len() {
-            for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
-                *mine += theirs;
-            }
-        } else if let Some(inf) = self.counts.last_mut() {
-            *inf += other.count();
-        }
-        self.sum += other.sum;
-    }
-}
-
 /// Running totals of one probe×class. Every counter metric of the class lives here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassTally {
@@ -198,8 +141,13 @@ pub struct ClassTally {
     /// the body token): something on the way strips unknown headers.
     #[serde(default)]
     pub header_stripped: u64,
-    /// SMTP transaction durations.
-    pub smtp_duration: Histogram,
+    /// SMTP transaction durations as books written before they moved to the probe
+    /// ([`ProbeTally::smtp_duration`]) kept them, per class. Loading folds what it holds into
+    /// the probe's histogram and rewrites the books once with it empty, so it is counted once.
+    /// Still written, always empty: the version before requires the field, so an agent rolled
+    /// back to it still loads these books (its per-class SMTP series start again from 0).
+    #[serde(default = "smtp_histogram", rename = "smtp_duration")]
+    pub legacy_smtp_duration: Histogram,
     /// Delivery delays.
     pub delivery_delay: Histogram,
     /// Server delays (receiving server's timestamp − sent).
@@ -235,7 +183,7 @@ impl Default for ClassTally {
             open_gaps: Vec::new(),
             forged: 0,
             header_stripped: 0,
-            smtp_duration: Histogram::new(&SMTP_BUCKETS),
+            legacy_smtp_duration: smtp_histogram(),
             delivery_delay: Histogram::new(&DELAY_BUCKETS),
             server_delay: delay_histogram(),
             last_hop_delay_s: Vec::new(),
@@ -321,7 +269,7 @@ impl ClassTally {
 }
 
 /// Running totals of a probe that belong to no class.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeTally {
     /// Failed mailbox checks by stage.
     pub mailbox_errors: BTreeMap<String, u64>,
@@ -331,10 +279,48 @@ pub struct ProbeTally {
     #[serde(default)]
     pub mails_skipped: u64,
     /// Per-hop delays of every class's deliveries, by hop index (oldest hop 0, at most
-    /// [`delay::HOP_LABELS`]). One histogram per hop, not per class and hop: which hop holds a
-    /// class's mail is read from its `last_hop_delay_s`, and the histograms cost 22 series each.
+    /// [`delay::HOP_LABELS`]), over [`HOP_BUCKETS`]. One histogram per hop, not per class and
+    /// hop: which hop holds a class's mail is read from its `last_hop_delay_s`, and the
+    /// histograms cost 12 series each. (Books written before kept them over [`DELAY_BUCKETS`];
+    /// loading re-buckets them, exactly.)
     #[serde(default)]
     pub hop_delay: Vec<Histogram>,
+    /// SMTP transaction durations of every class. Per probe, not per class: the transaction
+    /// does not depend on the class (a few hundred bytes more or less), the dashboard sums the
+    /// classes, and the histogram costs 14 series.
+    #[serde(default = "smtp_histogram")]
+    pub smtp_duration: Histogram,
+}
+
+impl Default for ProbeTally {
+    fn default() -> ProbeTally {
+        ProbeTally {
+            mailbox_errors: BTreeMap::new(),
+            forged_unknown_class: 0,
+            mails_skipped: 0,
+            hop_delay: Vec::new(),
+            smtp_duration: smtp_histogram(),
+        }
+    }
+}
+
+impl ProbeTally {
+    /// Hop histograms stored over [`DELAY_BUCKETS`] by an older version, over [`HOP_BUCKETS`].
+    fn rebucket_hops(&mut self) {
+        for h in &mut self.hop_delay {
+            if let Some(rebucketed) = h.rebucket(&DELAY_BUCKETS, &HOP_BUCKETS) {
+                *h = rebucketed;
+            }
+        }
+    }
+}
+
+fn smtp_histogram() -> Histogram {
+    Histogram::new(&SMTP_BUCKETS)
+}
+
+fn hop_histogram() -> Histogram {
+    Histogram::new(&HOP_BUCKETS)
 }
 
 /// One change to the durable store, for one probe.
@@ -466,6 +452,11 @@ pub struct Ledger {
     /// that remembered every delivery for `forget_after`): the store is rewritten once, see
     /// [`Ledger::compact_loaded`]. Never stored.
     over_bounds_on_load: bool,
+    /// SMTP histograms loaded from class records of books written while they were per class
+    /// ([`ClassTally::legacy_smtp_duration`]), summed; [`Ledger::compact_loaded`] folds them
+    /// into the probe's and rewrites the books. Held apart until then because the probe's own
+    /// record is loaded after the classes' and replaces its totals. Never stored.
+    smtp_to_fold: Option<Histogram>,
 }
 
 impl Ledger {
@@ -581,10 +572,9 @@ impl Ledger {
                 None => return Vec::new(),
             },
         };
-        let tally = self.tally(&class);
-        tally.sent += 1;
-        tally.smtp_duration.observe(&SMTP_BUCKETS, smtp_s);
-        let mut writes = vec![self.class_write(&class)];
+        self.tally(&class).sent += 1;
+        self.probe.smtp_duration.observe(&SMTP_BUCKETS, smtp_s);
+        let mut writes = vec![self.class_write(&class), Write::Probe(self.probe.clone())];
         writes.extend(still_in_flight.map(Write::InFlight));
         writes
     }
@@ -695,10 +685,10 @@ impl Ledger {
         if !hops.is_empty() {
             let histograms = &mut self.probe.hop_delay;
             if histograms.len() < hops.len() {
-                histograms.resize_with(hops.len(), delay_histogram);
+                histograms.resize_with(hops.len(), hop_histogram);
             }
             for (h, seconds) in histograms.iter_mut().zip(&hops) {
-                h.observe(&DELAY_BUCKETS, *seconds);
+                h.observe(&HOP_BUCKETS, *seconds);
             }
             writes.push(Write::Probe(self.probe.clone()));
         }
@@ -755,10 +745,17 @@ impl Ledger {
         excess
     }
 
-    /// Loading stopped at the bounds (books of a version that remembered every delivery for
-    /// `forget_after`): the writes that replace the stored books by what was kept, once.
+    /// Books loaded as an older version wrote them, once: the writes that replace the stored
+    /// books by what was kept. Loading stopped at the bounds (books of a version that
+    /// remembered every delivery for `forget_after`), or found per-class SMTP histograms, which
+    /// are folded into the probe's here. The rewrite drops them from the class records, so a
+    /// later start cannot fold them twice.
     pub fn compact_loaded(&mut self) -> Vec<Write> {
-        if !std::mem::take(&mut self.over_bounds_on_load) {
+        let folded = self.smtp_to_fold.take();
+        if let Some(smtp) = &folded {
+            self.probe.smtp_duration.merge(smtp);
+        }
+        if !std::mem::take(&mut self.over_bounds_on_load) && folded.is_none() {
             return Vec::new();
         }
         self.full_writes()
@@ -910,10 +907,19 @@ impl Ledger {
             Write::Unseen(id) => {
                 self.seen.remove(&id);
             }
-            Write::Class(class, tally) => {
+            Write::Class(class, mut tally) => {
+                let smtp = std::mem::replace(&mut tally.legacy_smtp_duration, smtp_histogram());
+                if smtp.count() > 0 {
+                    self.smtp_to_fold
+                        .get_or_insert_with(smtp_histogram)
+                        .merge(&smtp);
+                }
                 self.classes.insert(class, *tally);
             }
-            Write::Probe(p) => self.probe = p,
+            Write::Probe(mut p) => {
+                p.rebucket_hops();
+                self.probe = p;
+            }
             Write::Forged(mail, at) => {
                 self.forged.insert(mail, at);
                 self.over_bounds_on_load |= !trim_mails(&mut self.forged).is_empty();
@@ -1004,3 +1010,6 @@ fn trim_mails(mails: &mut BTreeMap<String, u64>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod upgrade_tests;

@@ -13,7 +13,7 @@
 //! - `probe` judges what a mailbox holds and keeps the books; `watch` is the receiving side's
 //!   loop body; [`state`] makes the books durable.
 //! - Around them: [`config`] (file → validated config), [`cmd`] (one module per subcommand;
-//!   `run` owns the daemon's loops), `metrics`, `http`, `web_config`, `export`.
+//!   `run` owns the daemon's loops), [`metrics`], `http`, `web_config`, `export`.
 //!
 //! Only what the binary, the benchmarks and the fuzz targets use is public; the rest is
 //! `pub(crate)`, documented where the why is not obvious.
@@ -32,7 +32,7 @@ pub(crate) mod export;
 pub(crate) mod http;
 pub mod ledger;
 pub mod mailbox;
-pub(crate) mod metrics;
+pub mod metrics;
 pub(crate) mod probe;
 pub(crate) mod send;
 pub mod setup;

@@ -56,7 +56,7 @@ fn a_canary_delivered_before_its_acceptance_reply_still_counts_as_sent() {
     for l in [&r.live, &r.replayed] {
         let t = &l.classes["bulk"];
         assert_eq!((t.sent, t.delivered["INBOX"]), (1, 1));
-        assert_eq!(t.smtp_duration.count(), 1);
+        assert_eq!(l.probe.smtp_duration.count(), 1);
         assert_eq!(l.in_flight_count("bulk"), 0, "not back in flight");
     }
     // An id the books never had is not counted.
@@ -78,7 +78,11 @@ fn sent_canary_is_in_flight_then_delivered_on_time() {
         (2, 1, 1)
     );
     assert_eq!(t.last_delay_s, Some(3.5));
-    assert_eq!(t.smtp_duration.count(), 2);
+    assert_eq!(
+        l.probe.smtp_duration.count(),
+        2,
+        "per probe, whatever the class"
+    );
     assert_eq!(l.oldest_age("bulk", 11_000), 9.0);
 }
 

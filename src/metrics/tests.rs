@@ -1,0 +1,243 @@
+use std::sync::Mutex;
+
+use super::families::{DELAY, HOP, SMTP};
+use super::*;
+use crate::ledger::{DELAY_BUCKETS, HOP_BUCKETS};
+
+/// A probe in memory, as the renderer sees one.
+struct Memory {
+    name: String,
+    folders: Vec<String>,
+    ledger: Mutex<Ledger>,
+}
+
+impl Books for Memory {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn folders(&self) -> &[String] {
+        &self.folders
+    }
+    fn protocol(&self) -> &str {
+        "imap"
+    }
+    fn mailbox_up(&self) -> bool {
+        true
+    }
+    fn read(&self, read: &mut dyn FnMut(&Ledger)) {
+        read(&self.ledger.lock().expect("not poisoned"));
+    }
+}
+
+fn probe(name: &str, folders: &[&str], ledger: Ledger) -> Memory {
+    Memory {
+        name: name.to_string(),
+        folders: folders.iter().map(|f| f.to_string()).collect(),
+        ledger: Mutex::new(ledger),
+    }
+}
+
+#[test]
+fn families_keep_their_names_and_order() {
+    let names: Vec<&str> = FAMILIES.iter().map(|f| f.name).collect();
+    assert_eq!(
+        names,
+        [
+            "build_info",
+            "sent_total",
+            "send_failures_total",
+            "smtp_duration_seconds",
+            "delivered_total",
+            "delivery_delay_seconds",
+            "server_delay_seconds",
+            "hop_delay_seconds",
+            "last_hop_delay_seconds",
+            "clock_skew_seconds",
+            "last_delivery_delay_seconds",
+            "last_delivery_timestamp_seconds",
+            "in_flight",
+            "oldest_in_flight_age_seconds",
+            "lost_total",
+            "late_total",
+            "duplicates_total",
+            "replayed_total",
+            "sequence_gaps_total",
+            "forged_total",
+            "header_stripped_total",
+            "mailbox_up",
+            "mailbox_errors_total",
+            "mails_skipped_total",
+            "state_errors_total",
+        ]
+        .map(|n| format!("mailcanary_{n}"))
+    );
+}
+
+#[test]
+fn le_labels_spell_the_bounds() {
+    for (buckets, bounds) in [
+        (&DELAY, &DELAY_BUCKETS[..]),
+        (&HOP, &HOP_BUCKETS[..]),
+        (&SMTP, &crate::ledger::SMTP_BUCKETS[..]),
+    ] {
+        assert_eq!(buckets.bounds, bounds);
+        let spelled: Vec<String> = bounds.iter().map(f64::to_string).collect();
+        assert_eq!(buckets.le, spelled.as_slice());
+    }
+}
+
+#[test]
+fn an_agent_without_probes_still_reports_itself() {
+    let text = render::<Memory>(&[], AgentFigures { state_errors: 3 }, 0);
+    assert!(
+        text.contains("# TYPE mailcanary_build_info gauge"),
+        "{text}"
+    );
+    assert!(text.contains("mailcanary_state_errors_total 3"), "{text}");
+    assert!(
+        !text.contains("mailcanary_sent_total"),
+        "empty families are left out"
+    );
+}
+
+/// A probe's books with `classes` classes sending, one delivery each through `hops` hops
+/// (server timestamps and skew known) and `in_flight` canaries of each class in flight.
+fn books(classes: usize, hops: usize, in_flight: usize) -> Ledger {
+    use crate::canary::Canary;
+    use crate::delay::Breakdown;
+    use crate::ledger::Found;
+    use std::time::Duration;
+    let mut l = Ledger::default();
+    for c in 0..classes {
+        let class = format!("class{c}");
+        l.open_class(&class);
+        let id = format!("{class}-delivered");
+        l.begin_send(&id, &class, 0);
+        l.accepted(&id, 100, None, 0.1);
+        let canary = Canary {
+            id: id.clone(),
+            probe: "p".into(),
+            class: class.clone(),
+            seq: 1,
+            sent_ms: 0,
+            agent: "a".into(),
+        };
+        let found = Found {
+            folder: "INBOX",
+            mail: &id,
+            seen_ms: 5_000,
+            server_ms: Some(4_000),
+            forget_after: Duration::from_secs(3600),
+            now_ms: 5_000,
+        };
+        let servers = Breakdown {
+            server_delay_s: Some(4.0),
+            hops: vec![0.5; hops],
+            clock_skew_s: Some(0.1),
+        };
+        l.arrived(&canary, found, &servers);
+        for i in 0..in_flight {
+            l.begin_send(&format!("{class}-{i}"), &class, 1_000 + i as u64);
+        }
+    }
+    l
+}
+
+fn render_books_text(ledger: Ledger, name: &str) -> String {
+    let probes = [probe(name, &["INBOX"], ledger)];
+    render(&probes, AgentFigures::default(), 10_000)
+}
+
+/// Series of the probe: every sample but the agent's own two.
+fn series(text: &str) -> usize {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| !l.starts_with("mailcanary_build_info") && !l.starts_with("mailcanary_state"))
+        .count()
+}
+
+/// README documents these figures ("Series per probe"); change both together.
+#[test]
+fn a_probe_with_3_classes_and_8_hops_has_a_bounded_number_of_series() {
+    let text = render_books_text(books(3, 8, 2), "p");
+    let count = |name: &str| text.lines().filter(|l| l.starts_with(name)).count();
+    assert_eq!(
+        count("mailcanary_hop_delay_seconds"),
+        8 * (HOP_BUCKETS.len() + 3),
+        "one histogram per hop, not per class and hop, over the coarse hop buckets"
+    );
+    assert_eq!(count("mailcanary_last_hop_delay_seconds"), 3 * 8);
+    assert_eq!(
+        count("mailcanary_smtp_duration_seconds"),
+        14,
+        "one SMTP histogram per probe, not per class"
+    );
+    // Per class 71 (sent 1, send failures 5, delivered 1, delivery and server histograms 22
+    // each, skew, last delay, last time, in flight, oldest age 5, seven counters, last hop delay
+    // 8 of this test's 8 hops) = 213; per probe the SMTP histogram 14, 8 hop histograms of 12,
+    // 9 stage counters, mailbox_up, forged{class="unknown"} and mails_skipped = 122.
+    // Before: 443 (SMTP histogram per class, hop histograms of 22); before hop histograms
+    // left the class: 771.
+    assert_eq!(series(&text), 335, "{text}");
+    assert_eq!(series(&render_books_text(books(3, 3, 2), "p")), 260);
+}
+
+#[test]
+fn in_flight_series_come_from_the_per_class_counts() {
+    let text = render_books_text(books(2, 1, 3), "p");
+    assert!(
+        text.contains("mailcanary_in_flight{probe=\"p\",class=\"class1\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mailcanary_oldest_in_flight_age_seconds{probe=\"p\",class=\"class0\"} 9"),
+        "{text}"
+    );
+}
+
+#[test]
+fn folder_and_probe_names_are_escaped_in_label_values() {
+    let folder = "Say \"hi\"\\there\nnow";
+    let mut l = books(1, 0, 0);
+    l.classes
+        .get_mut("class0")
+        .expect("opened")
+        .delivered
+        .insert(folder.to_string(), 2);
+    let probes = [probe("p\"1", &["INBOX"], l)];
+    let text = render(&probes, AgentFigures::default(), 0);
+    let want = r#"mailcanary_delivered_total{probe="p\"1",class="class0",folder="Say \"hi\"\\there\nnow"} 2"#;
+    assert!(text.lines().any(|l| l == want), "{text}");
+    assert!(
+        text.lines()
+            .all(|l| l.is_empty() || l.starts_with("mailcanary_") || l.starts_with('#')),
+        "no line is broken by a raw newline\n{text}"
+    );
+}
+
+#[test]
+fn each_family_holds_every_probe_contiguously_after_one_header() {
+    let probes = [
+        probe("a", &["INBOX"], books(2, 2, 1)),
+        probe("b", &["INBOX", "Junk"], books(2, 2, 1)),
+    ];
+    let text = render(&probes, AgentFigures::default(), 0);
+    let mut seen = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap_or_default();
+        let family = FAMILIES
+            .iter()
+            .position(|f| name.starts_with(f.name))
+            .expect("a known family");
+        if seen.last() != Some(&family) {
+            assert!(!seen.contains(&family), "{name} split\n{text}");
+            seen.push(family);
+        }
+    }
+    assert_eq!(text.matches("# TYPE mailcanary_sent_total").count(), 1);
+    assert!(
+        text.contains("mailcanary_delivered_total{probe=\"b\",class=\"class1\",folder=\"Junk\"} 0")
+    );
+    assert!(text.contains("mailcanary_smtp_duration_seconds_bucket{probe=\"a\",le=\"0.1\"} 2"));
+    assert!(text.contains("mailcanary_hop_delay_seconds_bucket{probe=\"b\",hop=\"1\",le=\"1\"} 2"));
+}
