@@ -213,7 +213,13 @@ impl Workdir {
     pub fn once_with_log(&self, stack: &Stack, wait: &str) -> (String, String) {
         let textfile = self.dir.path().join("out.prom");
         let mut args = CANARY_LINES.to_vec();
-        args.extend(["once", "--wait", wait, "--textfile", textfile.to_str().unwrap()]);
+        args.extend([
+            "once",
+            "--wait",
+            wait,
+            "--textfile",
+            textfile.to_str().unwrap(),
+        ]);
         let out = self.run(stack, &args);
         assert!(out.status.success(), "{}", output_text(&out));
         let text = std::fs::read_to_string(&textfile).expect("textfile written");
