@@ -224,6 +224,26 @@ fn per_connection_cost(probes: u64, mailboxes: u64, held: usize, rss_kb: u64) {
     }
 }
 
+/// The log's lines by kind (the message, without time, fields or span), most frequent first.
+fn log_kinds(log: &str) -> Vec<(String, usize)> {
+    let mut kinds: Vec<(String, usize)> = Vec::new();
+    for line in log.lines() {
+        // `TIME  LEVEL target: message key=value …`
+        let rest = line.split_once(": ").map_or(line, |(_, r)| r);
+        let message: Vec<&str> = rest
+            .split_whitespace()
+            .take_while(|w| !w.contains('='))
+            .collect();
+        let kind = message.join(" ");
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((kind, 1)),
+        }
+    }
+    kinds.sort_by(|a, b| b.1.cmp(&a.1));
+    kinds
+}
+
 /// The agent, stopped with SIGTERM (SIGKILL after 30 s) when dropped.
 struct Agent(Child);
 
@@ -437,8 +457,12 @@ fn main() {
     println!("scale | load average at the end {}", load_average());
     per_connection_cost(probes, mailboxes, held, rss);
     drop(agent);
-    let warnings = std::fs::read_to_string(dir.path().join("agent.log"))
-        .map(|t| t.lines().count())
-        .unwrap_or(0);
-    println!("scale | agent log lines (level warn): {warnings}");
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    println!(
+        "scale | agent log lines (level warn): {}",
+        log.lines().count()
+    );
+    for (kind, n) in log_kinds(&log).iter().take(5) {
+        println!("scale |   {n:>6} × {kind}");
+    }
 }
