@@ -240,7 +240,7 @@ fn log_kinds(log: &str) -> Vec<(String, usize)> {
             None => kinds.push((kind, 1)),
         }
     }
-    kinds.sort_by(|a, b| b.1.cmp(&a.1));
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
     kinds
 }
 
