@@ -188,13 +188,16 @@ fn load_average() -> String {
 }
 
 /// Appends this run's figures to the results file and, if an earlier run of the same number of
-/// probes held fewer IMAP connections, prints the RSS each extra connection costs.
+/// probes had fewer mailboxes (and held fewer IMAP connections), prints the RSS each extra
+/// connection costs against the latest such run. RSS varies by some 15 MB between runs of the
+/// same shape, so with few extra connections the figure is noise; compare several runs.
 fn per_connection_cost(probes: u64, mailboxes: u64, held: usize, rss_kb: u64) {
     let path = std::path::Path::new(STACK).join("scale-results.tsv");
     let earlier = std::fs::read_to_string(&path).unwrap_or_default();
     let baseline = earlier.lines().rev().find_map(|l| {
         let f: Vec<u64> = l.split('\t').filter_map(|v| v.parse().ok()).collect();
-        (f.len() == 4 && f[0] == probes && (f[2] as usize) < held).then(|| (f[1], f[2], f[3]))
+        (f.len() == 4 && f[0] == probes && f[1] < mailboxes && (f[2] as usize) < held)
+            .then(|| (f[1], f[2], f[3]))
     });
     let line = format!("{probes}\t{mailboxes}\t{held}\t{rss_kb}\n");
     let appended = std::fs::OpenOptions::new()
