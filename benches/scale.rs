@@ -1,9 +1,23 @@
-//! Scale benchmark, fan-in shape (issue 12): one agent, N probes (default 1,000) each sending
-//! (submission, STARTTLS, probe1's account) into one of M mailboxes (default 10, the stack's
-//! box01..boxMM, round-robin), all watched with IMAP IDLE, interval 60 s, the 3 default classes,
-//! default jitter. After a warm-up it measures a window and prints the agent's CPU (% of one core),
-//! peak and current RSS, `/metrics` scrape time p50/max (one scrape every 5 s) and body size,
-//! series per probe, sent/delivered/lost, send failures and IMAP connections held.
+//! Scale benchmark (issue 12): one agent, N probes (default 1,000) each sending (submission,
+//! STARTTLS, probe1's account) into one of M mailboxes (the stack's box01..boxMM, round-robin),
+//! all watched with IMAP IDLE, interval 60 s, the 3 default classes, default jitter. Two shapes:
+//!
+//! - fan-in, M < N (default M = 10): many probes into few mailboxes, one IDLE connection each;
+//! - per-probe, M ≥ N (`MAILBOXES=1000` with `N=1000`): a mailbox of its own for every probe,
+//!   so the agent holds N IMAP connections. The stack is then started with N test users
+//!   (`MAILSTACK_USERS`, which also raises Dovecot's limits for N sessions from 127.0.0.1).
+//!
+//! After a warm-up it measures a window and prints the agent's CPU (% of one core), peak and
+//! current RSS, `/metrics` scrape time p50/max (one scrape every 5 s) and body size, series per
+//! probe, sent/delivered/lost, send failures, IMAP connections held and the load average.
+//!
+//! The cost of an IMAP connection held is measured as a difference, not guessed: every run
+//! appends its figures to `scale-results.tsv` in the stack's directory, and a run with more
+//! connections than an earlier run of the same N (the per-probe shape after the fan-in one)
+//! prints (RSS now − that run's RSS now) / (connections − that run's connections): same probes,
+//! same sending, only the mailboxes differ, so what remains is the connections' cost (their TLS
+//! session, buffers, IDLE task and the watcher around each). Current RSS at the end, not the
+//! peak, so start-up transients do not count.
 //!
 //! `cargo bench --bench scale [-- N=1000 MAILBOXES=10 RUN=180 WARMUP=60]` (the same names also
 //! work as environment variables; RUN and WARMUP in seconds). Prints figures, asserts nothing.
@@ -16,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Env, mailstack, stack_up};
+use common::{Env, mailstack, stack_up_with_users};
 
 const STACK: &str = "/tmp/mailcanary-bench-scale";
 const PORT_BASE: &str = "29000";
@@ -164,6 +178,75 @@ fn connections(pid: u32, remote_port: u16) -> usize {
         .count()
 }
 
+/// The 1, 5 and 15 minute load averages (another build on the machine skews CPU figures).
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Appends this run's figures to the results file and, if an earlier run of the same number of
+/// probes had fewer mailboxes (and held fewer IMAP connections), prints the RSS each extra
+/// connection costs against the latest such run. RSS varies by some 15 MB between runs of the
+/// same shape, so with few extra connections the figure is noise; compare several runs.
+fn per_connection_cost(probes: u64, mailboxes: u64, held: usize, rss_kb: u64) {
+    let path = std::path::Path::new(STACK).join("scale-results.tsv");
+    let earlier = std::fs::read_to_string(&path).unwrap_or_default();
+    let baseline = earlier.lines().rev().find_map(|l| {
+        let f: Vec<u64> = l.split('\t').filter_map(|v| v.parse().ok()).collect();
+        (f.len() == 4 && f[0] == probes && f[1] < mailboxes && (f[2] as usize) < held)
+            .then(|| (f[1], f[2], f[3]))
+    });
+    let line = format!("{probes}\t{mailboxes}\t{held}\t{rss_kb}\n");
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = appended {
+        eprintln!(
+            "scale | cannot record the figures in {}: {e}",
+            path.display()
+        );
+    }
+    match baseline {
+        Some((base_mailboxes, base_held, base_rss)) => println!(
+            "scale | per IMAP connection held: {:.1} KiB of RSS ((RSS {:.1} MB − {:.1} MB of the \
+             run with {base_mailboxes} mailboxes) / ({held} − {base_held} connections))",
+            (rss_kb as f64 - base_rss as f64) / (held - base_held as usize) as f64,
+            rss_kb as f64 / 1024.0,
+            base_rss as f64 / 1024.0,
+        ),
+        None => println!(
+            "scale | per IMAP connection: no earlier run of {probes} probes with fewer \
+             connections in {} to compare with",
+            path.display()
+        ),
+    }
+}
+
+/// The log's lines by kind (the message, without time, fields or span), most frequent first.
+fn log_kinds(log: &str) -> Vec<(String, usize)> {
+    let mut kinds: Vec<(String, usize)> = Vec::new();
+    for line in log.lines() {
+        // `TIME  LEVEL target: message key=value …`
+        let rest = line.split_once(": ").map_or(line, |(_, r)| r);
+        let message: Vec<&str> = rest
+            .split_whitespace()
+            .take_while(|w| !w.contains('='))
+            .collect();
+        let kind = message.join(" ");
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((kind, 1)),
+        }
+    }
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
+    kinds
+}
+
 /// The agent, stopped with SIGTERM (SIGKILL after 30 s) when dropped.
 struct Agent(Child);
 
@@ -199,18 +282,25 @@ impl Drop for Stack {
 
 fn main() {
     let probes = param("N", 1000).max(1);
-    let mailboxes = param("MAILBOXES", 10).clamp(1, 40);
+    let mailboxes = param("MAILBOXES", 10).clamp(1, probes);
     let run = Duration::from_secs(param("RUN", 180).max(5));
     let warmup = Duration::from_secs(param("WARMUP", 60));
+    let shape = if mailboxes == probes && probes > 1 {
+        "per-probe (one mailbox each)"
+    } else {
+        "fan-in"
+    };
     println!(
-        "scale | fan-in: {probes} probes into {mailboxes} mailboxes, IMAP IDLE, interval 60 s, 3 \
-         classes | warm-up {} s, measured {} s | {} cores",
+        "scale | {shape}: {probes} probes into {mailboxes} mailboxes, IMAP IDLE, interval 60 s, 3 \
+         classes | warm-up {} s, measured {} s | {} cores | load average {}",
         warmup.as_secs(),
         run.as_secs(),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average()
     );
 
-    let env = stack_up(STACK, Some(PORT_BASE));
+    let users = (mailboxes > 40).then_some(mailboxes);
+    let env = stack_up_with_users(STACK, Some(PORT_BASE), users);
     let _stack = Stack;
     let imaps: u16 = env["MAILSTACK_IMAPS_PORT"].parse().expect("IMAPS port");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -367,9 +457,15 @@ fn main() {
         conns.iter().min().unwrap_or(&0),
         conns.iter().max().unwrap_or(&0)
     );
+    println!("scale | load average at the end {}", load_average());
+    per_connection_cost(probes, mailboxes, held, rss);
     drop(agent);
-    let warnings = std::fs::read_to_string(dir.path().join("agent.log"))
-        .map(|t| t.lines().count())
-        .unwrap_or(0);
-    println!("scale | agent log lines (level warn): {warnings}");
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    println!(
+        "scale | agent log lines (level warn): {}",
+        log.lines().count()
+    );
+    for (kind, n) in log_kinds(&log).iter().take(5) {
+        println!("scale |   {n:>6} × {kind}");
+    }
 }

@@ -14,6 +14,7 @@ use crate::metrics::{self, AgentFigures};
 use crate::probe::Probe;
 use crate::setup::ProbeSetupError;
 use crate::state::Store;
+use crate::submissions::Submissions;
 
 /// A mailbox and the probes watching it.
 pub struct Inbox {
@@ -46,6 +47,9 @@ impl Agent {
         let mut ledgers = opened.ledgers;
         let mut probes = Vec::with_capacity(config.probes.len());
         let mut inboxes: Vec<((String, Option<&str>), Inbox)> = Vec::new();
+        // One set of slots for every probe, so `run` and `once` alike bound the agent's
+        // submissions in progress, not each probe's.
+        let submissions = Submissions::agent_wide();
         for probe in &config.probes {
             let share = probe.mailbox.share_key();
             let inbox = match inboxes.iter().position(|(k, _)| *k == share) {
@@ -70,6 +74,7 @@ impl Agent {
                 config.agent.forget_after,
                 ledger,
                 opened.store.clone(),
+                submissions.clone(),
             )?;
             probe.open_books().await;
             let probe = Arc::new(probe);

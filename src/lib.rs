@@ -38,6 +38,7 @@ pub(crate) mod send;
 pub mod setup;
 pub mod stage;
 pub mod state;
+pub(crate) mod submissions;
 #[cfg(test)]
 mod testing;
 pub(crate) mod watch;

@@ -25,6 +25,7 @@ use crate::mailbox::{self, MailId};
 use crate::send::{SendError, Submit, Submitter};
 use crate::setup::ProbeSetupError;
 use crate::state::Store;
+use crate::submissions::{Slot, Submissions};
 
 /// What a mail with a canary header is, to this probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +118,8 @@ pub struct Probe {
     key: SigningKey,
     forget_after: Duration,
     submitter: Box<dyn Submit>,
+    /// The agent's slots for submissions, shared with every other probe.
+    submissions: Submissions,
     ledger: Mutex<Ledger>,
     store: Store,
     /// The store generation the books were last written in full for.
@@ -127,7 +130,8 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Prepares a probe with the books the store had for it; fails on an unusable `ca_file`.
+    /// Prepares a probe with the books the store had for it, submitting within the agent's
+    /// `submissions`; fails on an unusable `ca_file`.
     pub fn new(
         config: ProbeConfig,
         agent: &str,
@@ -135,6 +139,7 @@ impl Probe {
         forget_after: Duration,
         ledger: Ledger,
         store: Store,
+        submissions: Submissions,
     ) -> Result<Probe, ProbeSetupError> {
         let submitter = Submitter::new(&config.smtp).map_err(|source| ProbeSetupError {
             probe: config.name.clone(),
@@ -147,6 +152,7 @@ impl Probe {
             key,
             forget_after,
             submitter: Box::new(submitter),
+            submissions,
             ledger: Mutex::new(ledger),
             synced: AtomicU64::new(store.generation()),
             store,
@@ -255,8 +261,9 @@ impl Probe {
         .await;
     }
 
-    /// Sends one canary of `class`; returns its id once the server accepted it.
-    pub async fn send(&self, class: &ClassConfig) -> Result<String, SendError> {
+    /// Sends one canary of `class` in `slot` (taken before, so the wait for it is not on the
+    /// books: see [`crate::submissions`]); returns its id once the server accepted it.
+    pub async fn send(&self, class: &ClassConfig, slot: Slot) -> Result<String, SendError> {
         let booked_ms = clock::now_ms();
         let id = Ulid::from_datetime(std::time::UNIX_EPOCH + Duration::from_millis(booked_ms))
             .to_string();
@@ -281,11 +288,13 @@ impl Probe {
             to: &self.config.to,
         };
         let message = class::render(&class.spec, &canary, &self.key, &envelope);
-        match self
+        let submitted = self
             .submitter
             .send(&self.config.from, &self.config.to, &message)
-            .await
-        {
+            .await;
+        // The connection is closed: the next submission may start while this one is booked.
+        drop(slot);
+        match submitted {
             Ok(accepted) => {
                 let smtp_s = accepted.duration.as_secs_f64();
                 let queue_id = accepted.queue_id.clone();
@@ -320,7 +329,8 @@ impl Probe {
     /// `jitter` between two, so no class is always first and they do not arrive as one burst
     /// a provider could treat differently. Returns the ids the server accepted.
     ///
-    /// Once `stop` is cancelled no further class is begun: a canary either goes through the
+    /// Each class waits for one of the agent's submission slots first. Once `stop` is
+    /// cancelled no further class is begun (nor waits for a slot): a canary either goes through the
     /// whole submission (bounded by the SMTP timeout) and onto the books, or is never booked.
     /// Callers stopping the agent therefore await the round instead of dropping it, and close
     /// the store only afterwards.
@@ -336,10 +346,12 @@ impl Probe {
                     _ = tokio::time::sleep(pause) => {}
                 }
             }
-            if stop.is_cancelled() {
+            // A class not begun when the stop comes is not begun, even if its turn for a slot
+            // had not come yet.
+            let Some(slot) = self.submissions.slot(stop).await else {
                 break;
-            }
-            if let Ok(id) = self.send(class).await {
+            };
+            if let Ok(id) = self.send(class, slot).await {
                 ids.push(id);
             }
         }
@@ -535,68 +547,4 @@ impl Probe {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key() -> SigningKey {
-        SigningKey::new(b"k".to_vec()).unwrap()
-    }
-
-    fn header(agent: &str, probe: &str, key: &SigningKey) -> String {
-        crate::testing::canary_header(agent, probe, key)
-    }
-
-    #[test]
-    fn a_probe_needs_attention_after_a_loss_a_failed_send_or_with_its_mailbox_down() {
-        let before = Summary {
-            sent: 10,
-            delivered: 9,
-            lost: 1,
-            send_failures: 2,
-            in_flight: 1,
-            last_delay_s: Some(3.0),
-            mailbox_up: true,
-        };
-        let healthy = Summary {
-            sent: 20,
-            delivered: 19,
-            in_flight: 0,
-            ..before
-        };
-        assert!(!healthy.needs_attention(&before), "old trouble is not news");
-        for troubled in [
-            Summary { lost: 2, ..healthy },
-            Summary {
-                send_failures: 3,
-                ..healthy
-            },
-            Summary {
-                mailbox_up: false,
-                ..healthy
-            },
-        ] {
-            assert!(troubled.needs_attention(&before), "{troubled:?}");
-        }
-    }
-
-    #[test]
-    fn judgement_separates_ours_forged_and_foreign() {
-        let k = key();
-        let other = SigningKey::new(b"other".to_vec()).unwrap();
-        assert!(
-            matches!(judge(&header("a", "p", &k), &k, "a", "p"), Verdict::Ours(c) if c.seq == 1)
-        );
-        assert_eq!(
-            judge(&header("a", "p", &other), &k, "a", "p"),
-            Verdict::Forged {
-                claimed_class: "bulk".into()
-            }
-        );
-        assert_eq!(
-            judge(&header("b", "p", &other), &k, "a", "p"),
-            Verdict::NotOurs
-        );
-        assert_eq!(judge(&header("a", "q", &k), &k, "a", "p"), Verdict::NotOurs);
-        assert_eq!(judge("v=1; garbage", &k, "a", "p"), Verdict::NotOurs);
-    }
-}
+mod tests;

@@ -20,6 +20,7 @@ use crate::mailbox::{Arrival, Look, MailId, Mailbox, MailboxError, MailboxStage,
 use crate::probe::Probe;
 use crate::send::{Accepted, SendError, SendStage, Submit};
 use crate::state::Store;
+use crate::submissions::Submissions;
 
 /// What one call to the fake mailbox or sender does instead of its normal work.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +62,13 @@ struct Inner {
     remembers: bool,
     /// Memories handed to `restore_scan_memory`, in order.
     restored: Vec<String>,
+    /// How long every submission takes (after the mail is taken), unless a fault says otherwise.
+    send_takes: Duration,
+    /// Submissions under way now, and the most there ever were at once.
+    sending: usize,
+    most_sending: usize,
+    /// When each submission started (paused-time instants).
+    sends: Vec<Instant>,
 }
 
 /// One mail server and mailbox in memory; cheap to clone, every clone is the same server.
@@ -94,6 +102,21 @@ impl FakeServer {
     /// Queues faults for the next submissions.
     pub fn fail_send(&self, faults: &[Fault]) {
         self.lock().send_faults.extend(faults.iter().cloned());
+    }
+
+    /// From now on, every submission takes `d` (after the server took the mail).
+    pub fn set_send_time(&self, d: Duration) {
+        self.lock().send_takes = d;
+    }
+
+    /// The most submissions that were ever under way at once.
+    pub fn most_sending(&self) -> usize {
+        self.lock().most_sending
+    }
+
+    /// When each submission started.
+    pub fn sends(&self) -> Vec<Instant> {
+        self.lock().sends.clone()
     }
 
     /// When each look started.
@@ -278,7 +301,27 @@ struct FakeSender {
 #[async_trait]
 impl Submit for FakeSender {
     async fn send(&self, _from: &str, _to: &str, message: &[u8]) -> Result<Accepted, SendError> {
-        let fault = self.server.lock().send_faults.pop_front();
+        let (fault, takes) = {
+            let mut inner = self.server.lock();
+            inner.sends.push(Instant::now());
+            inner.sending += 1;
+            inner.most_sending = inner.most_sending.max(inner.sending);
+            (inner.send_faults.pop_front(), inner.send_takes)
+        };
+        let result = self.submit(fault, takes, message).await;
+        self.server.lock().sending -= 1;
+        result
+    }
+}
+
+impl FakeSender {
+    /// One submission: `fault` if any, else the mail is taken and answered after `takes`.
+    async fn submit(
+        &self,
+        fault: Option<Fault>,
+        takes: Duration,
+        message: &[u8],
+    ) -> Result<Accepted, SendError> {
         if let Some(Fault::Send(stage)) = fault {
             return Err(SendError {
                 stage,
@@ -299,6 +342,9 @@ impl Submit for FakeSender {
             self.server.deliver(message);
         }
         act(fault).await;
+        if !takes.is_zero() {
+            tokio::time::sleep(takes).await;
+        }
         Ok(Accepted {
             queue_id: Some(queue_id),
             duration: Duration::from_millis(1),
@@ -341,13 +387,33 @@ pub fn probe(server: &FakeServer, store: &Store, classes: &str, interval: &str) 
 }
 
 /// A probe named `name` (of agent `a`, on the same mailbox account as every other probe made
-/// here) whose sender delivers into `server`, keeping its books in `store`.
+/// here) whose sender delivers into `server`, keeping its books in `store`, with slots of its
+/// own for its submissions.
 pub fn probe_named(
     name: &str,
     server: &FakeServer,
     store: &Store,
     classes: &str,
     interval: &str,
+) -> Arc<Probe> {
+    probe_in(
+        name,
+        server,
+        store,
+        classes,
+        interval,
+        Submissions::agent_wide(),
+    )
+}
+
+/// [`probe_named`], submitting in `submissions` (shared with the other probes given them).
+pub fn probe_in(
+    name: &str,
+    server: &FakeServer,
+    store: &Store,
+    classes: &str,
+    interval: &str,
+    submissions: Submissions,
 ) -> Arc<Probe> {
     let text = config_text(name, classes, interval);
     let config = Config::parse(Path::new("/t/probes.toml"), &text).expect("test config");
@@ -359,6 +425,7 @@ pub fn probe_named(
         Duration::from_secs(3600),
         Ledger::default(),
         store.clone(),
+        submissions,
     )
     .expect("probe")
     .with_submitter(server.sender());

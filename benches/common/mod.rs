@@ -9,19 +9,36 @@ use std::process::{Command, Output};
 pub type Env = HashMap<String, String>;
 
 /// Runs `scripts/mailstack` with `args`, on `port_base` when the stack is first created.
+#[allow(dead_code)] // not every benchmark that includes this module uses every function
 pub fn mailstack(args: &[&str], port_base: Option<&str>) -> Output {
+    mailstack_with(args, port_base, None)
+}
+
+/// [`mailstack`], asking for `users` test users (`MAILSTACK_USERS`) when given.
+fn mailstack_with(args: &[&str], port_base: Option<&str>, users: Option<u64>) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack");
     let mut cmd = Command::new(script);
     cmd.args(args);
     if let Some(base) = port_base {
         cmd.env("MAILSTACK_PORT_BASE", base);
     }
+    if let Some(users) = users {
+        cmd.env("MAILSTACK_USERS", users.to_string());
+    }
     cmd.output().expect("run scripts/mailstack")
 }
 
 /// Starts (or reuses) the stack in `dir` and returns its environment.
+#[allow(dead_code)]
 pub fn stack_up(dir: &str, port_base: Option<&str>) -> Env {
-    let out = mailstack(&["up", dir], port_base);
+    stack_up_with_users(dir, port_base, None)
+}
+
+/// [`stack_up`] with `users` test users (box01..boxNN, `MAILSTACK_USERS`; the stack's 40 when
+/// `None`).
+#[allow(dead_code)]
+pub fn stack_up_with_users(dir: &str, port_base: Option<&str>, users: Option<u64>) -> Env {
+    let out = mailstack_with(&["up", dir], port_base, users);
     assert!(
         out.status.success(),
         "{}",

@@ -108,9 +108,10 @@ pub async fn run(
 }
 
 /// Mailbox rounds run at a time (one per shared mailbox, with its probes' sends). Each holds
-/// a mailbox connection and its probes' SMTP connections: 1,000 probes
-/// started at once would open 2,000 connections together (and run into the servers' limits)
-/// for no gain, since a round mostly waits for its canaries. The rest wait for a slot; one that
+/// a mailbox connection, and its probes' submissions take their turns in the agent's slots
+/// ([`crate::submissions`]): 1,000 mailboxes watched at once would open 1,000 connections
+/// together (and run into the servers' limits) for no gain, since a round mostly waits for its
+/// canaries. The rest wait for a slot; one that
 /// has none by the deadline (or a stop) gives up without sending, so the whole run stays
 /// within `--wait` plus the SMTP timeout of the rounds under way.
 pub const ROUNDS_AT_ONCE: usize = 64;

@@ -57,9 +57,7 @@ pub async fn run(
         web,
         shutdown.clone(),
     ));
-    for probe in &agent.probes {
-        tasks.spawn(send_loop(Arc::clone(probe), shutdown.clone()));
-    }
+    spawn_send_loops(&tasks, &agent.probes, &shutdown);
     for inbox in std::mem::take(&mut agent.inboxes) {
         tasks.spawn(watch_loop(inbox.probes, inbox.mailbox, shutdown.clone()));
     }
@@ -99,15 +97,56 @@ pub(crate) fn spawn_shared(
     mailbox: Box<dyn Mailbox>,
     shutdown: &CancellationToken,
 ) {
-    for probe in &probes {
-        tasks.spawn(send_loop(Arc::clone(probe), shutdown.clone()));
-    }
+    spawn_send_loops(tasks, &probes, shutdown);
     tasks.spawn(watch_loop(probes, mailbox, shutdown.clone()));
 }
 
-/// A canary of every class each `interval` (the first round at once), until `shutdown`.
-async fn send_loop(probe: Arc<Probe>, shutdown: CancellationToken) {
-    let mut ticks = tokio::time::interval(probe.config().interval);
+/// Starts the send loop of each of `probes` as a task of `tasks`, each with its first round
+/// at its own [`first_round_after`], all ending on `shutdown`.
+fn spawn_send_loops(tasks: &TaskTracker, probes: &[Arc<Probe>], shutdown: &CancellationToken) {
+    for (index, probe) in probes.iter().enumerate() {
+        let phase = first_round_after(index, probes.len(), probe.config().interval);
+        tasks.spawn(send_loop(Arc::clone(probe), phase, shutdown.clone()));
+    }
+}
+
+/// The most time between the first rounds of two consecutive probes; see [`first_round_after`].
+pub(crate) const MAX_SPACING: Duration = Duration::from_millis(500);
+
+/// When the probe at `index` (in config order) of `count` probes has its first round, after
+/// the agent starts; every later round follows one `interval` after the one before, so the
+/// phase holds for the whole run.
+///
+/// Why spread at all: if every probe started at once, all of them would send at the same
+/// instant of every interval, 1,000 probes as 3,000 SMTP sessions in one burst that the
+/// servers refuse or queue past the timeout (and the mailboxes see 3,000 deliveries at once),
+/// then nothing for the rest of the minute.
+///
+/// Why by index, evenly, rather than by a hash of the probe's name: an even spacing of
+/// `interval / count` gives the lowest peak rate of new sessions there can be (a hash lands
+/// probes in clumps, as random arrivals do), and it is just as stable: the same config starts
+/// the same probes at the same offsets after a restart, and a restart spreads them again
+/// instead of firing them together. Adding a probe shifts the others' offsets a little, which
+/// harms nothing.
+///
+/// Why the spacing is capped at [`MAX_SPACING`]: a handful of probes with long intervals would
+/// otherwise wait up to an interval (say an hour) for their first canary after every start,
+/// with nothing to show on the status page meanwhile, to avoid a load that a few probes do not
+/// make. The cap only applies while the probes are so few that their first rounds, two a
+/// second (6 SMTP sessions), are nothing for any server; with more of them `interval / count`
+/// is the smaller spacing and they spread over the whole interval. The first probe starts at
+/// once.
+pub(crate) fn first_round_after(index: usize, count: usize, interval: Duration) -> Duration {
+    let count = u32::try_from(count.max(1)).unwrap_or(u32::MAX);
+    let index = u32::try_from(index).unwrap_or(u32::MAX);
+    (interval / count).min(MAX_SPACING).saturating_mul(index)
+}
+
+/// A canary of every class each `interval`, the first round `phase` after the start, until
+/// `shutdown`.
+async fn send_loop(probe: Arc<Probe>, phase: Duration, shutdown: CancellationToken) {
+    let interval = probe.config().interval;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -329,3 +329,90 @@ async fn a_failing_look_on_a_shared_mailbox_marks_every_probe_down_then_up() {
     assert_eq!(mailbox_errors(&q, MailboxStage::Auth), 3);
     assert!(running.stop().await);
 }
+
+/// `count` probes, each sending into a server of its own every `interval`, started as `run`
+/// starts them; the servers, in config order.
+fn start_many(count: usize, interval: &str, store: &Store) -> (Vec<FakeServer>, Running) {
+    let servers: Vec<FakeServer> = (0..count).map(|_| FakeServer::default()).collect();
+    let probes: Vec<Arc<Probe>> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| testing::probe_named(&format!("p{i}"), s, store, r#""bulk""#, interval))
+        .collect();
+    let running = Running::default();
+    spawn_send_loops(&running.tasks, &probes, &running.shutdown);
+    (servers, running)
+}
+
+/// When each server's submissions started, relative to `start`, in ms.
+fn send_times(servers: &[FakeServer], start: Instant) -> Vec<Vec<u128>> {
+    servers
+        .iter()
+        .map(|s| s.sends().iter().map(|t| (*t - start).as_millis()).collect())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_probes_first_rounds_are_spread_evenly_over_the_interval_and_keep_their_phase() {
+    let store = Store::acknowledging();
+    let start = Instant::now();
+    // 20 probes every 5 s: one every 250 ms, the last 4.75 s after the first.
+    let (servers, running) = start_many(20, "5s", &store);
+    assert!(
+        until(Duration::from_secs(12), || servers
+            .iter()
+            .all(|s| s.sends().len() >= 2))
+        .await,
+        "{:?}",
+        send_times(&servers, start)
+    );
+    let times = send_times(&servers, start);
+    for (i, sends) in times.iter().enumerate() {
+        let phase = 250 * i as u128;
+        assert_eq!(sends[0], phase, "probe {i}'s first round: {times:?}");
+        assert_eq!(
+            sends[1],
+            phase + 5000,
+            "probe {i}'s second round: {times:?}"
+        );
+    }
+    assert!(running.stop().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_few_probes_with_a_long_interval_start_within_seconds_not_over_the_hour() {
+    let store = Store::acknowledging();
+    let start = Instant::now();
+    let (servers, running) = start_many(3, "1h", &store);
+    assert!(
+        until(Duration::from_secs(5), || servers
+            .iter()
+            .all(|s| s.accepted() == 1))
+        .await
+    );
+    let firsts: Vec<u128> = send_times(&servers, start).iter().map(|s| s[0]).collect();
+    assert_eq!(
+        firsts,
+        [0, 500, 1000],
+        "spaced by the cap, the first at once"
+    );
+    assert!(running.stop().await);
+}
+
+#[test]
+fn first_rounds_are_spaced_by_the_interval_over_the_count_at_most_the_cap() {
+    let minute = Duration::from_secs(60);
+    assert_eq!(first_round_after(0, 1, minute), Duration::ZERO);
+    assert_eq!(
+        first_round_after(999, 1000, minute),
+        Duration::from_millis(59_940)
+    );
+    assert_eq!(
+        first_round_after(500, 1000, minute),
+        Duration::from_secs(30)
+    );
+    assert_eq!(first_round_after(2, 3, minute), MAX_SPACING * 2);
+    for i in 0..5000 {
+        assert!(first_round_after(i, 5000, minute) < minute, "{i}");
+    }
+}
