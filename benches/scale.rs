@@ -30,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Env, mailstack, stack_up_with_users};
+use common::{Env, empty_mailboxes, mailstack, stack_up_with_users};
 
 const STACK: &str = "/tmp/mailcanary-bench-scale";
 const PORT_BASE: &str = "29000";
@@ -302,6 +302,10 @@ fn main() {
     let users = (mailboxes > 40).then_some(mailboxes);
     let env = stack_up_with_users(STACK, Some(PORT_BASE), users);
     let _stack = Stack;
+    empty_mailboxes(
+        &env,
+        (1..=mailboxes).map(|i| format!("box{i:02}@example.test")),
+    );
     let imaps: u16 = env["MAILSTACK_IMAPS_PORT"].parse().expect("IMAPS port");
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Env, mailstack, stack_up};
+use common::{Env, empty_mailboxes, mailstack, stack_up};
 
 const STACK: &str = "/tmp/mailcanary-bench-soak";
 const PORT_BASE: &str = "30000";
@@ -226,6 +226,10 @@ fn main() {
     );
     let env = stack_up(STACK, Some(PORT_BASE));
     let _stack = Stack;
+    empty_mailboxes(
+        &env,
+        (1..=mailboxes).map(|i| format!("box{i:02}@example.test")),
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("probes.toml"),
