@@ -10,9 +10,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mailcanary::canary::Canary;
-use mailcanary::delay::Breakdown;
-use mailcanary::ledger::{Found, Ledger};
+use mailcanary::ledger::{Ledger, example_books};
 use mailcanary::metrics::{AgentFigures, Books, render};
 
 /// One probe's labels and books, as the agent holds them (behind a mutex).
@@ -38,45 +36,6 @@ impl Books for MemoryProbe {
     fn read(&self, read: &mut dyn FnMut(&Ledger)) {
         read(&self.ledger.lock().expect("not poisoned"));
     }
-}
-
-/// Books of `classes` classes, one delivery each through `hops` hops (server timestamp and skew
-/// known) and `in_flight` canaries of each class in flight.
-fn books(classes: usize, hops: usize, in_flight: usize) -> Ledger {
-    let mut l = Ledger::default();
-    for c in 0..classes {
-        let class = format!("class{c}");
-        l.open_class(&class);
-        let id = format!("{class}-delivered");
-        l.begin_send(&id, &class, 0);
-        l.accepted(&id, 100, None, 0.1);
-        let canary = Canary {
-            id: id.clone(),
-            probe: "p".into(),
-            class: class.clone(),
-            seq: 1,
-            sent_ms: 0,
-            agent: "a".into(),
-        };
-        let found = Found {
-            folder: "INBOX",
-            mail: &id,
-            seen_ms: 5_000,
-            server_ms: Some(4_000),
-            forget_after: Duration::from_secs(3600),
-            now_ms: 5_000,
-        };
-        let servers = Breakdown {
-            server_delay_s: Some(4.0),
-            hops: vec![0.5; hops],
-            clock_skew_s: Some(0.1),
-        };
-        l.arrived(&canary, found, &servers);
-        for i in 0..in_flight {
-            l.begin_send(&format!("{class}-{i}"), &class, 1_000 + i as u64);
-        }
-    }
-    l
 }
 
 /// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).
@@ -105,7 +64,7 @@ fn arg(name: &str, default: usize) -> usize {
 }
 
 fn run(probes: usize, renders: usize, hops: usize) {
-    let ledger = books(3, hops, 50);
+    let ledger = example_books(3, hops, 50);
     let all: Vec<MemoryProbe> = (0..probes)
         .map(|i| MemoryProbe {
             name: format!("probe-{i:04}"),

@@ -25,27 +25,17 @@
 //! which it stops at the end.
 
 use std::collections::HashSet;
-use std::io::{Read as _, Write as _};
-use std::process::{Child, Command, Stdio};
+use std::io::Write as _;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::agent::{Agent, free_port, param, probe_section, scrape, status_kb, total};
 use common::{Env, empty_mailboxes, mailstack, stack_up_with_users};
 
 const STACK: &str = "/tmp/mailcanary-bench-scale";
 const PORT_BASE: &str = "29000";
 const SCRAPE_EVERY: Duration = Duration::from_secs(5);
-
-/// A parameter from `NAME=value` on the command line, else the environment, else `default`.
-fn param(name: &str, default: u64) -> u64 {
-    let prefix = format!("{name}=");
-    std::env::args()
-        .skip(1)
-        .find_map(|a| a.strip_prefix(&prefix).map(str::to_string))
-        .or_else(|| std::env::var(name).ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// N probes round-robin over M mailboxes (the fields of tests/it/support.rs `probe_section`,
 /// with the run's interval and IDLE).
@@ -53,73 +43,9 @@ fn config(env: &Env, probes: u64, mailboxes: u64) -> String {
     let mut text = String::from("[agent]\nid = \"bench-scale\"\n");
     for i in 0..probes {
         let user = format!("box{:02}@example.test", i % mailboxes + 1);
-        text.push_str(&format!(
-            r#"
-[[probe]]
-name = "p{i:04}"
-from = "probe1@example.test"
-to = "{user}"
-interval = "60s"
-classes = ["interpersonal", "transactional", "bulk"]
-  [probe.smtp]
-  host = "127.0.0.1"
-  port = {submission}
-  tls = "starttls"
-  username = "probe1@example.test"
-  password_env = "MC_PROBE1_PASSWORD"
-  ca_file = "{ca}"
-  timeout = "30s"
-  [probe.mailbox]
-  protocol = "imap"
-  host = "127.0.0.1"
-  port = {imaps}
-  tls = "tls"
-  username = "{user}"
-  password_env = "MAILSTACK_TEST_PASSWORD"
-  ca_file = "{ca}"
-  watch = "idle"
-"#,
-            submission = env["MAILSTACK_SUBMISSION_PORT"],
-            imaps = env["MAILSTACK_IMAPS_PORT"],
-            ca = env["MAILSTACK_CA_FILE"],
-        ));
+        text.push_str(&probe_section(env, &format!("p{i:04}"), &user, 60));
     }
     text
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The body of `/metrics` and how long it took to get all of it.
-fn scrape(port: u16) -> Option<(String, Duration)> {
-    let start = Instant::now();
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
-    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let took = start.elapsed();
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    head.lines()
-        .next()
-        .is_some_and(|l| l.contains(" 200 "))
-        .then(|| (body.to_string(), took))
-}
-
-/// Sum of every sample of a metric family (`mailcanary_sent_total{…} 3` …).
-fn total(body: &str, name: &str) -> f64 {
-    body.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -141,16 +67,6 @@ fn clock_ticks() -> f64 {
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100.0)
-}
-
-/// A `/proc/<pid>/status` line in kB (`VmHWM`, `VmRSS`).
-fn status_kb(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Established TCP connections of `pid` to `remote_port` (its socket inodes in /proc/net/tcp*).
@@ -245,24 +161,6 @@ fn log_kinds(log: &str) -> Vec<(String, usize)> {
     }
     kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
     kinds
-}
-
-/// The agent, stopped with SIGTERM (SIGKILL after 30 s) when dropped.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Stops the private stack when dropped (data kept for a look at the logs).

@@ -14,12 +14,12 @@
 //! root and starts its own private stack (`/tmp/mailcanary-bench-soak`, ports 30xxx), which it
 //! stops at the end.
 
-use std::io::{Read as _, Write as _};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::agent::{Agent, free_port, param, probe_section, scrape, status_kb, total};
 use common::{Env, empty_mailboxes, mailstack, stack_up};
 
 const STACK: &str = "/tmp/mailcanary-bench-soak";
@@ -29,99 +29,16 @@ const SCRAPE_EVERY: Duration = Duration::from_secs(15);
 /// The default `forget_after`, over which the projection runs.
 const WEEK_S: f64 = 7.0 * 86_400.0;
 
-/// A parameter from `NAME=value` on the command line, else the environment, else `default`.
-fn param(name: &str, default: u64) -> u64 {
-    let prefix = format!("{name}=");
-    std::env::args()
-        .skip(1)
-        .find_map(|a| a.strip_prefix(&prefix).map(str::to_string))
-        .or_else(|| std::env::var(name).ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// N probes round-robin over M mailboxes at `interval` seconds.
 fn config(env: &Env, probes: u64, mailboxes: u64, interval: u64) -> String {
     let mut text = String::from("[agent]\nid = \"bench-soak\"\n");
     for i in 0..probes {
         let user = format!("box{:02}@example.test", i % mailboxes + 1);
-        text.push_str(&format!(
-            r#"
-[[probe]]
-name = "s{i:04}"
-from = "probe1@example.test"
-to = "{user}"
-interval = "{interval}s"
-lost_after = "10m"
-classes = ["interpersonal", "transactional", "bulk"]
-  [probe.smtp]
-  host = "127.0.0.1"
-  port = {submission}
-  tls = "starttls"
-  username = "probe1@example.test"
-  password_env = "MC_PROBE1_PASSWORD"
-  ca_file = "{ca}"
-  timeout = "30s"
-  [probe.mailbox]
-  protocol = "imap"
-  host = "127.0.0.1"
-  port = {imaps}
-  tls = "tls"
-  username = "{user}"
-  password_env = "MAILSTACK_TEST_PASSWORD"
-  ca_file = "{ca}"
-  watch = "idle"
-"#,
-            submission = env["MAILSTACK_SUBMISSION_PORT"],
-            imaps = env["MAILSTACK_IMAPS_PORT"],
-            ca = env["MAILSTACK_CA_FILE"],
-        ));
+        let section = probe_section(env, &format!("s{i:04}"), &user, interval);
+        // Long enough that a loaded machine's slow delivery is not counted lost.
+        text.push_str(&section.replace("classes =", "lost_after = \"10m\"\nclasses ="));
     }
     text
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The body of `/metrics`, if the agent answered 200.
-fn scrape(port: u16) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
-    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    head.lines()
-        .next()
-        .is_some_and(|l| l.contains(" 200 "))
-        .then(|| body.to_string())
-}
-
-/// Sum of every sample of `mailcanary_NAME`.
-fn total(body: &str, name: &str) -> f64 {
-    let name = format!("mailcanary_{name}");
-    body.lines()
-        .filter(|l| {
-            l.strip_prefix(&name)
-                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
-/// A `/proc/<pid>/status` line in kB (`VmHWM`, `VmRSS`).
-fn status_kb(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Bytes of every file under `dir`.
@@ -147,24 +64,6 @@ struct Sample {
     delivered: f64,
 }
 
-/// The agent, stopped with SIGTERM (SIGKILL after 30 s) when dropped.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Stops the private stack when dropped (data kept for a look at the logs).
 struct Stack;
 
@@ -177,7 +76,7 @@ impl Drop for Stack {
 /// Scrapes every [`SCRAPE_EVERY`] until `until`, returning the last body.
 fn scrape_until(port: u16, until: Instant, mut last: String) -> String {
     while Instant::now() < until {
-        if let Some(body) = scrape(port) {
+        if let Some((body, _)) = scrape(port) {
             last = body;
         }
         std::thread::sleep(SCRAPE_EVERY.min(until.saturating_duration_since(Instant::now())));
@@ -256,7 +155,7 @@ fn main() {
             at_s: start.elapsed().as_secs_f64(),
             rss_kb: status_kb(pid, "VmRSS"),
             store: bytes_under(&state),
-            delivered: total(&last, "delivered_total"),
+            delivered: total(&last, "mailcanary_delivered_total"),
         };
         println!(
             "soak | {:>8.1} | {:>7.1} | {:>7.1} | {:>9.1} | {:>8.0} | {:>9.0} | {:>4.0} | {:>9.0} | {:>13.0}",
@@ -264,11 +163,11 @@ fn main() {
             s.rss_kb as f64 / 1024.0,
             status_kb(pid, "VmHWM") as f64 / 1024.0,
             s.store as f64 / 1024.0,
-            total(&last, "sent_total"),
+            total(&last, "mailcanary_sent_total"),
             s.delivered,
-            total(&last, "lost_total"),
-            total(&last, "in_flight"),
-            total(&last, "send_failures_total"),
+            total(&last, "mailcanary_lost_total"),
+            total(&last, "mailcanary_in_flight"),
+            total(&last, "mailcanary_send_failures_total"),
         );
         samples.push(s);
         if start.elapsed().as_secs() >= run {

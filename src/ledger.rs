@@ -49,7 +49,10 @@ use crate::canary::Canary;
 use crate::delay::{self, Breakdown};
 use crate::stage::{MailboxStage, SendStage};
 
+mod example;
 mod histogram;
+
+pub use example::example_books;
 pub use histogram::{DELAY_BUCKETS, HOP_BUCKETS, Histogram, SMTP_BUCKETS};
 
 /// Deliveries remembered in full per class (id, mail, times), newest kept: enough to tell a

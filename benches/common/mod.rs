@@ -1,5 +1,9 @@
-//! What the benchmarks share: starting a private mail stack and reading its `stack.env`.
-//! (Benchmarks cannot use tests/it/support.rs, so the few lines they all need live here.)
+//! What the benchmarks share: starting a private mail stack and reading its `stack.env`, and
+//! running an agent on it ([`agent`]). (Benchmarks cannot use tests/it/support.rs, so the few
+//! lines they all need live here.) Not every benchmark uses every item.
+#![allow(dead_code)]
+
+pub mod agent;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,7 +13,6 @@ use std::process::{Command, Output};
 pub type Env = HashMap<String, String>;
 
 /// Runs `scripts/mailstack` with `args`, on `port_base` when the stack is first created.
-#[allow(dead_code)] // not every benchmark that includes this module uses every function
 pub fn mailstack(args: &[&str], port_base: Option<&str>) -> Output {
     mailstack_with(args, port_base, None)
 }
@@ -29,14 +32,12 @@ fn mailstack_with(args: &[&str], port_base: Option<&str>, users: Option<u64>) ->
 }
 
 /// Starts (or reuses) the stack in `dir` and returns its environment.
-#[allow(dead_code)]
 pub fn stack_up(dir: &str, port_base: Option<&str>) -> Env {
     stack_up_with_users(dir, port_base, None)
 }
 
 /// [`stack_up`] with `users` test users (box01..boxNN, `MAILSTACK_USERS`; the stack's 40 when
 /// `None`).
-#[allow(dead_code)]
 pub fn stack_up_with_users(dir: &str, port_base: Option<&str>, users: Option<u64>) -> Env {
     let out = mailstack_with(&["up", dir], port_base, users);
     assert!(
@@ -55,7 +56,6 @@ pub fn stack_up_with_users(dir: &str, port_base: Option<&str>, users: Option<u64
 /// Removes every mail of `users` from the stack's maildirs, so a run does not read the
 /// canaries an earlier run left behind (signed with that run's key, they count as forged and
 /// swell the books being measured). Only a benchmark's private stack is ever emptied.
-#[allow(dead_code)] // not every benchmark watches mailboxes
 pub fn empty_mailboxes(env: &Env, users: impl IntoIterator<Item = String>) {
     let template = &env["MAILSTACK_MAILDIR_TEMPLATE"];
     for user in users {

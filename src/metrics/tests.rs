@@ -2,6 +2,7 @@ use std::sync::Mutex;
 
 use super::families::{DELAY, HOP, SMTP};
 use super::*;
+use crate::ledger::example_books;
 use crate::ledger::{DELAY_BUCKETS, HOP_BUCKETS};
 
 /// A probe in memory, as the renderer sees one.
@@ -100,49 +101,6 @@ fn an_agent_without_probes_still_reports_itself() {
     );
 }
 
-/// A probe's books with `classes` classes sending, one delivery each through `hops` hops
-/// (server timestamps and skew known) and `in_flight` canaries of each class in flight.
-fn books(classes: usize, hops: usize, in_flight: usize) -> Ledger {
-    use crate::canary::Canary;
-    use crate::delay::Breakdown;
-    use crate::ledger::Found;
-    use std::time::Duration;
-    let mut l = Ledger::default();
-    for c in 0..classes {
-        let class = format!("class{c}");
-        l.open_class(&class);
-        let id = format!("{class}-delivered");
-        l.begin_send(&id, &class, 0);
-        l.accepted(&id, 100, None, 0.1);
-        let canary = Canary {
-            id: id.clone(),
-            probe: "p".into(),
-            class: class.clone(),
-            seq: 1,
-            sent_ms: 0,
-            agent: "a".into(),
-        };
-        let found = Found {
-            folder: "INBOX",
-            mail: &id,
-            seen_ms: 5_000,
-            server_ms: Some(4_000),
-            forget_after: Duration::from_secs(3600),
-            now_ms: 5_000,
-        };
-        let servers = Breakdown {
-            server_delay_s: Some(4.0),
-            hops: vec![0.5; hops],
-            clock_skew_s: Some(0.1),
-        };
-        l.arrived(&canary, found, &servers);
-        for i in 0..in_flight {
-            l.begin_send(&format!("{class}-{i}"), &class, 1_000 + i as u64);
-        }
-    }
-    l
-}
-
 fn render_books_text(ledger: Ledger, name: &str) -> String {
     let probes = [probe(name, &["INBOX"], ledger)];
     render(&probes, AgentFigures::default(), 10_000)
@@ -159,7 +117,7 @@ fn series(text: &str) -> usize {
 /// README documents these figures ("Series per probe"); change both together.
 #[test]
 fn a_probe_with_3_classes_and_8_hops_has_a_bounded_number_of_series() {
-    let text = render_books_text(books(3, 8, 2), "p");
+    let text = render_books_text(example_books(3, 8, 2), "p");
     let count = |name: &str| text.lines().filter(|l| l.starts_with(name)).count();
     assert_eq!(
         count("mailcanary_hop_delay_seconds"),
@@ -179,12 +137,12 @@ fn a_probe_with_3_classes_and_8_hops_has_a_bounded_number_of_series() {
     // Before: 443 (SMTP histogram per class, hop histograms of 22); before hop histograms
     // left the class: 771.
     assert_eq!(series(&text), 335, "{text}");
-    assert_eq!(series(&render_books_text(books(3, 3, 2), "p")), 260);
+    assert_eq!(series(&render_books_text(example_books(3, 3, 2), "p")), 260);
 }
 
 #[test]
 fn in_flight_series_come_from_the_per_class_counts() {
-    let text = render_books_text(books(2, 1, 3), "p");
+    let text = render_books_text(example_books(2, 1, 3), "p");
     assert!(
         text.contains("mailcanary_in_flight{probe=\"p\",class=\"class1\"} 3"),
         "{text}"
@@ -198,7 +156,7 @@ fn in_flight_series_come_from_the_per_class_counts() {
 #[test]
 fn folder_and_probe_names_are_escaped_in_label_values() {
     let folder = "Say \"hi\"\\there\nnow";
-    let mut l = books(1, 0, 0);
+    let mut l = example_books(1, 0, 0);
     l.classes
         .get_mut("class0")
         .expect("opened")
@@ -218,8 +176,8 @@ fn folder_and_probe_names_are_escaped_in_label_values() {
 #[test]
 fn each_family_holds_every_probe_contiguously_after_one_header() {
     let probes = [
-        probe("a", &["INBOX"], books(2, 2, 1)),
-        probe("b", &["INBOX", "Junk"], books(2, 2, 1)),
+        probe("a", &["INBOX"], example_books(2, 2, 1)),
+        probe("b", &["INBOX", "Junk"], example_books(2, 2, 1)),
     ];
     let text = render(&probes, AgentFigures::default(), 0);
     let mut seen = Vec::new();
