@@ -69,6 +69,25 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// Context switches (voluntary and not) of every thread of `pid` so far: each is a wake-up, and
+/// wake-ups are where an idle-looking agent spends its CPU.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// Established TCP connections of `pid` to `remote_port` (its socket inodes in /proc/net/tcp*).
 fn connections(pid: u32, remote_port: u16) -> usize {
     let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -263,6 +282,7 @@ fn main() {
     let before = last.clone();
 
     let ticks0 = cpu_ticks(pid);
+    let switches0 = context_switches(pid);
     let start = Instant::now();
     let mut times = Vec::new();
     let mut failed_scrapes = 0;
@@ -281,6 +301,7 @@ fn main() {
     }
     let window = start.elapsed();
     let ticks = cpu_ticks(pid) - ticks0;
+    let switches = context_switches(pid).saturating_sub(switches0);
     let cpu = ticks as f64 / clock_ticks() / window.as_secs_f64() * 100.0;
     let hwm = status_kb(pid, "VmHWM");
     let rss = status_kb(pid, "VmRSS");
@@ -307,6 +328,10 @@ fn main() {
     println!(
         "scale | agent CPU {cpu:.2} % of one core over {:.0} s",
         window.as_secs_f64()
+    );
+    println!(
+        "scale | context switches {:.0} a second (every thread of the agent)",
+        switches as f64 / window.as_secs_f64()
     );
     println!(
         "scale | RSS peak {:.1} MB, now {:.1} MB",
