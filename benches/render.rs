@@ -7,36 +7,10 @@
 //! rose above its RSS before the renders (so the transient memory of a scrape shows). Asserts
 //! nothing about speed: a benchmark, not a test.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mailcanary::ledger::{Ledger, example_books};
-use mailcanary::metrics::{AgentFigures, Books, render};
-
-/// One probe's labels and books, as the agent holds them (behind a mutex).
-struct MemoryProbe {
-    name: String,
-    folders: Vec<String>,
-    ledger: Mutex<Ledger>,
-}
-
-impl Books for MemoryProbe {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn folders(&self) -> &[String] {
-        &self.folders
-    }
-    fn protocol(&self) -> &str {
-        "imap"
-    }
-    fn mailbox_up(&self) -> bool {
-        true
-    }
-    fn read(&self, read: &mut dyn FnMut(&Ledger)) {
-        read(&self.ledger.lock().expect("not poisoned"));
-    }
-}
+use mailcanary::ledger::example_books;
+use mailcanary::metrics::{AgentFigures, BooksInMemory, render};
 
 /// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(field: &str) -> u64 {
@@ -65,12 +39,8 @@ fn arg(name: &str, default: usize) -> usize {
 
 fn run(probes: usize, renders: usize, hops: usize) {
     let ledger = example_books(3, hops, 50);
-    let all: Vec<MemoryProbe> = (0..probes)
-        .map(|i| MemoryProbe {
-            name: format!("probe-{i:04}"),
-            folders: vec!["INBOX".to_string()],
-            ledger: Mutex::new(ledger.clone()),
-        })
+    let all: Vec<BooksInMemory> = (0..probes)
+        .map(|i| BooksInMemory::new(&format!("probe-{i:04}"), &["INBOX"], ledger.clone()))
         .collect();
     let figures = AgentFigures { state_errors: 0 };
     reset_peak_rss();

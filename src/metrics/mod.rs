@@ -48,6 +48,46 @@ pub trait Books {
     fn read(&self, read: &mut dyn FnMut(&Ledger));
 }
 
+/// Books held in memory under an IMAP mailbox that is up: what the metrics tests and the render
+/// benchmark render, so both measure the renderer exactly as the agent runs it.
+pub struct BooksInMemory {
+    /// The `probe` label.
+    pub name: String,
+    /// The watched folders.
+    pub folders: Vec<String>,
+    /// The books.
+    pub ledger: std::sync::Mutex<Ledger>,
+}
+
+impl BooksInMemory {
+    /// `ledger` as probe `name` watching `folders`.
+    pub fn new(name: &str, folders: &[&str], ledger: Ledger) -> BooksInMemory {
+        BooksInMemory {
+            name: name.to_string(),
+            folders: folders.iter().map(|f| f.to_string()).collect(),
+            ledger: std::sync::Mutex::new(ledger),
+        }
+    }
+}
+
+impl Books for BooksInMemory {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn folders(&self) -> &[String] {
+        &self.folders
+    }
+    fn protocol(&self) -> &str {
+        "imap"
+    }
+    fn mailbox_up(&self) -> bool {
+        true
+    }
+    fn read(&self, read: &mut dyn FnMut(&Ledger)) {
+        read(&self.ledger.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
 impl Books for std::sync::Arc<Probe> {
     fn name(&self) -> &str {
         &self.config().name

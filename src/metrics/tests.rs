@@ -1,41 +1,10 @@
-use std::sync::Mutex;
-
 use super::families::{DELAY, HOP, SMTP};
 use super::*;
 use crate::ledger::example_books;
 use crate::ledger::{DELAY_BUCKETS, HOP_BUCKETS};
 
-/// A probe in memory, as the renderer sees one.
-struct Memory {
-    name: String,
-    folders: Vec<String>,
-    ledger: Mutex<Ledger>,
-}
-
-impl Books for Memory {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn folders(&self) -> &[String] {
-        &self.folders
-    }
-    fn protocol(&self) -> &str {
-        "imap"
-    }
-    fn mailbox_up(&self) -> bool {
-        true
-    }
-    fn read(&self, read: &mut dyn FnMut(&Ledger)) {
-        read(&self.ledger.lock().expect("not poisoned"));
-    }
-}
-
-fn probe(name: &str, folders: &[&str], ledger: Ledger) -> Memory {
-    Memory {
-        name: name.to_string(),
-        folders: folders.iter().map(|f| f.to_string()).collect(),
-        ledger: Mutex::new(ledger),
-    }
+fn probe(name: &str, folders: &[&str], ledger: Ledger) -> BooksInMemory {
+    BooksInMemory::new(name, folders, ledger)
 }
 
 #[test]
@@ -89,7 +58,7 @@ fn le_labels_spell_the_bounds() {
 
 #[test]
 fn an_agent_without_probes_still_reports_itself() {
-    let text = render::<Memory>(&[], AgentFigures { state_errors: 3 }, 0);
+    let text = render::<BooksInMemory>(&[], AgentFigures { state_errors: 3 }, 0);
     assert!(
         text.contains("# TYPE mailcanary_build_info gauge"),
         "{text}"
