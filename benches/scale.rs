@@ -26,7 +26,7 @@
 
 use std::collections::HashSet;
 use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -230,41 +230,10 @@ fn main() {
         config(&env, probes, mailboxes),
     )
     .expect("write config");
-    let log = std::fs::File::create(dir.path().join("agent.log")).expect("agent log");
     let port = free_port();
-    let agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_mailcanary"))
-            .arg("--config")
-            .arg(dir.path().join("probes.toml"))
-            .args([
-                "--log-level",
-                "warn",
-                "run",
-                "--web.listen-address",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .envs(&env)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the agent"),
-    );
-    let mut agent = agent;
-    let pid = agent.0.id();
-
     let up = Instant::now();
-    while scrape(port).is_none() {
-        let exited = agent.0.try_wait().ok().flatten();
-        if exited.is_some() || up.elapsed() > Duration::from_secs(120) {
-            let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(20).collect();
-            panic!(
-                "the agent did not serve /metrics (exit {exited:?}); log tail:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let agent = Agent::start(&env, dir.path(), port);
+    let pid = agent.0.id();
     println!(
         "scale | /metrics up after {:.1} s",
         up.elapsed().as_secs_f64()

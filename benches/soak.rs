@@ -15,7 +15,6 @@
 //! stops at the end.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -84,33 +83,6 @@ fn scrape_until(port: u16, until: Instant, mut last: String) -> String {
     last
 }
 
-fn start_agent(env: &Env, dir: &Path, port: u16) -> Agent {
-    let log = std::fs::File::create(dir.join("agent.log")).expect("agent log");
-    let agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_mailcanary"))
-            .arg("--config")
-            .arg(dir.join("probes.toml"))
-            .args(["--log-level", "warn", "run"])
-            .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
-            .current_dir(dir)
-            .envs(env)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the agent"),
-    );
-    let up = Instant::now();
-    while scrape(port).is_none() {
-        assert!(
-            up.elapsed() < Duration::from_secs(120),
-            "the agent did not serve /metrics; see {}",
-            dir.join("agent.log").display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    agent
-}
-
 fn main() {
     let probes = param("N", 100).max(1);
     let mailboxes = param("MAILBOXES", 10).clamp(1, 40);
@@ -136,7 +108,7 @@ fn main() {
     )
     .expect("write config");
     let port = free_port();
-    let agent = start_agent(&env, dir.path(), port);
+    let agent = Agent::start(&env, dir.path(), port);
     let pid = agent.0.id();
     let state = dir.path().join("state");
 

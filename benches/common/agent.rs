@@ -125,3 +125,39 @@ impl Drop for Agent {
         let _ = self.0.wait();
     }
 }
+
+impl Agent {
+    /// Starts `mailcanary run` on `dir/probes.toml` (log level warn, into `dir/agent.log`, the
+    /// state in `dir`) listening on `port`, and waits until it serves `/metrics`; panics with the
+    /// log's tail if it exits or is not up within 2 minutes.
+    pub fn start(env: &Env, dir: &std::path::Path, port: u16) -> Agent {
+        let log = std::fs::File::create(dir.join("agent.log")).expect("agent log");
+        let mut agent = Agent(
+            Command::new(env!("CARGO_BIN_EXE_mailcanary"))
+                .arg("--config")
+                .arg(dir.join("probes.toml"))
+                .args(["--log-level", "warn", "run"])
+                .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+                .current_dir(dir)
+                .envs(env)
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start the agent"),
+        );
+        let up = Instant::now();
+        while scrape(port).is_none() {
+            let exited = agent.0.try_wait().ok().flatten();
+            if exited.is_some() || up.elapsed() > Duration::from_secs(120) {
+                let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                panic!(
+                    "the agent did not serve /metrics (exit {exited:?}); log tail:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        agent
+    }
+}
