@@ -10,6 +10,36 @@ use crate::testing::{self, FakeServer};
 
 const ALL_CLASSES: &str = r#""interpersonal", "transactional", "bulk""#;
 
+/// One probe of `classes` whose round waits for the only slot, which the test holds.
+struct WaitingRound {
+    server: FakeServer,
+    probe: Arc<crate::probe::Probe>,
+    submissions: Submissions,
+    held: Slot,
+    stop: CancellationToken,
+    round: tokio::task::JoinHandle<Vec<String>>,
+}
+
+async fn waiting_round(classes: &str) -> WaitingRound {
+    let (server, store) = (FakeServer::default(), Store::acknowledging());
+    let submissions = Submissions::new(1);
+    let probe = testing::probe_in("p", &server, &store, classes, "60s", submissions.clone());
+    let held = submissions.slot(&CancellationToken::new()).await.unwrap();
+    let stop = CancellationToken::new();
+    let round = tokio::spawn({
+        let (probe, stop) = (Arc::clone(&probe), stop.clone());
+        async move { probe.send_round(&stop).await }
+    });
+    WaitingRound {
+        server,
+        probe,
+        submissions,
+        held,
+        stop,
+        round,
+    }
+}
+
 /// 50 probes, 3 classes each, all sending at once into one server that takes 100 ms per
 /// submission: never more than the slots at once, and every canary goes out.
 #[tokio::test(start_paused = true)]
@@ -46,22 +76,14 @@ async fn no_more_submissions_run_at_once_than_there_are_slots() {
 /// nothing in flight, no `sent` time), and a stop during the wait begins nothing.
 #[tokio::test(start_paused = true)]
 async fn a_canary_waiting_for_a_slot_is_not_on_the_books_and_a_stop_begins_nothing() {
-    let (server, store) = (FakeServer::default(), Store::acknowledging());
-    let submissions = Submissions::new(1);
-    let probe = testing::probe_in(
-        "p",
-        &server,
-        &store,
-        ALL_CLASSES,
-        "60s",
-        submissions.clone(),
-    );
-    let held = submissions.slot(&CancellationToken::new()).await.unwrap();
-    let stop = CancellationToken::new();
-    let round = tokio::spawn({
-        let (probe, stop) = (Arc::clone(&probe), stop.clone());
-        async move { probe.send_round(&stop).await }
-    });
+    let WaitingRound {
+        server,
+        probe,
+        submissions,
+        held,
+        stop,
+        round,
+    } = waiting_round(ALL_CLASSES).await;
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert!(!round.is_finished(), "still waiting for the slot");
     let books = probe.read_ledger(|l| {
@@ -87,22 +109,9 @@ async fn a_canary_waiting_for_a_slot_is_not_on_the_books_and_a_stop_begins_nothi
 /// wait for the slot is not counted as delay.
 #[tokio::test(start_paused = true)]
 async fn a_canary_is_booked_and_its_delay_starts_when_its_slot_comes() {
-    let (server, store) = (FakeServer::default(), Store::acknowledging());
-    let submissions = Submissions::new(1);
-    let probe = testing::probe_in(
-        "p",
-        &server,
-        &store,
-        r#""bulk""#,
-        "60s",
-        submissions.clone(),
-    );
-    let held = submissions.slot(&CancellationToken::new()).await.unwrap();
-    let stop = CancellationToken::new();
-    let round = tokio::spawn({
-        let (probe, stop) = (Arc::clone(&probe), stop.clone());
-        async move { probe.send_round(&stop).await }
-    });
+    let WaitingRound {
+        probe, held, round, ..
+    } = waiting_round(r#""bulk""#).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(probe.read_ledger(|l| l.in_flight().len()), 0);
     // Wall-clock ms (the canary's clock), real time: paused time does not move it.
