@@ -1,8 +1,9 @@
 //! A small scripted TCP proxy in front of a real server, for faults a real server will not
 //! produce on demand: a refusing or silent greeting, garbage, a reply that stops mid-way, an
 //! SMTP server that offers no STARTTLS, a server that is down (the proxy stops listening, so
-//! connections are refused). Each new connection takes the next queued fault; with none queued
-//! it passes bytes through untouched, so recovery is seen against the real server.
+//! connections are refused), a connection that dies the moment the client sends a given command.
+//! Each new connection takes the next queued fault; with none queued it passes bytes through
+//! untouched, so recovery is seen against the real server.
 
 use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -30,6 +31,8 @@ pub struct FaultProxy {
     upstream: u16,
     faults: Arc<Mutex<VecDeque<Fault>>>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    /// Commands on which the next connection that sends them is cut; and how many were.
+    cuts: Arc<Cuts>,
     /// The accepting thread while the proxy listens; `None` while it refuses connections.
     acceptor: Mutex<Option<Acceptor>>,
 }
@@ -50,6 +53,7 @@ impl FaultProxy {
             upstream,
             faults: Arc::default(),
             open: Arc::default(),
+            cuts: Arc::default(),
             acceptor: Mutex::new(None),
         };
         proxy.accept_on(listener);
@@ -58,6 +62,7 @@ impl FaultProxy {
 
     fn accept_on(&self, listener: TcpListener) {
         let (faults, open, upstream) = (self.faults.clone(), self.open.clone(), self.upstream);
+        let cuts = self.cuts.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = thread::spawn({
             let stop = stop.clone();
@@ -71,7 +76,8 @@ impl FaultProxy {
                         open.lock().unwrap().push(clone);
                     }
                     let fault = faults.lock().unwrap().pop_front();
-                    thread::spawn(move || serve(client, upstream, fault));
+                    let cuts = cuts.clone();
+                    thread::spawn(move || serve(client, upstream, fault, &cuts));
                 }
             }
         });
@@ -81,6 +87,17 @@ impl FaultProxy {
     /// Queues faults for the next connections, in order.
     pub fn push(&self, faults: &[Fault]) {
         self.faults.lock().unwrap().extend(faults.iter().cloned());
+    }
+
+    /// Cuts the connection that next sends `command` (a line starting with a tag and it),
+    /// before the server sees it: the client's command goes out and the answer never comes.
+    pub fn cut_at_command(&self, command: &'static str) {
+        self.cuts.armed.lock().unwrap().push(command);
+    }
+
+    /// Connections cut by [`cut_at_command`](Self::cut_at_command) so far.
+    pub fn commands_cut(&self) -> usize {
+        self.cuts.done.load(Ordering::SeqCst)
     }
 
     /// Cuts every open connection, so a client with a pooled session must reconnect.
@@ -124,12 +141,41 @@ impl Drop for FaultProxy {
     }
 }
 
-fn serve(mut client: TcpStream, upstream: u16, fault: Option<Fault>) {
+/// Commands armed by [`FaultProxy::cut_at_command`], shared by the proxy's connections.
+#[derive(Default)]
+struct Cuts {
+    armed: Mutex<Vec<&'static str>>,
+    done: std::sync::atomic::AtomicUsize,
+}
+
+impl Cuts {
+    /// Whether a chunk the client sent carries an armed command (which is then disarmed).
+    fn hit(&self, chunk: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(chunk);
+        let mut armed = self.armed.lock().unwrap();
+        let found = armed.iter().position(|command| {
+            text.lines().any(|l| {
+                l.split_once(' ')
+                    .is_some_and(|(_, rest)| rest.starts_with(command))
+            })
+        });
+        if let Some(i) = found {
+            armed.remove(i);
+            self.done.fetch_add(1, Ordering::SeqCst);
+        }
+        found.is_some()
+    }
+}
+
+fn serve(mut client: TcpStream, upstream: u16, fault: Option<Fault>, cuts: &Arc<Cuts>) {
     // The proxy keeps a clone of every connection (for cut_all), so dropping ours would not
     // close it: shut it down explicitly when done.
     let closer = client.try_clone().ok();
     match fault {
-        None => pass(client, upstream, usize::MAX),
+        None => {
+            let cuts = cuts.clone();
+            relay_watching(client, upstream, |_| usize::MAX, move |c| !cuts.hit(c));
+        }
         Some(Fault::StallAfter(n)) => pass(client, upstream, n),
         Some(Fault::Silent) => {
             let mut sink = [0u8; 1024];
@@ -172,14 +218,32 @@ fn pass(client: TcpStream, upstream: u16, limit: usize) {
 
 /// Forwards both ways, showing each chunk the server sends to `each` first, which says how
 /// many of its bytes to pass on (and may take its time: that delays the reply).
-pub fn relay(client: TcpStream, upstream: u16, mut each: impl FnMut(&[u8]) -> usize) {
+pub fn relay(client: TcpStream, upstream: u16, each: impl FnMut(&[u8]) -> usize) {
+    relay_watching(client, upstream, each, |_| true);
+}
+
+/// [`relay`], also showing each chunk the client sends to `forward`: false cuts the
+/// connection both ways before that chunk reaches the server.
+fn relay_watching(
+    client: TcpStream,
+    upstream: u16,
+    mut each: impl FnMut(&[u8]) -> usize,
+    mut forward: impl FnMut(&[u8]) -> bool + Send + 'static,
+) {
     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
         return;
     };
     let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let client_side = client.try_clone().unwrap();
     let up = thread::spawn(move || {
-        let _ = std::io::copy(&mut c_read, &mut s_write);
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = c_read.read(&mut buf) {
+            if n == 0 || !forward(&buf[..n]) || s_write.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
         let _ = s_write.shutdown(Shutdown::Both);
+        let _ = client_side.shutdown(Shutdown::Both);
     });
     let (mut s_read, mut c_write) = (server, client);
     let mut buf = [0u8; 4096];

@@ -1,11 +1,12 @@
 //! Resilience beyond the network: a state directory that turns read-only, a mailbox full of
-//! other mail, a replayed canary.
+//! other mail, a replayed canary, an IMAP answer that never comes.
 
 use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::proxy::FaultProxy;
 use crate::support::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -243,6 +244,41 @@ fn a_replayed_canary_is_a_duplicate_not_a_delivery() {
             &series("delivery_delay_seconds_count", "interpersonal", "replay")
         ),
         2.0
+    );
+    empty_mailbox(stack, user);
+}
+
+/// async-imap reads a connection that ends between `UID FETCH` and its answer as an answer
+/// with no mail in it; the look then moved its memory past the canary it had just found, which
+/// stayed in flight for ever (CI saw it after a cut connection). Now only a completed answer
+/// counts: the look reads again on a fresh session and the canary is delivered.
+#[test]
+fn a_fetch_whose_answer_never_comes_is_read_again_not_skipped() {
+    let stack = Stack::shared();
+    let user = "box38@example.test";
+    empty_mailbox(stack, user);
+    let proxy = FaultProxy::start(stack.port("MAILSTACK_IMAP_PORT"));
+    proxy.cut_at_command("UID FETCH");
+    let section = probe_section(stack, "cutfetch", user, "MC_PROBE1_PASSWORD")
+        .replace(
+            &format!("port = {}", stack.port("MAILSTACK_IMAPS_PORT")),
+            &format!("port = {}", proxy.port),
+        )
+        .replace("tls = \"tls\"", "tls = \"none\"");
+    let section = with_probe_keys(&section, "classes = [\"interpersonal\"]");
+    let work = Workdir::new("it-cut-fetch", &section);
+    let (text, log) = work.once_with_log(stack, "30s");
+    assert_eq!(proxy.commands_cut(), 1, "no UID FETCH was cut\n{log}");
+    assert!(
+        log.contains("a chunk of mail could not be read"),
+        "the cut answer was not an error\n{log}"
+    );
+    let delivered = delivered_series("interpersonal", "cutfetch");
+    assert_eq!(value(&text, &delivered), 1.0, "{log}");
+    assert_eq!(
+        value(&text, &series("in_flight", "interpersonal", "cutfetch")),
+        0.0,
+        "{log}"
     );
     empty_mailbox(stack, user);
 }

@@ -20,7 +20,10 @@
 //! again and reads that chunk one mail at a time; a mail whose answer fails twice on fresh
 //! sessions is skipped for good and counted, never a reason to fail the look. Reconnects per
 //! look are bounded too. What a look found before it failed is kept and handed out by the next
-//! successful look, so the memory only ever moves over mail that has been reported.
+//! successful look, so the memory only ever moves over mail that has been reported. The answers
+//! a look relies on (SEARCH, FETCH, the clean-up's STORE and EXPUNGE) count only once the server
+//! completed them with `OK` ([`command`]): async-imap reads a connection cut mid-answer as a
+//! complete, shorter one.
 //!
 //! Removal works by UID (`UID STORE` + `UID EXPUNGE`, or `UID MOVE`), so mail the probe did not
 //! name — including mail another client flagged `\Deleted` — is never expunged.
@@ -31,9 +34,9 @@ use std::time::Duration;
 use async_imap::imap_proto::{Response, Status};
 use async_imap::{Client, Session};
 use async_trait::async_trait;
-use futures::TryStreamExt as _;
 use tokio_native_tls::TlsConnector;
 
+mod command;
 mod idle;
 pub mod scan;
 
@@ -243,7 +246,7 @@ impl ImapMailbox {
                 &self.config.endpoint,
                 MailboxStage::Search,
                 "UID SEARCH",
-                conn.session.uid_search(&query),
+                command::uid_search(&mut conn.session, &query),
             )
             .await?;
             let uids = scan::in_window(found, lo, hi);
@@ -385,22 +388,8 @@ async fn fetch(
     endpoint: &Endpoint,
     set: &str,
 ) -> Result<Vec<Fetched>, MailboxError> {
-    bounded(endpoint, MailboxStage::Search, "UID FETCH", async {
-        let mut answers = conn.session.uid_fetch(set, scan::fetch_items()).await?;
-        let mut out = Vec::new();
-        while let Some(f) = answers.try_next().await? {
-            out.push(Fetched {
-                uid: f.uid,
-                header: f.header().map(<[u8]>::to_vec),
-                text: f.text().map(<[u8]>::to_vec),
-                server_ms: f
-                    .internal_date()
-                    .and_then(|d| u64::try_from(d.timestamp_millis()).ok()),
-            });
-        }
-        Ok(out)
-    })
-    .await
+    let work = command::uid_fetch(&mut conn.session, set);
+    bounded(endpoint, MailboxStage::Search, "UID FETCH", work).await
 }
 
 async fn clean_all(
@@ -547,13 +536,32 @@ async fn greeted(
 }
 
 /// Selects `folder` (read-write: clean-up follows on the same session) within the timeout.
+///
+/// An answer without UIDVALIDITY is an error: RFC 3501 requires it, UIDs mean nothing without
+/// it, and async-imap reads a SELECT cut short by a dropped connection as a complete answer.
 async fn select(
     conn: &mut Connected,
     endpoint: &Endpoint,
     folder: &str,
 ) -> Result<async_imap::types::Mailbox, MailboxError> {
-    let work = conn.session.select(folder);
-    bounded(endpoint, MailboxStage::Select, "SELECT", work).await
+    select_as(conn, endpoint, folder, MailboxStage::Select).await
+}
+
+/// [`select`], failing as `stage`.
+async fn select_as(
+    conn: &mut Connected,
+    endpoint: &Endpoint,
+    folder: &str,
+    stage: MailboxStage,
+) -> Result<async_imap::types::Mailbox, MailboxError> {
+    let selected = bounded(endpoint, stage, "SELECT", conn.session.select(folder)).await?;
+    if selected.uid_validity.is_none() {
+        return Err(MailboxError::new(
+            stage,
+            format!("{endpoint}: SELECT {folder}: the answer has no UIDVALIDITY (cut short?)"),
+        ));
+    }
+    Ok(selected)
 }
 
 /// Bounds one IMAP command by the endpoint's timeout and labels its failure with `stage`.
@@ -577,14 +585,8 @@ async fn clean_folder(
     folder: &str,
     mails: &[&MailId],
 ) -> Result<(), MailboxError> {
+    let selected = select_as(conn, endpoint, folder, MailboxStage::Cleanup).await?;
     let session = &mut conn.session;
-    let selected = bounded(
-        endpoint,
-        MailboxStage::Cleanup,
-        "SELECT",
-        session.select(folder),
-    )
-    .await?;
     let validity = selected.uid_validity.unwrap_or(0);
     // A UID is only meaningful under the UIDVALIDITY it was read with; if the folder was
     // recreated since, these UIDs may name other mail, so leave it alone.
@@ -632,23 +634,13 @@ async fn delete(
     set: &str,
     uidplus: bool,
 ) -> Result<(), MailboxError> {
-    bounded(endpoint, MailboxStage::Cleanup, "UID STORE", async {
-        session
-            .uid_store(set, "+FLAGS.SILENT (\\Deleted)")
-            .await?
-            .try_collect::<Vec<_>>()
-            .await
-    })
-    .await?;
+    let store = format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)");
+    let work = command::done(session, &store);
+    bounded(endpoint, MailboxStage::Cleanup, "UID STORE", work).await?;
     if uidplus {
-        bounded(endpoint, MailboxStage::Cleanup, "UID EXPUNGE", async {
-            session
-                .uid_expunge(set)
-                .await?
-                .try_collect::<Vec<_>>()
-                .await
-        })
-        .await?;
+        let expunge = format!("UID EXPUNGE {set}");
+        let work = command::done(session, &expunge);
+        bounded(endpoint, MailboxStage::Cleanup, "UID EXPUNGE", work).await?;
     } else {
         tracing::warn!(%endpoint, "server lacks UIDPLUS: canaries flagged \\Deleted, not expunged");
     }
