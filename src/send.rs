@@ -4,7 +4,12 @@
 //! MAIL/RCPT/DATA) instead of through its transport, because the step that failed *is* the
 //! diagnosis an SRE needs ("auth" vs "rejected" vs "tls") and lettre's transport only returns the
 //! last error. The whole transaction runs under one timeout: lettre's own covers the connect only.
+//!
+//! A connection that has just submitted a canary is kept briefly for the next canary of the
+//! same account ([`pool`]): a busy agent does not pay a TLS handshake per canary, and a lone
+//! probe still opens, secures and logs in on every round.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
@@ -14,6 +19,10 @@ use lettre::transport::smtp::extension::ClientId;
 
 use crate::config::{Credentials, SmtpConfig, TlsMode};
 use crate::setup::{Memo, SetupError, read_ca};
+
+pub mod pool;
+
+use self::pool::{Pool, Session};
 
 pub use crate::stage::SendStage;
 
@@ -32,7 +41,7 @@ pub struct SendError {
 pub struct Accepted {
     /// Queue id from the final reply (`250 2.0.0 Ok: queued as 4XyZ1`), when the server names one.
     pub queue_id: Option<String>,
-    /// Connect to accepted.
+    /// Connect to accepted; on a kept connection, its `NOOP` check to accepted.
     pub duration: Duration,
 }
 
@@ -52,6 +61,50 @@ pub struct Submitter {
     config: SmtpConfig,
     tls: Option<TlsParameters>,
     hello: ClientId,
+    /// Connections kept for this account, shared with every probe submitting through it.
+    kept: Arc<Pool<AsyncSmtpConnection>>,
+}
+
+/// Which connections may be handed from one probe to another: the same server, TLS mode and
+/// trust, and the same login (the password as a hash, so no second copy of it is kept).
+type Account = (
+    String,
+    u16,
+    String,
+    Option<std::path::PathBuf>,
+    bool,
+    Option<(String, u64)>,
+);
+
+/// The kept connections of every account in use.
+static POOLS: Memo<Account, Arc<Pool<AsyncSmtpConnection>>> = Memo::new();
+
+/// The account `config` submits as.
+fn account(config: &SmtpConfig) -> Account {
+    use std::hash::{Hash as _, Hasher as _};
+    let e = &config.endpoint;
+    let login = config.credentials.as_ref().map(|c| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        c.password.expose().hash(&mut h);
+        (c.username.clone(), h.finish())
+    });
+    let mode = format!("{:?}", e.tls);
+    (
+        e.host.clone(),
+        e.port,
+        mode,
+        e.ca_file.clone(),
+        e.tls_verify,
+        login,
+    )
+}
+
+/// Closes every kept submission connection with QUIT (bounded by `within` each): the agent
+/// is stopping.
+pub async fn close_kept(within: Duration) {
+    for pool in POOLS.values() {
+        pool.close_all(within).await;
+    }
 }
 
 /// TLS parameters built so far, by host (lettre's parameters carry the name to verify) and
@@ -94,10 +147,14 @@ impl Submitter {
                 Some(TLS_PARAMETERS.get_or_build(key, || tls_parameters(endpoint))?)
             }
         };
+        let kept = POOLS.get_or_build(account(config), || {
+            Ok::<_, SetupError>(Arc::new(Pool::default()))
+        })?;
         Ok(Submitter {
             config: config.clone(),
             tls,
             hello: ClientId::default(),
+            kept,
         })
     }
 
@@ -105,21 +162,20 @@ impl Submitter {
     pub async fn send(&self, from: &str, to: &str, message: &[u8]) -> Result<Accepted, SendError> {
         let envelope = envelope(from, to)?;
         let start = Instant::now();
+        let limit = self.config.endpoint.timeout;
         let transaction = async {
-            let mut conn = self.open().await?;
-            let reply = conn
-                .send(&envelope, message)
-                .await
-                .map_err(|e| classify(SendStage::Rejected, e));
-            match reply {
+            let mut session = self.session().await?;
+            match session.conn.send(&envelope, message).await {
                 Ok(reply) => {
-                    // The canary is accepted at this point; a failing QUIT changes nothing.
-                    let _ = conn.quit().await;
-                    Ok(queue_id(&reply.message().collect::<Vec<_>>().join(" ")))
+                    // Accepted: the connection may serve the next canary of this account.
+                    let said = reply.message().collect::<Vec<_>>().join(" ");
+                    session.sent += 1;
+                    self.kept.give_back(session, limit);
+                    Ok(queue_id(&said))
                 }
                 Err(e) => {
-                    conn.abort().await;
-                    Err(e)
+                    session.conn.abort().await;
+                    Err(classify(SendStage::Rejected, e))
                 }
             }
         };
@@ -127,6 +183,23 @@ impl Submitter {
         Ok(Accepted {
             queue_id,
             duration: start.elapsed(),
+        })
+    }
+
+    /// A kept connection that answers `NOOP`, else a new one. A kept connection that fails
+    /// its `NOOP` (the server closed it meanwhile) is no failure: nothing was sent over it.
+    async fn session(&self) -> Result<Session<AsyncSmtpConnection>, SendError> {
+        let limit = self.config.endpoint.timeout;
+        while let Some(mut kept) = self.kept.take(limit) {
+            if kept.conn.test_connected().await {
+                return Ok(kept);
+            }
+            kept.conn.abort().await;
+        }
+        Ok(Session {
+            conn: self.open().await?,
+            opened: tokio::time::Instant::now(),
+            sent: 0,
         })
     }
 

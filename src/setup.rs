@@ -105,6 +105,12 @@ impl<K: Eq + std::hash::Hash, V: Clone> Memo<K, V> {
         map.insert(key, v.clone());
         Ok(v)
     }
+
+    /// Every value built so far.
+    pub(crate) fn values(&self) -> Vec<V> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().cloned().collect()
+    }
 }
 
 #[cfg(test)]

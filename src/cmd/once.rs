@@ -88,6 +88,7 @@ pub async fn run(
         }
     }
     signals.abort();
+    crate::send::close_kept(super::run::QUIT_WITHIN).await;
     let text = Agent::render(&probes, &agent.store);
     agent.close();
     if let Some(path) = outputs.textfile {

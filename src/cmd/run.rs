@@ -73,6 +73,7 @@ pub async fn run(
     shutdown.cancel();
     tasks.close();
     tasks.wait().await;
+    crate::send::close_kept(QUIT_WITHIN).await;
     agent.close();
     Ok(ExitCode::SUCCESS)
 }
@@ -189,6 +190,9 @@ async fn watch_loop(
     }
     watcher.close().await;
 }
+
+/// How long a kept submission connection gets to answer QUIT when the agent stops.
+pub(crate) const QUIT_WITHIN: Duration = Duration::from_secs(2);
 
 /// How often the log gets its summary lines.
 const SUMMARY_EVERY: Duration = Duration::from_secs(600);

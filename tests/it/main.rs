@@ -14,6 +14,7 @@ mod matrix;
 mod pop3;
 mod proxy;
 mod resilience;
+mod reuse;
 mod roundtrip;
 mod security;
 mod shared;

@@ -134,6 +134,14 @@ impl Row<'_> {
     }
 }
 
+/// Sets up a fault that only a new connection meets (the proxy's next connection, a login),
+/// then cuts the open ones: the agent keeps a submission connection for the next canary for a
+/// moment, and a kept one would go on working (as it would against a real server).
+fn fresh_connection(proxy: &FaultProxy, fault: impl FnOnce()) {
+    fault();
+    proxy.cut_all();
+}
+
 #[test]
 fn smtp_faults_are_staged_logged_and_heal_without_a_restart() {
     let stack = faults_stack("/tmp/mailcanary-it-faults", 25000);
@@ -190,25 +198,29 @@ fn smtp_faults_are_staged_logged_and_heal_without_a_restart() {
     row("connect").check(
         "SMTP refusing (421)",
         &["(421)", "Service shutting down"],
-        || proxy.push(&[Fault::Say(b"421 4.3.2 Service shutting down\r\n")]),
+        || {
+            fresh_connection(&proxy, || {
+                proxy.push(&[Fault::Say(b"421 4.3.2 Service shutting down\r\n")])
+            })
+        },
         || {},
     );
     row("tls").check(
         "STARTTLS not offered",
         &["does not offer STARTTLS"],
-        || proxy.push(&[Fault::SmtpWithoutStartTls]),
+        || fresh_connection(&proxy, || proxy.push(&[Fault::SmtpWithoutStartTls])),
         || {},
     );
     row("timeout").check(
         "SMTP server hangs",
         &["no answer"],
-        || proxy.push(&[Fault::Silent]),
+        || fresh_connection(&proxy, || proxy.push(&[Fault::Silent])),
         || {},
     );
     row("auth").check(
         "SMTP auth refused",
         &[],
-        || deny(stack, "probe1@example.test", true),
+        || fresh_connection(&proxy, || deny(stack, "probe1@example.test", true)),
         || deny(stack, "probe1@example.test", false),
     );
     row("rejected").check(
@@ -228,11 +240,14 @@ fn smtp_faults_are_staged_logged_and_heal_without_a_restart() {
     row("rejected").check(
         "SMTP temp-fails (4xx)",
         &["(450)", "mailstack says later"],
+        // Postfix reloads its tables for new sessions only.
         || {
-            stack.ctl(
-                "rcpt-rule",
-                &["add", "/^box04@/ 450 4.7.1 mailstack says later"],
-            )
+            fresh_connection(&proxy, || {
+                stack.ctl(
+                    "rcpt-rule",
+                    &["add", "/^box04@/ 450 4.7.1 mailstack says later"],
+                )
+            })
         },
         || stack.ctl("rcpt-rule", &["clear"]),
     );
