@@ -11,6 +11,7 @@ mod faults;
 mod hostile;
 mod maildir;
 mod matrix;
+mod oauth2;
 mod pop3;
 mod proxy;
 mod resilience;
