@@ -9,6 +9,7 @@ mod delays;
 mod exit_codes;
 mod faults;
 mod hostile;
+mod looks;
 mod maildir;
 mod matrix;
 mod oauth2;

@@ -100,6 +100,12 @@ impl FaultProxy {
         self.cuts.done.load(Ordering::SeqCst)
     }
 
+    /// The lines clients have sent through connections without a fault, in order (what an
+    /// IMAP client asked, for counting its commands).
+    pub fn client_lines(&self) -> Vec<String> {
+        self.cuts.lines.lock().unwrap().clone()
+    }
+
     /// Cuts every open connection, so a client with a pooled session must reconnect.
     pub fn cut_all(&self) {
         for s in self.open.lock().unwrap().drain(..) {
@@ -146,15 +152,29 @@ impl Drop for FaultProxy {
 struct Cuts {
     armed: Mutex<Vec<&'static str>>,
     done: std::sync::atomic::AtomicUsize,
+    /// Every line clients sent through passing connections (the first 100,000).
+    lines: Mutex<Vec<String>>,
 }
 
 impl Cuts {
-    /// Whether a chunk the client sent carries an armed command (which is then disarmed).
-    fn hit(&self, chunk: &[u8]) -> bool {
-        let text = String::from_utf8_lossy(chunk);
+    /// Takes what a client sent next (`partial` holds the unfinished line of its connection):
+    /// records its complete lines, and says whether one carries an armed command (which is
+    /// then disarmed).
+    fn hit(&self, partial: &mut Vec<u8>, chunk: &[u8]) -> bool {
+        partial.extend_from_slice(chunk);
+        let mut complete = Vec::new();
+        while let Some(end) = partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=end).collect();
+            complete.push(String::from_utf8_lossy(&line).trim_end().to_string());
+        }
+        {
+            let mut lines = self.lines.lock().unwrap();
+            let room = 100_000usize.saturating_sub(lines.len());
+            lines.extend(complete.iter().take(room).cloned());
+        }
         let mut armed = self.armed.lock().unwrap();
         let found = armed.iter().position(|command| {
-            text.lines().any(|l| {
+            complete.iter().any(|l| {
                 l.split_once(' ')
                     .is_some_and(|(_, rest)| rest.starts_with(command))
             })
@@ -173,8 +193,13 @@ fn serve(mut client: TcpStream, upstream: u16, fault: Option<Fault>, cuts: &Arc<
     let closer = client.try_clone().ok();
     match fault {
         None => {
-            let cuts = cuts.clone();
-            relay_watching(client, upstream, |_| usize::MAX, move |c| !cuts.hit(c));
+            let (cuts, mut partial) = (cuts.clone(), Vec::new());
+            relay_watching(
+                client,
+                upstream,
+                |_| usize::MAX,
+                move |c| !cuts.hit(&mut partial, c),
+            );
         }
         Some(Fault::StallAfter(n)) => pass(client, upstream, n),
         Some(Fault::Silent) => {

@@ -24,6 +24,7 @@ pub(super) async fn wait(
 ) -> Result<Connected, MailboxError> {
     let endpoint = &config.endpoint;
     let folder = &config.folders[0];
+    conn.selected = None;
     let selected = bounded(
         endpoint,
         MailboxStage::Idle,
@@ -31,6 +32,7 @@ pub(super) async fn wait(
         conn.session.select(folder),
     )
     .await?;
+    conn.selected = selected.uid_validity.map(|v| (folder.clone(), v));
     // Mail delivered after the last scan but before IDLE starts would never be announced.
     if selected.uid_next > conn.scanned_uid_next {
         return Ok(conn);

@@ -65,6 +65,8 @@ pub struct ImapMailbox {
     pending: Look,
     /// Fresh logins left to the current look.
     reconnects: u32,
+    /// When the folders after the first were last read (see [`ImapMailbox::scan_all`]).
+    others_read_at: Option<tokio::time::Instant>,
 }
 
 /// A logged-in session and what the server can do.
@@ -76,6 +78,9 @@ struct Connected {
     /// UIDNEXT of the first folder when it was last scanned: mail that arrives before IDLE
     /// starts raises it, and IDLE would not report it.
     scanned_uid_next: Option<u32>,
+    /// The folder this session has selected (read-write) and its UIDVALIDITY, so the clean-up
+    /// does not select it again.
+    selected: Option<(String, u32)>,
 }
 
 impl ImapMailbox {
@@ -92,6 +97,7 @@ impl ImapMailbox {
             memory: ScanMemory::default(),
             pending: Look::default(),
             reconnects: 0,
+            others_read_at: None,
         })
     }
 
@@ -141,6 +147,7 @@ impl ImapMailbox {
             moves: caps.has_str("MOVE"),
             idle: caps.has_str("IDLE"),
             scanned_uid_next: None,
+            selected: None,
             session,
         })
     }
@@ -201,10 +208,23 @@ enum Chunk {
 }
 
 impl ImapMailbox {
+    /// Reads the first folder on every look and the others once per poll interval: IDLE
+    /// watches only the first, so a look woken by its news has nothing to expect elsewhere, and
+    /// reading `Junk` there too cost two more SELECTs per canary (one for `Junk`, one to return
+    /// for the clean-up) — a fifth of a busy mailbox's round trips.
     async fn scan_all(&mut self, conn: &mut Connected) -> Result<(), MailboxError> {
         let folders = self.config.folders.clone();
+        let now = tokio::time::Instant::now();
+        let others_due = self
+            .others_read_at
+            .is_none_or(|at| now - at >= self.config.poll_interval);
         for (i, folder) in folders.iter().enumerate() {
-            self.scan_folder(conn, folder, i == 0).await?;
+            if i == 0 || others_due {
+                self.scan_folder(conn, folder, i == 0).await?;
+            }
+        }
+        if others_due {
+            self.others_read_at = Some(now);
         }
         Ok(())
     }
@@ -454,6 +474,7 @@ impl Mailbox for ImapMailbox {
         self.close().await;
         let mut conn = self.connect().await?;
         for folder in &self.config.folders {
+            conn.selected = None;
             let examine = conn.session.examine(folder);
             bounded(
                 &self.config.endpoint,
@@ -554,13 +575,15 @@ async fn select_as(
     folder: &str,
     stage: MailboxStage,
 ) -> Result<async_imap::types::Mailbox, MailboxError> {
+    conn.selected = None;
     let selected = bounded(endpoint, stage, "SELECT", conn.session.select(folder)).await?;
-    if selected.uid_validity.is_none() {
+    let Some(validity) = selected.uid_validity else {
         return Err(MailboxError::new(
             stage,
             format!("{endpoint}: SELECT {folder}: the answer has no UIDVALIDITY (cut short?)"),
         ));
-    }
+    };
+    conn.selected = Some((folder.to_string(), validity));
     Ok(selected)
 }
 
@@ -585,9 +608,14 @@ async fn clean_folder(
     folder: &str,
     mails: &[&MailId],
 ) -> Result<(), MailboxError> {
-    let selected = select_as(conn, endpoint, folder, MailboxStage::Cleanup).await?;
+    let validity = match &conn.selected {
+        Some((selected, validity)) if selected == folder => *validity,
+        _ => {
+            let selected = select_as(conn, endpoint, folder, MailboxStage::Cleanup).await?;
+            selected.uid_validity.unwrap_or(0)
+        }
+    };
     let session = &mut conn.session;
-    let validity = selected.uid_validity.unwrap_or(0);
     // A UID is only meaningful under the UIDVALIDITY it was read with; if the folder was
     // recreated since, these UIDs may name other mail, so leave it alone.
     let mut uids: Vec<u32> = mails
