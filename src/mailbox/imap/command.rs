@@ -17,6 +17,9 @@ use async_imap::imap_proto::{
 use super::ImapSession;
 use super::scan::{self, Fetched};
 
+/// Answers kept per `UID FETCH`: a chunk's mails, with room for unsolicited flag updates.
+const MAX_FETCH_ANSWERS: usize = 4 * scan::FETCH_CHUNK;
+
 /// INTERNALDATE's form (RFC 3501 `date-time`).
 const DATE_TIME: &str = "%d-%b-%Y %H:%M:%S %z";
 
@@ -50,12 +53,15 @@ async fn answered(
     }
 }
 
-/// `UID SEARCH criteria`: the UIDs found.
+/// `UID SEARCH criteria`: the UIDs found, at most [`scan::SEARCH_SPAN`] (a window's width: a
+/// server that names more is not believed beyond that, and memory stays bounded).
 pub(super) async fn uid_search(session: &mut ImapSession, criteria: &str) -> Result<Vec<u32>> {
     let mut found = Vec::new();
+    let most = scan::SEARCH_SPAN as usize;
     answered(session, &format!("UID SEARCH {criteria}"), |answer| {
         if let Response::MailboxData(MailboxDatum::Search(uids)) = answer {
-            found.extend_from_slice(uids);
+            let room = most.saturating_sub(found.len());
+            found.extend(uids.iter().take(room));
         }
     })
     .await?;
@@ -63,12 +69,16 @@ pub(super) async fn uid_search(session: &mut ImapSession, criteria: &str) -> Res
 }
 
 /// `UID FETCH set` of the look's bounded items ([`scan::fetch_items`]), one [`Fetched`] per
-/// answer (unsolicited ones included: [`scan::sort_out`] tells them apart).
+/// answer (unsolicited ones included: [`scan::sort_out`] tells them apart), at most
+/// [`MAX_FETCH_ANSWERS`]: a server that keeps sending is read to its completion (or the
+/// timeout) without the answers piling up.
 pub(super) async fn uid_fetch(session: &mut ImapSession, set: &str) -> Result<Vec<Fetched>> {
     let mut out = Vec::new();
     let command = format!("UID FETCH {set} {}", scan::fetch_items());
     answered(session, &command, |answer| {
-        if let Response::Fetch(_, attributes) = answer {
+        if let Response::Fetch(_, attributes) = answer
+            && out.len() < MAX_FETCH_ANSWERS
+        {
             out.push(fetched(attributes));
         }
     })
@@ -197,6 +207,24 @@ mod tests {
         let result = done(&mut session(port).await, "UID EXPUNGE 1").await;
         assert!(matches!(result, Err(Error::Bad(_))), "{result:?}");
     }
+
+    #[tokio::test]
+    async fn a_server_that_names_too_much_is_not_believed_beyond_the_bounds() {
+        let many: String = (1..=SEARCH_MORE).map(|n| format!(" {n}")).collect();
+        let port = server(format!("* SEARCH{many}\r\n{{tag}} OK done\r\n"));
+        let uids = uid_search(&mut session(port).await, "UID 1:*")
+            .await
+            .unwrap();
+        assert_eq!(uids.len(), scan::SEARCH_SPAN as usize);
+        let flags: String = (1..=MAX_FETCH_ANSWERS + 50)
+            .map(|n| format!("* {n} FETCH (FLAGS ())\r\n"))
+            .collect();
+        let port = server(format!("{flags}{{tag}} OK done\r\n"));
+        let fetched = uid_fetch(&mut session(port).await, "7").await.unwrap();
+        assert_eq!(fetched.len(), MAX_FETCH_ANSWERS);
+    }
+
+    const SEARCH_MORE: u32 = scan::SEARCH_SPAN + 100;
 
     #[tokio::test]
     async fn a_completed_search_lists_its_uids() {
