@@ -13,12 +13,8 @@ fn a_look_woken_by_idle_reads_the_first_folder_only_and_selects_it_once() {
     let user = "box40@example.test";
     empty_mailbox(stack, user);
     let proxy = FaultProxy::start(stack.port("MAILSTACK_IMAP_PORT"));
-    let section = probe_section(stack, "looks", user, "MC_PROBE1_PASSWORD")
-        .replace(
-            &format!("port = {}", stack.port("MAILSTACK_IMAPS_PORT")),
-            &format!("port = {}", proxy.port),
-        )
-        .replace("tls = \"tls\"", "tls = \"none\"")
+    let section = probe_section(stack, "looks", user, "MC_PROBE1_PASSWORD");
+    let section = via_plain_imap(stack, &section, proxy.port)
         .replace("poll_interval = \"250ms\"", "poll_interval = \"1h\"");
     let section = with_probe_keys(&section, "classes = [\"interpersonal\"]\ninterval = \"1s\"");
     let work = Workdir::new("it-looks", &section);

@@ -304,12 +304,7 @@ fn mailbox_faults_are_staged_logged_and_heal_without_a_restart() {
     let imap = FaultProxy::start(stack.port("MAILSTACK_IMAP_PORT"));
     let pop3 = FaultProxy::start(stack.port("MAILSTACK_POP3_PORT"));
     let plain = |section: String, port: u16, protocol: &str| {
-        section
-            .replace(
-                &format!("port = {}", stack.port("MAILSTACK_IMAPS_PORT")),
-                &format!("port = {port}"),
-            )
-            .replace("tls = \"tls\"", "tls = \"none\"")
+        via_plain_imap(stack, &section, port)
             .replace("protocol = \"imap\"", &format!("protocol = \"{protocol}\""))
             .replace("timeout = \"5s\"", "timeout = \"2s\"")
     };

@@ -261,12 +261,8 @@ fn a_fetch_whose_answer_never_comes_is_read_again_not_skipped() {
     empty_mailbox(stack, user);
     let proxy = FaultProxy::start(stack.port("MAILSTACK_IMAP_PORT"));
     proxy.cut_at_command("UID FETCH");
-    let section = probe_section(stack, "cutfetch", user, "MC_PROBE1_PASSWORD")
-        .replace(
-            &format!("port = {}", stack.port("MAILSTACK_IMAPS_PORT")),
-            &format!("port = {}", proxy.port),
-        )
-        .replace("tls = \"tls\"", "tls = \"none\"");
+    let section = probe_section(stack, "cutfetch", user, "MC_PROBE1_PASSWORD");
+    let section = via_plain_imap(stack, &section, proxy.port);
     let section = with_probe_keys(&section, "classes = [\"interpersonal\"]");
     let work = Workdir::new("it-cut-fetch", &section);
     let (text, log) = work.once_with_log(stack, "30s");

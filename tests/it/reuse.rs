@@ -63,12 +63,7 @@ fn a_busy_probe_reuses_its_submission_connection_and_ends_it_with_quit() {
     );
     let work = Workdir::new("it-reuse", &section);
     let mut daemon = work.daemon(stack);
-    let sent = |text: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with("mailcanary_sent_total{") && l.contains("probe=\"reuse\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let sent = |text: &str| probe_total(text, "mailcanary_sent_total", "reuse");
     daemon.wait_for("twelve canaries sent", Duration::from_secs(30), || {
         sent(&daemon.scrape()) >= 12.0
     });

@@ -40,15 +40,6 @@ fn connections_to(pid: u32, port: u16) -> usize {
         .count()
 }
 
-/// The sum of a probe's samples of `name` (over classes and folders).
-fn total(text: &str, name: &str, probe: &str) -> f64 {
-    let label = format!("probe=\"{probe}\"");
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Takes `user` off the stack's deny file when dropped, so a failing test does not leave the
 /// mailbox locked for the next run (without waiting for Dovecot: a drop must not panic).
 struct Allow<'a>(&'a Stack, &'a str);
@@ -95,12 +86,12 @@ fn probes_sharing_a_mailbox_hold_one_connection_count_their_own_and_fail_togethe
         let text = daemon.scrape();
         PROBES
             .iter()
-            .all(|p| total(&text, "mailcanary_delivered_total", p) >= 4.0)
+            .all(|p| probe_total(&text, "mailcanary_delivered_total", p) >= 4.0)
     });
     let text = daemon.scrape();
     for probe in PROBES {
         assert_eq!(
-            total(&text, "mailcanary_forged_total", probe),
+            probe_total(&text, "mailcanary_forged_total", probe),
             0.0,
             "{text}"
         );
@@ -119,7 +110,7 @@ fn probes_sharing_a_mailbox_hold_one_connection_count_their_own_and_fail_togethe
     for probe in PROBES {
         let up = format!("mailcanary_mailbox_up{{probe=\"{probe}\",protocol=\"imap\"}}");
         daemon.wait_metric(&up, 0.0, LIMIT);
-        let errors = total(&daemon.scrape(), "mailcanary_mailbox_errors_total", probe);
+        let errors = probe_total(&daemon.scrape(), "mailcanary_mailbox_errors_total", probe);
         assert!(errors >= 1.0, "{probe}: {errors} mailbox errors");
     }
     // Logged once per failed look, naming both probes, not once per probe.
@@ -154,7 +145,7 @@ fn probes_sharing_a_mailbox_hold_one_connection_count_their_own_and_fail_togethe
             );
         }
         assert_eq!(
-            total(&text, "mailcanary_forged_total", probe),
+            probe_total(&text, "mailcanary_forged_total", probe),
             0.0,
             "{text}"
         );

@@ -60,15 +60,6 @@ fn relay(
     });
 }
 
-/// Sum of every sample of `name` for probe `probe`.
-fn sum(text: &str, name: &str, probe: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter(|l| l.contains(&format!("probe=\"{probe}\"")))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn sigterm_during_a_round_books_the_accepted_canary_and_begins_no_other() {
     let stack = Stack::shared();
@@ -118,7 +109,7 @@ fn sigterm_during_a_round_books_the_accepted_canary_and_begins_no_other() {
     work.rewrite("it-shutdown", &section(free_port()));
     let daemon = work.daemon(stack);
     daemon.wait_for("the held canary delivered", Duration::from_secs(20), || {
-        sum(
+        probe_total(
             &daemon.scrape(),
             "mailcanary_delivered_total",
             "stop-mid-round",
@@ -130,7 +121,7 @@ fn sigterm_during_a_round_books_the_accepted_canary_and_begins_no_other() {
         "the restart's round refused",
         Duration::from_secs(20),
         || {
-            sum(
+            probe_total(
                 &daemon.scrape(),
                 "mailcanary_send_failures_total",
                 "stop-mid-round",
@@ -138,8 +129,14 @@ fn sigterm_during_a_round_books_the_accepted_canary_and_begins_no_other() {
         },
     );
     let text = daemon.scrape();
-    assert_eq!(sum(&text, "mailcanary_sent_total", "stop-mid-round"), 1.0);
-    assert_eq!(sum(&text, "mailcanary_in_flight", "stop-mid-round"), 0.0);
+    assert_eq!(
+        probe_total(&text, "mailcanary_sent_total", "stop-mid-round"),
+        1.0
+    );
+    assert_eq!(
+        probe_total(&text, "mailcanary_in_flight", "stop-mid-round"),
+        0.0
+    );
     let log = daemon.log_text();
     assert!(
         !log.contains("the books do not know"),

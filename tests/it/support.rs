@@ -568,6 +568,26 @@ pub fn cumulative_samples(text: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// The sum of every sample of `name` for `probe` (over classes, folders, stages).
+pub fn probe_total(text: &str, name: &str, probe: &str) -> f64 {
+    let (start, label) = (format!("{name}{{"), format!("probe=\"{probe}\""));
+    text.lines()
+        .filter(|l| l.starts_with(&start) && l.contains(&label))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// `section` (from [`probe_section`]) reading its mailbox over plain IMAP through `port` (a
+/// proxy in front of the stack's IMAP port, which sees the commands) instead of IMAPS.
+pub fn via_plain_imap(stack: &Stack, section: &str, port: u16) -> String {
+    section
+        .replace(
+            &format!("port = {}", stack.port("MAILSTACK_IMAPS_PORT")),
+            &format!("port = {port}"),
+        )
+        .replace("tls = \"tls\"", "tls = \"none\"")
+}
+
 /// A probe section limited to some classes, with extra probe keys (e.g. `lost_after`).
 pub fn with_probe_keys(section: &str, keys: &str) -> String {
     section.replacen("  [probe.smtp]", &format!("{keys}\n  [probe.smtp]"), 1)
