@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_imap::extensions::idle::IdleResponse;
 
-use super::{Connected, bounded};
+use super::{Connected, select_as};
 use crate::config::ImapConfig;
 use crate::mailbox::{MailboxError, MailboxStage, tls};
 
@@ -24,15 +24,7 @@ pub(super) async fn wait(
 ) -> Result<Connected, MailboxError> {
     let endpoint = &config.endpoint;
     let folder = &config.folders[0];
-    conn.selected = None;
-    let selected = bounded(
-        endpoint,
-        MailboxStage::Idle,
-        "SELECT",
-        conn.session.select(folder),
-    )
-    .await?;
-    conn.selected = selected.uid_validity.map(|v| (folder.clone(), v));
+    let selected = select_as(&mut conn, endpoint, folder, MailboxStage::Idle).await?;
     // Mail delivered after the last scan but before IDLE starts would never be announced.
     if selected.uid_next > conn.scanned_uid_next {
         return Ok(conn);
