@@ -46,7 +46,7 @@ impl Agent {
         let opened = Store::open(&config.agent.state_dir)?;
         let mut ledgers = opened.ledgers;
         let mut probes = Vec::with_capacity(config.probes.len());
-        let mut inboxes: Vec<((String, Option<&str>), Inbox)> = Vec::new();
+        let mut inboxes: Vec<((String, Option<String>), Inbox)> = Vec::new();
         // One set of slots for every probe, so `run` and `once` alike bound the agent's
         // submissions in progress, not each probe's.
         let submissions = Submissions::agent_wide();

@@ -7,6 +7,7 @@
 
 mod classes;
 mod context;
+mod login;
 mod mailbox;
 mod raw;
 mod secret;
@@ -18,6 +19,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use login::{Grant, Login, OAuth2Source, SaslMechanism, TokenSource};
 pub use secret::{KeyError, Secret, load_signing_key};
 
 use crate::class::ClassSpec;
@@ -164,13 +166,14 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// A login. The password is a [`Secret`], so no `Debug` or log line can show it.
+/// A login. Passwords and token sources' secrets are [`Secret`]s, so no `Debug` or log line
+/// can show them.
 #[derive(Debug, Clone)]
 pub struct Credentials {
-    /// Login name, often the full address.
+    /// Login name, often the full address (with a token: the mailbox the token may use).
     pub username: String,
-    /// Password; never printed.
-    pub password: Secret,
+    /// A password or a token source.
+    pub login: Login,
 }
 
 /// `[probe.smtp]`.
@@ -248,13 +251,13 @@ impl MailboxConfig {
     /// wrong) each keep their own connection, so each reports its own login.
     ///
     /// [`identity`]: MailboxConfig::identity
-    pub fn share_key(&self) -> (String, Option<&str>) {
-        let password = match self {
-            MailboxConfig::Imap(i) => Some(i.credentials.password.expose()),
-            MailboxConfig::Pop3(p) => Some(p.credentials.password.expose()),
+    pub fn share_key(&self) -> (String, Option<String>) {
+        let login = match self {
+            MailboxConfig::Imap(i) => Some(i.credentials.login.fingerprint()),
+            MailboxConfig::Pop3(p) => Some(p.credentials.login.fingerprint()),
             MailboxConfig::Maildir(_) => None,
         };
-        (self.identity(), password)
+        (self.identity(), login)
     }
 
     /// Everything but the [`share_key`](MailboxConfig::share_key) that changes how a mailbox

@@ -27,6 +27,12 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// make us write through their link or into their file. Mode 0644 whatever the umask, because
 /// node_exporter usually runs as another user. A failed write removes its temporary.
 pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
+    replace_file(path, text, TEXTFILE_MODE)
+}
+
+/// Replaces `path` whole with `text`, mode `mode`, the way [`write_textfile`] does (also used
+/// for a rotated OAuth2 refresh token, mode 0600).
+pub fn replace_file(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -37,7 +43,7 @@ pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
     let (mut file, tmp) = create_temporary(dir, &name.to_string_lossy())?;
     let result = (|| {
         // Set on the open file, as the umask may have narrowed the mode given at creation.
-        file.set_permissions(std::fs::Permissions::from_mode(TEXTFILE_MODE))?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;

@@ -33,6 +33,7 @@ pub(crate) mod http;
 pub mod ledger;
 pub mod mailbox;
 pub mod metrics;
+pub(crate) mod oauth2;
 pub(crate) mod probe;
 pub(crate) mod send;
 pub mod setup;

@@ -17,7 +17,11 @@ use lettre::transport::smtp::authentication::{Credentials as SmtpCredentials, Me
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 
-use crate::config::{Credentials, SmtpConfig, TlsMode};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use crate::config::{Credentials, Endpoint, Login, SaslMechanism, Secret, SmtpConfig, TlsMode};
+use crate::oauth2;
 use crate::setup::{Memo, SetupError, read_ca};
 
 pub mod pool;
@@ -85,7 +89,7 @@ fn account(config: &SmtpConfig) -> Account {
     let e = &config.endpoint;
     let login = config.credentials.as_ref().map(|c| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        c.password.expose().hash(&mut h);
+        c.login.fingerprint().hash(&mut h);
         (c.username.clone(), h.finish())
     });
     let mode = format!("{:?}", e.tls);
@@ -260,7 +264,7 @@ impl Submitter {
             }
         }
         if let Some(creds) = &self.config.credentials
-            && let Err(e) = authenticate(&mut conn, creds).await
+            && let Err(e) = authenticate(&mut conn, creds, &self.config.endpoint).await
         {
             conn.abort().await;
             return Err(e);
@@ -279,8 +283,90 @@ impl Submit for Submitter {
 async fn authenticate(
     conn: &mut AsyncSmtpConnection,
     creds: &Credentials,
+    endpoint: &Endpoint,
 ) -> Result<(), SendError> {
-    let creds = SmtpCredentials::new(creds.username.clone(), creds.password.expose().to_string());
+    let (mechanism, source) = match &creds.login {
+        Login::Password(password) => return authenticate_password(conn, creds, password).await,
+        Login::Token { mechanism, source } => (*mechanism, source),
+    };
+    let refused = |message: String| SendError {
+        stage: SendStage::Auth,
+        message,
+    };
+    // A token the server refuses may have been revoked or have expired early: one new token is
+    // tried before the refusal counts.
+    let mut renewed = false;
+    loop {
+        let token = oauth2::access_token(source, endpoint.timeout)
+            .await
+            .map_err(|e| refused(e.to_string()))?;
+        let response = oauth2::initial_response(
+            mechanism,
+            &creds.username,
+            &endpoint.host,
+            endpoint.port,
+            &token,
+        );
+        match auth_with_token(conn, mechanism, &response).await {
+            Ok(()) => return Ok(()),
+            Err(TokenAuth::Refused(e)) if !renewed => {
+                tracing::info!(
+                    %endpoint, user = %creds.username, %mechanism, error = %e.message,
+                    "token refused; fetching a new one and trying once more"
+                );
+                oauth2::renew(source, &token);
+                renewed = true;
+            }
+            Err(TokenAuth::Refused(e) | TokenAuth::Failed(e)) => return Err(e),
+        }
+    }
+}
+
+/// How a token login failed: the server refused the token (`535`, worth one new token), or
+/// anything else (no such mechanism, a broken connection), which a new token would not mend.
+enum TokenAuth {
+    Refused(SendError),
+    Failed(SendError),
+}
+
+/// `AUTH <mechanism> <initial response>` (RFC 4954). A refusal of XOAUTH2 or OAUTHBEARER comes
+/// as a `334` challenge carrying the error, answered with an empty line to get the final reply.
+async fn auth_with_token(
+    conn: &mut AsyncSmtpConnection,
+    mechanism: SaslMechanism,
+    response: &Secret,
+) -> Result<(), TokenAuth> {
+    let encoded = BASE64.encode(response.expose());
+    let command = Secret::new(format!("AUTH {mechanism} {encoded}\r\n"));
+    let judge = |e: lettre::transport::smtp::Error| {
+        let refused = e.status().is_some_and(|c| c.to_string() == "535");
+        let e = classify(SendStage::Auth, e);
+        if refused {
+            TokenAuth::Refused(e)
+        } else {
+            TokenAuth::Failed(e)
+        }
+    };
+    let mut reply = conn.command(command.expose()).await.map_err(judge)?;
+    if reply.has_code(334) {
+        reply = conn.command("\r\n").await.map_err(judge)?;
+    }
+    if reply.has_code(235) {
+        Ok(())
+    } else {
+        Err(TokenAuth::Failed(SendError {
+            stage: SendStage::Auth,
+            message: format!("server answered {}", reply.code()),
+        }))
+    }
+}
+
+async fn authenticate_password(
+    conn: &mut AsyncSmtpConnection,
+    creds: &Credentials,
+    password: &Secret,
+) -> Result<(), SendError> {
+    let creds = SmtpCredentials::new(creds.username.clone(), password.expose().to_string());
     let reply = conn
         .auth(&[Mechanism::Plain, Mechanism::Login], &creds)
         .await

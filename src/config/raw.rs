@@ -91,6 +91,22 @@ pub struct RawEndpoint {
     pub password: Option<Spanned<String>>,
     pub password_env: Option<Spanned<String>>,
     pub password_file: Option<Spanned<String>>,
+    pub mechanism: Option<Spanned<String>>,
+    pub oauth2: Option<Spanned<RawOAuth2>>,
+    pub token_command: Option<Spanned<Vec<String>>>,
+}
+
+/// `oauth2 = { … }`: where an endpoint's access tokens come from.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth2 {
+    pub token_url: Option<Spanned<String>>,
+    pub client_id: Option<Spanned<String>>,
+    pub client_secret_env: Option<Spanned<String>>,
+    pub client_secret_file: Option<Spanned<String>>,
+    pub scope: Option<Spanned<String>>,
+    pub grant: Option<Spanned<String>>,
+    pub refresh_token_file: Option<Spanned<String>>,
 }
 
 /// `[probe.mailbox]`: the endpoint keys plus the receiver's own.
@@ -111,6 +127,9 @@ pub struct RawMailbox {
     pub password: Option<Spanned<String>>,
     pub password_env: Option<Spanned<String>>,
     pub password_file: Option<Spanned<String>>,
+    pub mechanism: Option<Spanned<String>>,
+    pub oauth2: Option<Spanned<RawOAuth2>>,
+    pub token_command: Option<Spanned<Vec<String>>>,
     pub folders: Option<Spanned<Vec<String>>>,
     pub watch: Option<Spanned<String>>,
     pub poll_interval: Option<Spanned<String>>,
@@ -127,14 +146,32 @@ macro_rules! inherit {
 }
 
 impl RawEndpoint {
+    /// Whether any key that says how to log in is set (a password or a token source).
+    pub fn names_a_login_source(&self) -> bool {
+        self.password.is_some()
+            || self.password_env.is_some()
+            || self.password_file.is_some()
+            || self.oauth2.is_some()
+            || self.token_command.is_some()
+    }
+
     fn inherit(mut self, d: &RawEndpoint) -> RawEndpoint {
         inherit!(
             self, d, host, port, tls, tls_verify, ca_file, timeout, username
         );
-        // A probe that names any password source replaces the default's, rather than ending
-        // up with two sources.
-        if self.password.is_none() && self.password_env.is_none() && self.password_file.is_none() {
-            inherit!(self, d, password, password_env, password_file);
+        // A probe that names any login source (a password or a token source) replaces the
+        // default's, mechanism included, rather than ending up with two sources.
+        if !self.names_a_login_source() {
+            inherit!(
+                self,
+                d,
+                password,
+                password_env,
+                password_file,
+                mechanism,
+                oauth2,
+                token_command
+            );
         }
         self
     }
@@ -155,8 +192,17 @@ impl RawMailbox {
             forged,
             path
         );
-        if self.password.is_none() && self.password_env.is_none() && self.password_file.is_none() {
-            inherit!(self, d, password, password_env, password_file);
+        if !self.endpoint().names_a_login_source() {
+            inherit!(
+                self,
+                d,
+                password,
+                password_env,
+                password_file,
+                mechanism,
+                oauth2,
+                token_command
+            );
         }
         self
     }
@@ -174,6 +220,9 @@ impl RawMailbox {
             password: self.password.clone(),
             password_env: self.password_env.clone(),
             password_file: self.password_file.clone(),
+            mechanism: self.mechanism.clone(),
+            oauth2: self.oauth2.clone(),
+            token_command: self.token_command.clone(),
         }
     }
 }

@@ -55,7 +55,10 @@ fn minimal_config_gets_defaults() {
     assert_eq!(imap.endpoint.tls, TlsMode::Tls);
     assert_eq!(imap.folders, ["INBOX"]);
     assert_eq!(imap.cleanup, Cleanup::Delete);
-    assert_eq!(imap.credentials.password.expose(), "hunter2");
+    assert_eq!(
+        imap.credentials.login.password().unwrap().expose(),
+        "hunter2"
+    );
     assert!(c.warnings.is_empty());
 }
 
@@ -295,7 +298,10 @@ fn password_file_is_read_and_trimmed() {
     let MailboxConfig::Imap(imap) = &c.probes[0].mailbox else {
         panic!("imap expected")
     };
-    assert_eq!(imap.credentials.password.expose(), "from-file");
+    assert_eq!(
+        imap.credentials.login.password().unwrap().expose(),
+        "from-file"
+    );
     let missing = MINIMAL.replace(
         "password_env = \"MC_CONFIG_TEST_PASSWORD\"",
         "password_file = \"nope\"",

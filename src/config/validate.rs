@@ -241,22 +241,23 @@ impl Context<'_> {
         span: &Span,
         warnings: &mut Vec<String>,
     ) -> Result<Option<Credentials>, ConfigError> {
-        let password = secret::resolve_password(self, raw, key, warnings)?;
-        match (&raw.username, password) {
+        let login = login::resolve(self, raw, key, warnings)?;
+        match (&raw.username, login) {
             (None, None) => Ok(None),
-            (Some(user), Some(password)) => Ok(Some(Credentials {
+            (Some(user), Some(login)) => Ok(Some(Credentials {
                 username: user.get_ref().clone(),
-                password,
+                login,
             })),
             (Some(user), None) => Err(self.at(
                 user,
                 &format!("{key}.username"),
-                "a username needs password_env, password_file or password",
+                "a username needs password_env, password_file or password, or a token source \
+                 (oauth2 or token_command)",
             )),
             (None, Some(_)) => Err(self.error(
                 Some(span.clone()),
                 &format!("{key}.username"),
-                "a password is configured but no username".into(),
+                "a login is configured but no username".into(),
             )),
         }
     }

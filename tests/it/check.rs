@@ -24,10 +24,15 @@ fn endpoint_lines(stdout: &str) -> usize {
 
 /// `check` reports success on an endpoint as `ok (N ms)`.
 fn assert_ok(result: &str, stdout: &str) {
-    let ms = result
+    let (mechanism, ms) = result
         .strip_prefix("ok (")
         .and_then(|r| r.strip_suffix(" ms)"))
-        .unwrap_or_else(|| panic!("{result:?} is not `ok (N ms)` in:\n{stdout}"));
+        .and_then(|r| r.split_once(", "))
+        .unwrap_or_else(|| panic!("{result:?} is not `ok (MECHANISM, N ms)` in:\n{stdout}"));
+    assert!(
+        ["password", "no auth", "XOAUTH2", "OAUTHBEARER"].contains(&mechanism),
+        "{result:?}"
+    );
     assert!(ms.parse::<u64>().is_ok(), "{result:?}");
 }
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use mailcanary::config::{Cleanup, Credentials, Endpoint, Pop3Config, Secret, TlsMode};
+use mailcanary::config::{Cleanup, Credentials, Endpoint, Login, Pop3Config, Secret, TlsMode};
 use mailcanary::mailbox::pop3::Pop3Mailbox;
 
 use crate::support::*;
@@ -92,7 +92,7 @@ fn uidls(stack: &Stack, user: &str, via: Pop3Port) -> Vec<(u32, String)> {
         },
         credentials: Credentials {
             username: user.to_string(),
-            password: Secret::new(stack.get("MAILSTACK_TEST_PASSWORD")),
+            login: Login::Password(Secret::new(stack.get("MAILSTACK_TEST_PASSWORD"))),
         },
         poll_interval: Duration::from_millis(250),
         cleanup: Cleanup::Keep,

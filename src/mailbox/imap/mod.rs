@@ -31,13 +31,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_imap::imap_proto::{Response, Status};
+use async_imap::imap_proto::{Capability, Response, ResponseCode, Status};
 use async_imap::{Client, Session};
 use async_trait::async_trait;
 use tokio_native_tls::TlsConnector;
 
 mod command;
 mod idle;
+mod login;
 pub mod scan;
 
 use self::scan::{Fetched, ScanMemory};
@@ -104,13 +105,14 @@ impl ImapMailbox {
     async fn connect(&self) -> Result<Connected, MailboxError> {
         let endpoint = &self.config.endpoint;
         let tcp = tls::connect(endpoint).await?;
-        let client = match (endpoint.tls, &self.tls) {
+        let (client, sasl_ir) = match (endpoint.tls, &self.tls) {
             (TlsMode::Tls, Some(connector)) => {
                 let stream = tls::handshake(connector, endpoint, tcp).await?;
                 greeted(endpoint, Client::new(stream)).await?
             }
             (TlsMode::StartTls, Some(connector)) => {
-                let mut client = greeted(endpoint, Client::new(MailStream::Plain(tcp))).await?;
+                let (mut client, sasl_ir) =
+                    greeted(endpoint, Client::new(MailStream::Plain(tcp))).await?;
                 bounded(endpoint, MailboxStage::Tls, "STARTTLS", async {
                     client.run_command_and_check_ok("STARTTLS", None).await
                 })
@@ -118,23 +120,17 @@ impl ImapMailbox {
                 let MailStream::Plain(tcp) = client.into_inner() else {
                     unreachable!("the stream is plain before STARTTLS")
                 };
-                // RFC 3501: no second greeting after STARTTLS.
-                Client::new(tls::handshake(connector, endpoint, tcp).await?)
+                // RFC 3501: no second greeting after STARTTLS; SASL-IR as the first one said
+                // (at worst the token goes one round trip later, still inside TLS).
+                (
+                    Client::new(tls::handshake(connector, endpoint, tcp).await?),
+                    sasl_ir,
+                )
             }
             _ => greeted(endpoint, Client::new(MailStream::Plain(tcp))).await?,
         };
-        let creds = &self.config.credentials;
-        let login = client.login(&creds.username, creds.password.expose());
-        let mut session = match tokio::time::timeout(endpoint.timeout, login).await {
-            Ok(Ok(session)) => session,
-            Ok(Err((e, _))) => {
-                return Err(MailboxError::new(
-                    MailboxStage::Auth,
-                    format!("{endpoint}: login as {} refused: {e}", creds.username),
-                ));
-            }
-            Err(_) => return Err(tls::timed_out(endpoint, "LOGIN", endpoint.timeout)),
-        };
+        let mut session =
+            login::log_in(client, &self.config.credentials, endpoint, sasl_ir).await?;
         let caps = bounded(
             endpoint,
             MailboxStage::Auth,
@@ -522,11 +518,12 @@ impl Mailbox for ImapMailbox {
     }
 }
 
-/// Reads the greeting: it must arrive within the timeout and be `OK` (or `PREAUTH`).
+/// Reads the greeting: it must arrive within the timeout and be `OK` (or `PREAUTH`). Returns
+/// whether its capabilities (if it lists them) include SASL-IR.
 async fn greeted(
     endpoint: &Endpoint,
     mut client: Client<MailStream>,
-) -> Result<Client<MailStream>, MailboxError> {
+) -> Result<(Client<MailStream>, bool), MailboxError> {
     let greeting = tokio::time::timeout(endpoint.timeout, client.read_response()).await;
     let response = match greeting {
         Err(_) => return Err(tls::timed_out(endpoint, "the greeting", endpoint.timeout)),
@@ -547,8 +544,13 @@ async fn greeted(
     match response.parsed() {
         Response::Data {
             status: Status::Ok | Status::PreAuth,
+            outcome,
             ..
-        } => Ok(client),
+        } => {
+            let sasl_ir = matches!(&outcome.code, Some(ResponseCode::Capabilities(caps))
+                if caps.iter().any(|c| matches!(c, Capability::Atom(a) if a.eq_ignore_ascii_case("SASL-IR"))));
+            Ok((client, sasl_ir))
+        }
         other => Err(MailboxError::new(
             MailboxStage::Greeting,
             format!("{endpoint}: unexpected greeting {other:?}"),

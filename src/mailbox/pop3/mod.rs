@@ -49,7 +49,8 @@ use super::tls::{self, MailStream};
 use super::{Arrival, Look, MailId, Mailbox, MailboxError, MailboxStage, Mark};
 use crate::canary::BODY_TOKEN_WINDOW;
 use crate::clock;
-use crate::config::{Cleanup, Credentials, Endpoint, Pop3Config, TlsMode};
+use crate::config::{Cleanup, Credentials, Endpoint, Login, Pop3Config, TlsMode};
+use crate::oauth2;
 use crate::setup::SetupError;
 
 /// POP3 has one folder; arrivals are reported in it.
@@ -121,8 +122,38 @@ impl Pop3Mailbox {
         Ok(listing)
     }
 
-    /// Connects, reads the greeting, starts TLS as configured and logs in.
+    /// Connects, reads the greeting, starts TLS as configured and logs in. A failure says
+    /// whether it was a token refused (see [`authenticate`]).
+    async fn connect(&self) -> Result<Connection, (MailboxError, bool)> {
+        let endpoint = &self.config.endpoint;
+        let mut conn = self.greeted().await.map_err(|e| (e, false))?;
+        if let (TlsMode::StartTls, Some(connector)) = (endpoint.tls, &self.tls) {
+            conn = start_tls(conn, connector).await.map_err(|e| (e, false))?;
+        }
+        let caps = capabilities(&mut conn, MailboxStage::Auth)
+            .await
+            .map_err(|e| (e, false))?;
+        authenticate(&mut conn, &self.config.credentials, caps.sasl_plain).await?;
+        Ok(conn)
+    }
+
+    /// [`Pop3Mailbox::connect`]; a refused token is renewed once, on a new connection (the
+    /// refused one is mid-way through a SASL exchange), before the refusal counts.
     async fn login(&self) -> Result<Connection, MailboxError> {
+        match self.connect().await {
+            Err((e, true)) => {
+                tracing::info!(
+                    endpoint = %self.config.endpoint, user = %self.config.credentials.username,
+                    error = %e.message, "token refused; fetching a new one and trying once more"
+                );
+                self.connect().await.map_err(|(e, _)| e)
+            }
+            other => other.map_err(|(e, _)| e),
+        }
+    }
+
+    /// A connection whose greeting was `+OK`, on implicit TLS when so configured.
+    async fn greeted(&self) -> Result<Connection, MailboxError> {
         let endpoint = &self.config.endpoint;
         let tcp = tls::connect(endpoint).await?;
         let stream = match (endpoint.tls, &self.tls) {
@@ -132,11 +163,6 @@ impl Pop3Mailbox {
         let mut conn = Connection::new(stream, endpoint);
         let greeting = conn.read(ReplyParser::single(), "the greeting").await?;
         conn.accepted(greeting, MailboxStage::Greeting, "the greeting")?;
-        if let (TlsMode::StartTls, Some(connector)) = (endpoint.tls, &self.tls) {
-            conn = start_tls(conn, connector).await?;
-        }
-        let caps = capabilities(&mut conn, MailboxStage::Auth).await?;
-        authenticate(&mut conn, &self.config.credentials, caps.sasl_plain).await?;
         Ok(conn)
     }
 
@@ -393,23 +419,50 @@ async fn start_tls(
 }
 
 /// `AUTH PLAIN` when the server offers it (one round trip, no separate password line), else
-/// `USER`/`PASS`. Messages name the user, never the password.
+/// `USER`/`PASS`; with a token source, `AUTH XOAUTH2` or `AUTH OAUTHBEARER` with the token as
+/// the initial response. Messages name the user, never the password or token. A refused token
+/// is forgotten (so the next login fetches a new one) and the error says so with `true`.
 async fn authenticate(
     conn: &mut Connection,
     creds: &Credentials,
     sasl_plain: bool,
-) -> Result<(), MailboxError> {
-    let (user, pass) = (creds.username.as_str(), creds.password.expose());
+) -> Result<(), (MailboxError, bool)> {
+    let user = creds.username.as_str();
     let stage = MailboxStage::Auth;
-    let result = if sasl_plain {
-        conn.simple(Command::AuthPlain { user, pass }, stage).await
-    } else {
-        match conn.simple(Command::User(user), stage).await {
-            Ok(()) => conn.simple(Command::Pass(pass), stage).await,
+    let result = match &creds.login {
+        Login::Password(password) if sasl_plain => {
+            let pass = password.expose();
+            conn.simple(Command::AuthPlain { user, pass }, stage).await
+        }
+        Login::Password(password) => match conn.simple(Command::User(user), stage).await {
+            Ok(()) => conn.simple(Command::Pass(password.expose()), stage).await,
             Err(e) => Err(e),
+        },
+        Login::Token { mechanism, source } => {
+            let endpoint = &conn.endpoint;
+            let token = oauth2::access_token(source, endpoint.timeout)
+                .await
+                .map_err(|e| (MailboxError::new(stage, e.to_string()), false))?;
+            let response =
+                oauth2::initial_response(*mechanism, user, &endpoint.host, endpoint.port, &token);
+            let command = Command::AuthToken {
+                mechanism: mechanism.as_str(),
+                response: response.expose(),
+            };
+            let result = conn.simple(command, stage).await;
+            if result.as_ref().is_err_and(|e| e.stage == stage) {
+                oauth2::renew(source, &token);
+                let e = result.expect_err("checked above");
+                let message = format!("login as {user}: {}", e.message);
+                return Err((MailboxError::new(e.stage, message), true));
+            }
+            result
         }
     };
-    result.map_err(|e| MailboxError::new(e.stage, format!("login as {user}: {}", e.message)))
+    result.map_err(|e| {
+        let message = format!("login as {user}: {}", e.message);
+        (MailboxError::new(e.stage, message), false)
+    })
 }
 
 /// Message numbers and UIDLs of the maildrop.

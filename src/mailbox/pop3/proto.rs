@@ -91,6 +91,13 @@ pub enum Command<'a> {
         /// Password.
         pass: &'a str,
     },
+    /// SASL with a bearer token as the initial response (RFC 5034, RFC 7628 or XOAUTH2).
+    AuthToken {
+        /// `XOAUTH2` or `OAUTHBEARER`.
+        mechanism: &'static str,
+        /// The initial response (before base64); holds the token.
+        response: &'a str,
+    },
     /// Unique ids of every message.
     Uidl,
     /// The header block and `lines` body lines of message `msg`.
@@ -115,6 +122,10 @@ impl Command<'_> {
             Command::User(_) => "USER",
             Command::Pass(_) => "PASS",
             Command::AuthPlain { .. } => "AUTH PLAIN",
+            Command::AuthToken { mechanism, .. } => match *mechanism {
+                "OAUTHBEARER" => "AUTH OAUTHBEARER",
+                _ => "AUTH XOAUTH2",
+            },
             Command::Uidl => "UIDL",
             Command::Top { .. } => "TOP",
             Command::Dele(_) => "DELE",
@@ -136,6 +147,10 @@ impl Command<'_> {
                 let encoded = base64::engine::general_purpose::STANDARD.encode(token);
                 format!("AUTH PLAIN {encoded}")
             }
+            Command::AuthToken { response, .. } => {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(response);
+                format!("{} {encoded}", self.name())
+            }
             Command::Top { msg, lines } => format!("TOP {msg} {lines}"),
             Command::Dele(msg) => format!("DELE {msg}"),
         };
@@ -149,6 +164,7 @@ impl fmt::Debug for Command<'_> {
             Command::User(user) => write!(f, "USER {user}"),
             Command::Pass(_) => write!(f, "PASS <redacted>"),
             Command::AuthPlain { user, .. } => write!(f, "AUTH PLAIN <{user}, redacted>"),
+            Command::AuthToken { .. } => write!(f, "{} <redacted>", self.name()),
             Command::Top { msg, lines } => write!(f, "TOP {msg} {lines}"),
             Command::Dele(msg) => write!(f, "DELE {msg}"),
             other => f.write_str(other.name()),
@@ -382,6 +398,14 @@ fn status(line: &[u8]) -> Result<(bool, String), ProtoError> {
         (true, rest)
     } else if let Some(rest) = line.strip_prefix(b"-ERR") {
         (false, rest)
+    } else if line == b"+" || line.starts_with(b"+ ") {
+        // A SASL challenge (RFC 5034). The only one this client can meet is the error report
+        // XOAUTH2 and OAUTHBEARER send before their final -ERR: a refusal. The session is then
+        // mid-exchange and is dropped by the caller.
+        return Ok((
+            false,
+            "(a SASL challenge: the server refused the token)".into(),
+        ));
     } else {
         return Err(ProtoError::BadStatus(shown(line)));
     };

@@ -9,7 +9,7 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::config::Secret;
+use crate::config::{Login, Secret};
 
 const PASSWORD: &str = "sekrit-pw";
 
@@ -99,7 +99,7 @@ async fn serve(fake: Fake, tls: TlsMode) -> (Pop3Mailbox, Arc<Mutex<Fake>>) {
     };
     let credentials = Credentials {
         username: "u@example.test".into(),
-        password: Secret::new(PASSWORD),
+        login: Login::Password(Secret::new(PASSWORD)),
     };
     let (poll_interval, cleanup) = (Duration::from_secs(1), Cleanup::Delete);
     let config = Pop3Config {

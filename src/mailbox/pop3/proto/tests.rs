@@ -107,7 +107,6 @@ fn bad_replies_are_refused_with_a_reason() {
         (b"+OKAY\r\n", None, bad("+OKAY")),
         (b"+ok\r\n", None, bad("+ok")),
         (b"-ERRor\r\n", None, bad("-ERRor")),
-        (b"+ \r\n", None, bad("+ ")),
         (b"\x00\xff\r\n", None, bad("\\x00\\xff")),
         (b"* OK IMAP4rev1\r\n", None, bad("* OK IMAP4rev1")),
         (b"HELLO\r\n", Some(100), bad("HELLO")),
@@ -124,6 +123,16 @@ fn bad_replies_are_refused_with_a_reason() {
     ];
     for (bytes, multi, want) in cases {
         assert_eq!(parse(multi, bytes), Err(want), "{}", shown(bytes));
+    }
+}
+
+#[test]
+fn a_sasl_challenge_is_a_refusal_of_the_token() {
+    // XOAUTH2 and OAUTHBEARER report a refused token as a challenge before their -ERR.
+    for bytes in [&b"+ eyJzdGF0dXMiOiI0MDEifQ==\r\n"[..], b"+\r\n", b"+ \r\n"] {
+        let (reply, _) = parse(None, bytes).unwrap().unwrap();
+        assert!(!reply.ok, "{}", shown(bytes));
+        assert!(reply.text.contains("SASL challenge"), "{}", reply.text);
     }
 }
 
@@ -193,13 +202,22 @@ fn arguments_cannot_smuggle_commands() {
 #[test]
 fn secrets_stay_out_of_debug_and_errors() {
     let pass = "hunter2";
+    let token = Command::AuthToken {
+        mechanism: "XOAUTH2",
+        response: "user=u\x01auth=Bearer hunter2\x01\x01",
+    };
     let shown = format!(
-        "{:?} {:?} {}",
+        "{:?} {:?} {} {:?} {}",
         Command::Pass(pass),
         Command::AuthPlain { user: "u", pass },
-        Command::Pass("hunter2\n").wire().unwrap_err()
+        Command::Pass("hunter2\n").wire().unwrap_err(),
+        token,
+        token.name()
     );
     assert!(!shown.contains(pass), "{shown}");
+    assert!(shown.contains("AUTH XOAUTH2 <redacted>"), "{shown}");
+    let wire = String::from_utf8(token.wire().unwrap()).unwrap();
+    assert_eq!(wire, "AUTH XOAUTH2 dXNlcj11AWF1dGg9QmVhcmVyIGh1bnRlcjIBAQ==\r\n");
 }
 
 #[test]
