@@ -217,7 +217,10 @@ fn secrets_stay_out_of_debug_and_errors() {
     assert!(!shown.contains(pass), "{shown}");
     assert!(shown.contains("AUTH XOAUTH2 <redacted>"), "{shown}");
     let wire = String::from_utf8(token.wire().unwrap()).unwrap();
-    assert_eq!(wire, "AUTH XOAUTH2 dXNlcj11AWF1dGg9QmVhcmVyIGh1bnRlcjIBAQ==\r\n");
+    assert_eq!(
+        wire,
+        "AUTH XOAUTH2 dXNlcj11AWF1dGg9QmVhcmVyIGh1bnRlcjIBAQ==\r\n"
+    );
 }
 
 #[test]
