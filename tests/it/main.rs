@@ -24,4 +24,5 @@ mod shutdown;
 mod state;
 mod stripped;
 mod support;
+mod tokens;
 mod web;

@@ -15,7 +15,7 @@ use tokio_native_tls::TlsConnector;
 use crate::support::*;
 
 /// A POST to the stack's token endpoint (plain HTTP on loopback): status and body.
-fn post(url: &str, form: &str) -> (u16, String) {
+pub(crate) fn post(url: &str, form: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").expect("an http:// URL");
     let (host, path) = rest.split_once('/').expect("a path");
     let mut stream = TcpStream::connect(host).expect("connect to the token endpoint");
@@ -166,6 +166,8 @@ async fn submit_with_token(stack: &Stack, user: &str, token: &str) -> Result<(),
 #[test]
 fn the_stack_checks_bearer_tokens_for_imap_pop3_and_submission() {
     let stack = Stack::shared();
+    // It revokes every token at the end: not while another test uses one.
+    let _idp = crate::tokens::take_idp(stack);
     let user = stack.get("MAILSTACK_OAUTH_USER").to_string();
     empty_mailbox(stack, &user);
     let runtime = tokio::runtime::Builder::new_current_thread()
