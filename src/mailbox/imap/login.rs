@@ -108,3 +108,145 @@ impl Authenticator for TokenResponse {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::TlsMode;
+
+    /// A scripted IMAP server on loopback for one connection: greets with `greeting`, then
+    /// answers each client line with the next of `answers` (`{tag}` is the client's tag).
+    /// Returns the port and, when the script ends, the client lines it read.
+    fn server(
+        greeting: &'static str,
+        answers: Vec<&'static str>,
+    ) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let script = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            stream.write_all(greeting.as_bytes()).unwrap();
+            let (mut lines, mut tag) = (Vec::new(), String::new());
+            for answer in answers {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let line = line.trim_end().to_string();
+                if let Some((t, rest)) = line.split_once(' ')
+                    && rest.starts_with("AUTHENTICATE")
+                {
+                    tag = t.to_string();
+                }
+                lines.push(line);
+                stream
+                    .write_all(answer.replace("{tag}", &tag).as_bytes())
+                    .unwrap();
+            }
+            lines
+        });
+        (port, script)
+    }
+
+    /// A token command that hands out `tok1`, `tok2`, … (counting in `dir`).
+    fn counting_tokens(dir: &std::path::Path) -> TokenSource {
+        let counter = dir.join("n");
+        let script = format!(
+            "n=$(cat {0} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {0}; echo tok$n",
+            counter.display()
+        );
+        TokenSource::Command(vec!["/bin/sh".into(), "-c".into(), script])
+    }
+
+    async fn log_in_to(port: u16, source: TokenSource) -> Result<ImapSession, MailboxError> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut client = Client::new(MailStream::Plain(tcp));
+        let greeting = client.read_response().await.unwrap().unwrap();
+        let sasl_ir = format!("{:?}", greeting.parsed()).contains("SASL-IR");
+        let creds = Credentials {
+            username: "u@example.test".into(),
+            login: Login::Token {
+                mechanism: SaslMechanism::Xoauth2,
+                source,
+            },
+        };
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            tls: TlsMode::None,
+            tls_verify: true,
+            ca_file: None,
+            timeout: Duration::from_secs(5),
+        };
+        log_in(client, &creds, &endpoint, sasl_ir).await
+    }
+
+    fn decoded(line: &str) -> String {
+        let b64 = line.rsplit(' ').next().unwrap();
+        String::from_utf8(BASE64.decode(b64).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn without_sasl_ir_the_token_answers_the_first_challenge() {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, script) = server("* OK ready\r\n", vec!["+ \r\n", "{tag} OK in\r\n"]);
+        log_in_to(port, counting_tokens(dir.path())).await.unwrap();
+        let lines = script.join().unwrap();
+        assert!(lines[0].ends_with(" AUTHENTICATE XOAUTH2"), "{lines:?}");
+        assert_eq!(
+            decoded(&lines[1]),
+            "user=u@example.test\x01auth=Bearer tok1\x01\x01"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_renewed_once_on_the_same_connection_with_sasl_ir() {
+        let dir = tempfile::tempdir().unwrap();
+        let greeting = "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] ready\r\n";
+        let refusal = "+ eyJzdGF0dXMiOiI0MDEifQ==\r\n";
+        let answers = vec![
+            refusal,
+            "{tag} NO [AUTHENTICATIONFAILED] bad token\r\n",
+            "{tag} OK in\r\n",
+        ];
+        let (port, script) = server(greeting, answers);
+        log_in_to(port, counting_tokens(dir.path())).await.unwrap();
+        let lines = script.join().unwrap();
+        assert!(lines[0].contains(" AUTHENTICATE XOAUTH2 "), "{lines:?}");
+        assert!(decoded(&lines[0]).contains("auth=Bearer tok1"));
+        assert_eq!(
+            lines[1], "",
+            "the error challenge is answered with an empty response"
+        );
+        assert!(
+            decoded(&lines[2]).contains("auth=Bearer tok2"),
+            "a new token: {lines:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_refusal_is_an_auth_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let greeting = "* OK [CAPABILITY IMAP4rev1 SASL-IR] ready\r\n";
+        let no = "{tag} NO [AUTHENTICATIONFAILED] bad token\r\n";
+        let (port, script) = server(greeting, vec![no, no]);
+        let e = log_in_to(port, counting_tokens(dir.path()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.stage, MailboxStage::Auth);
+        assert!(
+            e.message
+                .contains("AUTHENTICATE XOAUTH2 as u@example.test refused"),
+            "{e}"
+        );
+        assert!(
+            !e.message.contains("tok1") && !e.message.contains("tok2"),
+            "{e}"
+        );
+        assert_eq!(script.join().unwrap().len(), 2, "exactly one renewal");
+    }
+}
