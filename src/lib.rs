@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub(crate) mod agent;
+pub mod bounce;
 pub mod canary;
 pub mod class;
 pub mod cli;

@@ -33,6 +33,11 @@ impl fmt::Display for MailId {
     }
 }
 
+/// How much of a body the adapters read: the window of a stripped canary's body token
+/// ([`crate::canary::BODY_TOKEN_WINDOW`]) and, for a bounce, its report and the returned
+/// message's headers, which follow the bounce's own explanation.
+pub const BODY_WINDOW: usize = 16 * 1024;
+
 /// How a mail says it is a canary: what the probe will parse and verify.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mark {
@@ -41,6 +46,8 @@ pub enum Mark {
     /// No canary header (a gateway stripped it): the signed token line from the start of the
     /// body, which carries the same fields and signature.
     BodyToken(String),
+    /// A bounce (delivery status notification) about the canary whose mark it returns.
+    Bounce(Box<crate::bounce::Report>),
 }
 
 impl Mark {
@@ -48,6 +55,7 @@ impl Mark {
     pub fn value(&self) -> &str {
         match self {
             Mark::Header(v) | Mark::BodyToken(v) => v,
+            Mark::Bounce(report) => &report.canary,
         }
     }
 
@@ -56,9 +64,21 @@ impl Mark {
         matches!(self, Mark::BodyToken(_))
     }
 
+    /// The report, for a bounce.
+    pub fn bounce(&self) -> Option<&crate::bounce::Report> {
+        match self {
+            Mark::Bounce(report) => Some(report),
+            _ => None,
+        }
+    }
+
     /// The mark of a mail from its head (`X-Mailcanary`) or, failing that, the start of its
-    /// body; `None` for mail that carries neither (not a canary).
+    /// body; `None` for mail that carries neither (not a canary). A bounce is recognised first:
+    /// it quotes the canary it is about, which must not read as that canary's delivery.
     pub fn find(head: &[u8], body_start: &[u8]) -> Option<Mark> {
+        if let Some(report) = crate::bounce::read(head, body_start) {
+            return Some(Mark::Bounce(Box::new(report)));
+        }
         crate::canary::find_header(head)
             .map(Mark::Header)
             .or_else(|| crate::canary::find_body_token(body_start).map(Mark::BodyToken))

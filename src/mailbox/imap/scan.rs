@@ -163,15 +163,16 @@ pub fn range(chunk: &[u32]) -> String {
     }
 }
 
-/// The data items fetched per mail: the two header fields the probe needs and the start of
-/// the body (for the token a header-stripping gateway leaves), each bounded in bytes, and the
+/// The data items fetched per mail: the header fields the probe needs (the canary's, the
+/// `Received:` chain, and what tells a bounce) and the start of the body (for the token a
+/// header-stripping gateway leaves, or a bounce's report), each bounded in bytes, and the
 /// server's arrival time. `BODY.PEEK`, so nothing is marked seen.
 pub fn fetch_items() -> String {
     format!(
-        "(UID INTERNALDATE BODY.PEEK[HEADER.FIELDS ({} Received)]<0.{HEADER_BYTES}> \
-         BODY.PEEK[TEXT]<0.{}>)",
+        "(UID INTERNALDATE BODY.PEEK[HEADER.FIELDS ({} Received Content-Type From Subject)]\
+         <0.{HEADER_BYTES}> BODY.PEEK[TEXT]<0.{}>)",
         crate::canary::HEADER_NAME,
-        crate::canary::BODY_TOKEN_WINDOW
+        crate::mailbox::BODY_WINDOW
     )
 }
 
@@ -182,7 +183,7 @@ pub struct Fetched {
     pub uid: Option<u32>,
     /// The `X-Mailcanary` and `Received` fields, at most [`HEADER_BYTES`].
     pub header: Option<Vec<u8>>,
-    /// The start of the body, at most [`crate::canary::BODY_TOKEN_WINDOW`].
+    /// The start of the body, at most [`crate::mailbox::BODY_WINDOW`].
     pub text: Option<Vec<u8>>,
     /// INTERNALDATE, Unix ms.
     pub server_ms: Option<u64>,
@@ -382,8 +383,8 @@ mod tests {
     fn fetch_items_are_bounded_in_bytes() {
         assert_eq!(
             fetch_items(),
-            "(UID INTERNALDATE BODY.PEEK[HEADER.FIELDS (X-Mailcanary Received)]<0.65536> \
-             BODY.PEEK[TEXT]<0.4096>)"
+            "(UID INTERNALDATE BODY.PEEK[HEADER.FIELDS (X-Mailcanary Received Content-Type From \
+             Subject)]<0.65536> BODY.PEEK[TEXT]<0.16384>)"
         );
     }
 

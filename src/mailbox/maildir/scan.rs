@@ -15,8 +15,8 @@ use std::io::{self, BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::canary::BODY_TOKEN_WINDOW;
 use crate::clock;
+use crate::mailbox::BODY_WINDOW;
 use crate::mailbox::{Arrival, Look, MailId, MailboxError, MailboxStage, Mark};
 
 /// Most bytes of a head read: a header longer than this is not a mail we sent, and reading on
@@ -94,10 +94,10 @@ pub fn read_head(path: &Path) -> io::Result<Vec<u8>> {
 }
 
 /// Reads a mail file's header block (as [`read_head`]) and then at most
-/// [`BODY_TOKEN_WINDOW`] bytes of its body, where a stripped canary's token would be. A head
+/// [`BODY_WINDOW`] bytes of its body, where a stripped canary's token would be. A head
 /// that fills [`HEAD_LIMIT`] is cut there, and then no body is read.
 pub fn read_start(path: &Path) -> io::Result<(Vec<u8>, Vec<u8>)> {
-    let limit = HEAD_LIMIT + BODY_TOKEN_WINDOW as u64;
+    let limit = HEAD_LIMIT + BODY_WINDOW as u64;
     let file = File::open(path)?;
     let mut reader = BufReader::with_capacity(8 * 1024, file.take(limit));
     let mut head = Vec::new();
@@ -116,9 +116,7 @@ pub fn read_start(path: &Path) -> io::Result<(Vec<u8>, Vec<u8>)> {
         }
     }
     let mut body = Vec::new();
-    reader
-        .take(BODY_TOKEN_WINDOW as u64)
-        .read_to_end(&mut body)?;
+    reader.take(BODY_WINDOW as u64).read_to_end(&mut body)?;
     Ok((head, body))
 }
 
@@ -251,7 +249,7 @@ pub fn scan(
 }
 
 /// The canary mark of the file at `path`, if it has one: its header, else a body token in the
-/// first [`BODY_TOKEN_WINDOW`] bytes after the head.
+/// first [`BODY_WINDOW`] bytes after the head.
 fn read_canary(path: &Path) -> io::Result<Option<Found>> {
     let (head, body_start) = read_start(path)?;
     Ok(Mark::find(&head, &body_start).map(|mark| Found { mark, head }))

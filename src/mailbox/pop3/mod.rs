@@ -47,9 +47,9 @@ use tokio_native_tls::TlsConnector;
 use self::proto::{Command, ProtoError, Reply, ReplyParser};
 use super::tls::{self, MailStream};
 use super::{Arrival, Look, MailId, Mailbox, MailboxError, MailboxStage, Mark};
-use crate::canary::BODY_TOKEN_WINDOW;
 use crate::clock;
 use crate::config::{Cleanup, Credentials, Endpoint, Login, Pop3Config, TlsMode};
+use crate::mailbox::BODY_WINDOW;
 use crate::oauth2;
 use crate::setup::SetupError;
 
@@ -631,7 +631,7 @@ impl Connection {
 
 /// What a `TOP` for one mail came to.
 enum Top {
-    /// Its head (blank line included) and at most [`BODY_TOKEN_WINDOW`] bytes of its body.
+    /// Its head (blank line included) and at most [`BODY_WINDOW`] bytes of its body.
     Read { head: Vec<u8>, body_start: Vec<u8> },
     /// The mail cannot be judged, and why; `in_step`: the reply was read to its end, so the
     /// connection can go on.
@@ -661,7 +661,7 @@ fn split_top(top: &[u8], truncated: bool) -> Result<(Vec<u8>, Vec<u8>), String> 
         return Err(format!("head longer than {} bytes", proto::HEAD_MAX));
     }
     let body = &top[head_len..];
-    let body_start = &body[..body.len().min(BODY_TOKEN_WINDOW)];
+    let body_start = &body[..body.len().min(BODY_WINDOW)];
     Ok((top[..head_len].to_vec(), body_start.to_vec()))
 }
 

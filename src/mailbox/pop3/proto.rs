@@ -34,7 +34,7 @@ pub const HEAD_MAX: usize = 64 * 1024;
 pub const TOP_BODY_LINES: u32 = 128;
 /// Bytes of a `TOP` reply kept: a head at [`HEAD_MAX`] and the body-token window after it.
 /// The rest is read and dropped, so one long body line costs reading, not memory.
-pub const TOP_KEEP: usize = HEAD_MAX + crate::canary::BODY_TOKEN_WINDOW;
+pub const TOP_KEEP: usize = HEAD_MAX + crate::mailbox::BODY_WINDOW;
 /// Largest `TOP` reply read to its end (kept or dropped). Past this the reply is an error and
 /// the rest of it is still in the stream: the caller drops the connection.
 pub const TOP_MAX: usize = 4 * 1024 * 1024;
