@@ -18,8 +18,11 @@ use crate::submissions::Submissions;
 
 /// A mailbox and the probes watching it.
 pub struct Inbox {
-    /// Never empty, in config order.
+    /// Never empty: the probes receiving here in config order, then those that only have
+    /// their bounces come back here.
     pub probes: Vec<Arc<Probe>>,
+    /// How many of `probes` receive here (the rest watch it for bounces only).
+    pub receivers: usize,
     /// The mailbox, built from the first probe's config.
     pub mailbox: Box<dyn Mailbox>,
 }
@@ -37,6 +40,31 @@ pub struct Agent {
     _lock: std::fs::File,
 }
 
+/// The index in `inboxes` of the inbox for `mailbox` (one of `probe`'s), opened if new.
+fn inbox_of(
+    inboxes: &mut Vec<((String, Option<String>), Inbox)>,
+    probe: &config::ProbeConfig,
+    mailbox: &config::MailboxConfig,
+    side: &'static str,
+) -> Result<usize> {
+    let share = mailbox.share_key();
+    if let Some(i) = inboxes.iter().position(|(k, _)| *k == share) {
+        return Ok(i);
+    }
+    let opened = mailbox::open(mailbox).map_err(|source| ProbeSetupError {
+        probe: probe.name.clone(),
+        side,
+        source,
+    })?;
+    let inbox = Inbox {
+        probes: Vec::new(),
+        receivers: 0,
+        mailbox: opened,
+    };
+    inboxes.push((share, inbox));
+    Ok(inboxes.len() - 1)
+}
+
 impl Agent {
     /// Loads the signing key, opens the state store (taking its lock) and prepares every
     /// probe with its books. Nothing connects yet.
@@ -51,21 +79,7 @@ impl Agent {
         // submissions in progress, not each probe's.
         let submissions = Submissions::agent_wide();
         for probe in &config.probes {
-            let share = probe.mailbox.share_key();
-            let inbox = match inboxes.iter().position(|(k, _)| *k == share) {
-                Some(i) => i,
-                None => {
-                    let mailbox =
-                        mailbox::open(&probe.mailbox).map_err(|source| ProbeSetupError {
-                            probe: probe.name.clone(),
-                            side: "mailbox",
-                            source,
-                        })?;
-                    let probes = Vec::new();
-                    inboxes.push((share, Inbox { probes, mailbox }));
-                    inboxes.len() - 1
-                }
-            };
+            let inbox = inbox_of(&mut inboxes, probe, &probe.mailbox, "mailbox")?;
             let ledger = ledgers.remove(&probe.name).unwrap_or_default();
             let probe = Probe::new(
                 probe.clone(),
@@ -78,10 +92,24 @@ impl Agent {
             )?;
             probe.open_books().await;
             let probe = Arc::new(probe);
-            inboxes[inbox].1.probes.push(Arc::clone(&probe));
+            let inbox = &mut inboxes[inbox].1;
+            inbox.probes.insert(inbox.receivers, Arc::clone(&probe));
+            inbox.receivers += 1;
             probes.push(probe);
         }
-        for (_, inbox) in inboxes.iter().filter(|(_, i)| i.probes.len() > 1) {
+        // Bounce mailboxes are inboxes too (perhaps another probe's receiving one): a probe
+        // already served by that inbox is not added twice.
+        for probe in &probes {
+            let Some(bounces) = &probe.config().bounces else {
+                continue;
+            };
+            let inbox = inbox_of(&mut inboxes, probe.config(), bounces, "bounces")?;
+            let inbox = &mut inboxes[inbox].1;
+            if !inbox.probes.iter().any(|p| Arc::ptr_eq(p, probe)) {
+                inbox.probes.push(Arc::clone(probe));
+            }
+        }
+        for (_, inbox) in inboxes.iter().filter(|(_, i)| i.receivers > 1) {
             let names: Vec<&str> = inbox
                 .probes
                 .iter()

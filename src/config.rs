@@ -114,6 +114,16 @@ pub struct ProbeConfig {
     pub smtp: SmtpConfig,
     /// Receiving side.
     pub mailbox: MailboxConfig,
+    /// Where bounces of this probe's canaries come back (`[probe.bounces]`, usually the
+    /// sending account's own mailbox), if watched.
+    pub bounces: Option<MailboxConfig>,
+}
+
+impl ProbeConfig {
+    /// The mailboxes this probe watches: its receiving mailbox, then its bounce mailbox.
+    pub fn watched(&self) -> impl Iterator<Item = &MailboxConfig> {
+        std::iter::once(&self.mailbox).chain(&self.bounces)
+    }
 }
 
 /// A class a probe sends.

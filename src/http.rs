@@ -204,7 +204,8 @@ fn status_page(probes: &[Arc<Probe>], now_ms: u64) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>mailcanary</title></head><body>\
          <h1>mailcanary</h1><p><a href=\"/metrics\">metrics</a></p><table border=\"1\">\
          <tr><th>probe</th><th>class</th><th>in flight</th><th>oldest in flight (s)</th>\
-         <th>last delay (s)</th><th>sent</th><th>lost</th></tr>",
+         <th>last delay (s)</th><th>sent</th><th>lost</th><th>bounced</th>\
+         <th>last bounce or delay notice</th></tr>",
     );
     for probe in probes {
         let name = escape(&probe.config().name);
@@ -214,19 +215,31 @@ fn status_page(probes: &[Arc<Probe>], now_ms: u64) -> String {
                 let _ = write!(
                     page,
                     "<tr><td>{name}</td><td>{}</td><td>{in_flight}</td><td>{:.1}</td><td>{}</td>\
-                     <td>{}</td><td>{}</td></tr>",
+                     <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     escape(class),
                     ledger.oldest_age(class, now_ms),
                     t.last_delay_s
                         .map_or("-".to_string(), |d| format!("{d:.3}")),
                     t.sent,
                     t.lost,
+                    t.bounced.values().sum::<u64>(),
+                    t.last_bounce.as_ref().map_or("-".to_string(), last_bounce),
                 );
             }
         });
     }
     page.push_str("</table></body></html>\n");
     page
+}
+
+/// `failed 5.1.1: <diagnostic> (canary ID)`, escaped: the diagnostic is a remote server's
+/// words, and anyone can send a bounce.
+fn last_bounce(b: &crate::ledger::LastBounce) -> String {
+    let diagnostic = b.diagnostic.as_deref().unwrap_or("no diagnostic");
+    escape(&format!(
+        "{} {}: {diagnostic} (canary {})",
+        b.action, b.status, b.id
+    ))
 }
 
 fn escape(s: &str) -> String {

@@ -49,9 +49,11 @@ use crate::canary::Canary;
 use crate::delay::{self, Breakdown};
 use crate::stage::{MailboxStage, SendStage};
 
+pub mod bounce;
 mod example;
 mod histogram;
 
+pub use bounce::{Bounced, LastBounce};
 pub use example::example_books;
 pub use histogram::{DELAY_BUCKETS, HOP_BUCKETS, Histogram, SMTP_BUCKETS};
 
@@ -168,6 +170,16 @@ pub struct ClassTally {
     pub last_delay_s: Option<f64>,
     /// When the most recent delivery was seen, Unix ms.
     pub last_delivery_ms: Option<u64>,
+    /// Canaries ended by a failed bounce, by enhanced status code (bounded: see
+    /// [`bounce::status_label`]).
+    #[serde(default)]
+    pub bounced: BTreeMap<String, u64>,
+    /// Delay notices received for canaries in flight.
+    #[serde(default)]
+    pub delay_notices: u64,
+    /// The most recent bounce or delay notice.
+    #[serde(default)]
+    pub last_bounce: Option<LastBounce>,
 }
 
 impl Default for ClassTally {
@@ -193,6 +205,9 @@ impl Default for ClassTally {
             clock_skew_s: None,
             last_delay_s: None,
             last_delivery_ms: None,
+            bounced: BTreeMap::new(),
+            delay_notices: 0,
+            last_bounce: None,
         }
     }
 }
@@ -355,6 +370,9 @@ pub enum Write {
     Unrepeated(String),
     /// Replace what the mailbox adapter remembers (see [`Ledger::scan_memory`]).
     ScanMemory(String),
+    /// Replace what the bounce mailbox's adapter remembers (see
+    /// [`Ledger::bounce_scan_memory`]).
+    BounceScanMemory(String),
     /// Remove every record of the probe (the first write of a full rewrite of its books).
     Reset,
 }
@@ -451,6 +469,9 @@ pub struct Ledger {
     /// What the mailbox adapter remembers of the mail it has looked at (opaque to the books),
     /// so a restart or the next `once` run does not read old mail again.
     pub scan_memory: Option<String>,
+    /// The same for the probe's bounce mailbox, when this probe keeps it (a mailbox watched
+    /// only for bounces is kept by its first such probe).
+    pub bounce_scan_memory: Option<String>,
     /// Set when loading found more records than the bounds keep (books written by a version
     /// that remembered every delivery for `forget_after`): the store is rewritten once, see
     /// [`Ledger::compact_loaded`]. Never stored.
@@ -938,6 +959,7 @@ impl Ledger {
                 self.repeated.remove(&mail);
             }
             Write::ScanMemory(memory) => self.scan_memory = Some(memory),
+            Write::BounceScanMemory(memory) => self.bounce_scan_memory = Some(memory),
             Write::Reset => *self = Ledger::default(),
         }
     }
@@ -966,6 +988,7 @@ impl Ledger {
                 .map(|(m, at)| Write::Repeated(m.clone(), *at)),
         );
         writes.extend(self.scan_memory.clone().map(Write::ScanMemory));
+        writes.extend(self.bounce_scan_memory.clone().map(Write::BounceScanMemory));
         writes
     }
 
@@ -976,6 +999,15 @@ impl Ledger {
         }
         self.scan_memory = Some(memory.clone());
         vec![Write::ScanMemory(memory)]
+    }
+
+    /// [`Ledger::remember_scan`] for the bounce mailbox.
+    pub fn remember_bounce_scan(&mut self, memory: String) -> Vec<Write> {
+        if self.bounce_scan_memory.as_ref() == Some(&memory) {
+            return Vec::new();
+        }
+        self.bounce_scan_memory = Some(memory.clone());
+        vec![Write::BounceScanMemory(memory)]
     }
 
     /// A verified canary of `class` was delivered without its header (found by its body token).

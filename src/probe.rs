@@ -366,9 +366,24 @@ impl Probe {
     /// Accounts for canaries found in the mailbox; returns the mails to clean up (verified
     /// canaries of this probe, and only those) and the forged ones (for `forged = "move:…"`).
     pub async fn account_for(&self, arrivals: &[mailbox::Arrival]) -> Settled {
+        let (bounces, arrivals): (Vec<&mailbox::Arrival>, Vec<&mailbox::Arrival>) =
+            arrivals.iter().partition(|a| a.mark.bounce().is_some());
+        let mut settled = Settled::default();
+        if !bounces.is_empty() {
+            settled.clean = self.account_for_bounces(&bounces).await;
+        }
+        let canaries = self.account_for_canaries(&arrivals).await;
+        settled.clean.extend(canaries.clean);
+        settled.forged = canaries.forged;
+        settled
+    }
+
+    /// [`Probe::account_for`] of the arrivals that are not bounces.
+    async fn account_for_canaries(&self, arrivals: &[&mailbox::Arrival]) -> Settled {
         // Judging and parsing Received chains happen before the books are locked.
         let judged: Vec<JudgedMail> = arrivals
             .iter()
+            .copied()
             .filter_map(|a| {
                 match judge(a.mark.value(), &self.key, &self.agent, &self.config.name) {
                     Verdict::Ours(canary) => {
@@ -522,6 +537,16 @@ impl Probe {
         self.record(|l| ((), l.remember_scan(memory))).await;
     }
 
+    /// What the bounce mailbox's adapter remembered at the last look, from the books.
+    pub fn bounce_scan_memory(&self) -> Option<String> {
+        self.lock().bounce_scan_memory.clone()
+    }
+
+    /// Makes the bounce mailbox adapter's memory durable.
+    pub async fn remember_bounce_scan(&self, memory: String) {
+        self.record(|l| ((), l.remember_bounce_scan(memory))).await;
+    }
+
     /// Counts mails the mailbox skipped because it could not read them.
     pub async fn mails_skipped(&self, count: u64) {
         tracing::warn!(
@@ -545,6 +570,8 @@ impl Probe {
         }
     }
 }
+
+mod bounces;
 
 #[cfg(test)]
 mod tests;

@@ -35,6 +35,9 @@ const CLASSES: Table = TableDefinition::new("classes");
 const PROBES: Table = TableDefinition::new("probes");
 const SCAN: Table = TableDefinition::new("scan");
 
+/// The key (after `probe/`) of a probe's bounce mailbox memory in the scan table.
+const BOUNCES: &str = "bounces";
+
 /// File name of the database inside the state directory.
 pub const STORE_FILE: &str = "mailcanary.redb";
 /// File name of the lock inside the state directory.
@@ -449,8 +452,11 @@ const TABLES: [(Table, &str, Decode); 8] = [
     (PROBES, "probe", |_, v| {
         serde_json::from_slice(v).map(Write::Probe)
     }),
-    (SCAN, "scan memory", |_, v| {
-        serde_json::from_slice(v).map(Write::ScanMemory)
+    (SCAN, "scan memory", |which, v| {
+        serde_json::from_slice(v).map(match which {
+            BOUNCES => Write::BounceScanMemory,
+            _ => Write::ScanMemory,
+        })
     }),
 ];
 
@@ -592,6 +598,9 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
                     }
                     Write::ScanMemory(memory) => {
                         scan.insert(key(p, "").as_str(), json(memory).as_slice())?;
+                    }
+                    Write::BounceScanMemory(memory) => {
+                        scan.insert(key(p, BOUNCES).as_str(), json(memory).as_slice())?;
                     }
                     Write::Reset => {
                         // Every key of the probe: "probe/" up to "probe0" ('0' follows '/').

@@ -31,7 +31,12 @@ use crate::probe::Probe;
 /// A mailbox, the probes it serves and what this process has already looked at in it.
 pub struct Watcher {
     /// Never empty; the first keeps what belongs to the mailbox (scan memory, skipped mails).
+    /// The first [`Watcher::receivers`] receive their canaries here; the rest only have their
+    /// bounces come back here.
     probes: Vec<Arc<Probe>>,
+    /// How many of `probes` receive here: only their `mailbox_up` and error counts follow this
+    /// mailbox, and only they are checked for overdue canaries by this watcher.
+    receivers: usize,
     mailbox: Box<dyn Mailbox>,
     judged: HashSet<MailId>,
     /// Verified canaries whose removal failed, retried on the next look.
@@ -64,10 +69,24 @@ const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 impl Watcher {
     /// Watches `mailbox` for `probes` (at least one; all configured with this mailbox).
-    pub fn new(probes: Vec<Arc<Probe>>, mut mailbox: Box<dyn Mailbox>) -> Watcher {
+    #[cfg(test)]
+    pub fn new(probes: Vec<Arc<Probe>>, mailbox: Box<dyn Mailbox>) -> Watcher {
+        let receivers = probes.len();
+        Watcher::serving(probes, receivers, mailbox)
+    }
+
+    /// Watches `mailbox` for `probes`: the first `receivers` receive their canaries here, the
+    /// rest have it as their bounce mailbox only.
+    pub fn serving(
+        probes: Vec<Arc<Probe>>,
+        receivers: usize,
+        mut mailbox: Box<dyn Mailbox>,
+    ) -> Watcher {
         assert!(!probes.is_empty(), "a watcher serves at least one probe");
-        let tag = memory_tag(&probes[0]);
-        if let Some(memory) = probes[0].scan_memory() {
+        assert!(receivers <= probes.len());
+        let keeper = Keeper::of(&probes[0], receivers > 0);
+        let tag = keeper.tag();
+        if let Some(memory) = keeper.memory() {
             match memory.strip_prefix(&tag) {
                 Some(memory) => mailbox.restore_scan_memory(memory),
                 // Another mailbox's (the first probe was moved, or the probes reordered): this
@@ -82,6 +101,7 @@ impl Watcher {
         }
         Watcher {
             probes,
+            receivers,
             mailbox,
             judged: HashSet::new(),
             unremoved: Vec::new(),
@@ -92,6 +112,16 @@ impl Watcher {
         }
     }
 
+    /// The probes that receive here.
+    fn receivers(&self) -> &[Arc<Probe>] {
+        &self.probes[..self.receivers]
+    }
+
+    /// Who keeps this mailbox's memory: the first probe, in the slot of its role here.
+    fn keeper(&self) -> Keeper<'_> {
+        Keeper::of(&self.probes[0], self.receivers > 0)
+    }
+
     /// One look: find canaries, account for them, clean up, then count overdue canaries as
     /// lost; true when the mailbox was read. Loss is accounted even when the mailbox cannot be
     /// read: an unreadable mailbox is no reason to stop saying that mail is late.
@@ -99,7 +129,7 @@ impl Watcher {
         match AssertUnwindSafe(self.try_look()).catch_unwind().await {
             Ok(result) => {
                 self.failures = if result.is_ok() { 0 } else { self.failures + 1 };
-                Self::checked(&self.probes, &result).await;
+                self.checked(&result).await;
             }
             Err(panic) => self.recover("look", panic).await,
         }
@@ -108,7 +138,7 @@ impl Watcher {
         let now = tokio::time::Instant::now();
         if self.expired_at.is_none_or(|at| now - at >= EXPIRE_EVERY) {
             self.expired_at = Some(now);
-            join_all(self.probes.iter().map(|p| p.expire())).await;
+            join_all(self.receivers().iter().map(|p| p.expire())).await;
         }
         self.failures == 0
     }
@@ -126,7 +156,7 @@ impl Watcher {
             "the mailbox adapter panicked (a bug); reconnecting and watching on"
         );
         self.failures += 1;
-        for probe in &self.probes {
+        for probe in self.receivers() {
             probe.mailbox_faulted();
         }
         if AssertUnwindSafe(self.mailbox.close())
@@ -143,16 +173,22 @@ impl Watcher {
         names(&self.probes)
     }
 
-    /// Reports a check's outcome to every probe on this mailbox; a failure is logged once,
-    /// naming them all.
-    async fn checked(probes: &[Arc<Probe>], result: &Result<(), MailboxError>) {
+    /// Reports a check's outcome to every probe receiving on this mailbox; a failure is logged
+    /// once, naming them all (a bounce mailbox's failure is logged only).
+    async fn checked(&mut self, result: &Result<(), MailboxError>) {
         if let Err(e) = result {
+            let role = if self.receivers > 0 {
+                "mailbox"
+            } else {
+                "bounce mailbox"
+            };
             tracing::warn!(
-                probe = %names(probes), protocol = probes[0].config().mailbox.protocol(),
+                probe = %self.names(), protocol = self.mailbox.protocol(), role,
                 stage = e.stage.as_str(), error = %e.message, "mailbox check failed"
             );
         }
-        join_all(probes.iter().map(|p| p.mailbox_checked(result))).await;
+        let receivers = self.receivers().to_vec();
+        join_all(receivers.iter().map(|p| p.mailbox_checked(result))).await;
     }
 
     async fn try_look(&mut self) -> Result<(), MailboxError> {
@@ -205,7 +241,7 @@ impl Watcher {
             // same mail again, and the books recognise what they already counted.
             Ok(()) => {
                 if let Some(memory) = self.mailbox.scan_memory() {
-                    self.unsaved_memory = Some(memory_tag(&self.probes[0]) + &memory);
+                    self.unsaved_memory = Some(self.keeper().tag() + &memory);
                     let now = tokio::time::Instant::now();
                     if self
                         .memory_saved_at
@@ -238,7 +274,7 @@ impl Watcher {
                 Ok(Ok(())) => return,
                 Ok(result) => {
                     self.failures = 1;
-                    Self::checked(&self.probes, &result).await;
+                    self.checked(&result).await;
                 }
                 Err(panic) => self.recover("wait", panic).await,
             }
@@ -254,8 +290,9 @@ impl Watcher {
     async fn save_memory(&mut self) {
         if let Some(memory) = self.unsaved_memory.take() {
             self.memory_saved_at = Some(tokio::time::Instant::now());
-            if self.probes[0].scan_memory().as_deref() != Some(memory.as_str()) {
-                self.probes[0].remember_scan(memory).await;
+            let keeper = self.keeper();
+            if keeper.memory().as_deref() != Some(memory.as_str()) {
+                keeper.remember(memory).await;
             }
         }
     }
@@ -272,10 +309,46 @@ impl Watcher {
 /// pointed elsewhere; IMAP UIDVALIDITY alone may match by chance).
 const MEMORY_TAG: &str = "mailbox ";
 
-/// The tag of the mailbox `probe` is configured with: [`MEMORY_TAG`], a hash of the mailbox's
-/// identity (FNV-1a, stable across builds), a newline.
-fn memory_tag(probe: &Probe) -> String {
-    let identity = probe.config().mailbox.identity();
+/// The probe that keeps a mailbox's memory, and in which slot of its books: its receiving
+/// mailbox's, or its bounce mailbox's (a mailbox only watched for bounces).
+struct Keeper<'a> {
+    probe: &'a Probe,
+    receives: bool,
+}
+
+impl<'a> Keeper<'a> {
+    fn of(probe: &'a Probe, receives: bool) -> Keeper<'a> {
+        Keeper { probe, receives }
+    }
+
+    fn memory(&self) -> Option<String> {
+        match self.receives {
+            true => self.probe.scan_memory(),
+            false => self.probe.bounce_scan_memory(),
+        }
+    }
+
+    async fn remember(&self, memory: String) {
+        match self.receives {
+            true => self.probe.remember_scan(memory).await,
+            false => self.probe.remember_bounce_scan(memory).await,
+        }
+    }
+
+    /// [`MEMORY_TAG`], a hash of the mailbox's identity (FNV-1a, stable across builds), a
+    /// newline.
+    fn tag(&self) -> String {
+        let config = self.probe.config();
+        let mailbox = match (self.receives, &config.bounces) {
+            (false, Some(bounces)) => bounces,
+            _ => &config.mailbox,
+        };
+        memory_tag(&mailbox.identity())
+    }
+}
+
+/// The tag of the mailbox with `identity`.
+fn memory_tag(identity: &str) -> String {
     let hash = identity.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
@@ -356,7 +429,10 @@ mod tests {
         let mut watcher = Watcher::new(vec![Arc::clone(&p), Arc::clone(&q)], server.mailbox());
         assert!(watcher.look().await);
         let memory = p.scan_memory().expect("the first probe keeps the memory");
-        assert!(memory.starts_with(&memory_tag(&p)) && memory.ends_with("upto 1"));
+        assert!(
+            memory.starts_with(&memory_tag(&p.config().mailbox.identity()))
+                && memory.ends_with("upto 1")
+        );
         assert_eq!(q.scan_memory(), None);
         // A restart (or `once`) hands the memory back, untagged.
         Watcher::new(vec![Arc::clone(&p), Arc::clone(&q)], server.mailbox());

@@ -12,10 +12,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{ExitAs as _, Failure};
-use crate::agent::Agent;
+use crate::agent::{Agent, Inbox};
 use crate::config::Config;
 use crate::export;
-use crate::mailbox::Mailbox;
 use crate::probe::Probe;
 use crate::watch::Watcher;
 
@@ -50,15 +49,22 @@ pub async fn run(
     let signals = tokio::spawn(super::run::cancel_on_signal(stop.clone()));
     let mut rounds = JoinSet::new();
     let slots = Arc::new(Semaphore::new(ROUNDS_AT_ONCE));
+    // Mailboxes watched only for bounces are watched until the receiving rounds are over.
+    let receiving_done = CancellationToken::new();
+    let mut bounce_rounds = JoinSet::new();
     for inbox in std::mem::take(&mut agent.inboxes) {
-        let names: Vec<String> = inbox
-            .probes
+        if inbox.receivers == 0 {
+            let until = receiving_done.clone();
+            bounce_rounds.spawn(bounce_round(inbox, deadline, stop.clone(), until));
+            continue;
+        }
+        let names: Vec<String> = inbox.probes[..inbox.receivers]
             .iter()
             .map(|p| p.config().name.clone())
             .collect();
         let stop = stop.clone();
         let started = in_a_slot(Arc::clone(&slots), deadline, stop.clone(), async move {
-            round(inbox.probes, inbox.mailbox, deadline, stop).await
+            round(inbox, deadline, stop).await
         });
         rounds.spawn(async move {
             started.await.unwrap_or_else(|| {
@@ -87,6 +93,8 @@ pub async fn run(
             );
         }
     }
+    receiving_done.cancel();
+    while bounce_rounds.join_next().await.is_some() {}
     signals.abort();
     crate::send::close_kept(super::run::QUIT_WITHIN).await;
     let text = Agent::render(&probes, &agent.store);
@@ -138,12 +146,8 @@ async fn in_a_slot<T>(
 /// (so a canary that lands mid-round is seen when it lands, not after the round), then until
 /// every probe's canaries of this round are in or the deadline passes. Canaries of earlier
 /// runs found on the way are accounted for too.
-async fn round(
-    probes: Vec<Arc<Probe>>,
-    mailbox: Box<dyn Mailbox>,
-    deadline: Instant,
-    stop: CancellationToken,
-) -> Vec<Outcome> {
+async fn round(inbox: Inbox, deadline: Instant, stop: CancellationToken) -> Vec<Outcome> {
+    let probes: Vec<Arc<Probe>> = inbox.probes[..inbox.receivers].to_vec();
     let (sent_tx, mut sent_rx) = tokio::sync::watch::channel(None::<Vec<Vec<String>>>);
     let sender = async {
         let rounds = probes.iter().map(|p| p.send_round(&stop));
@@ -151,7 +155,7 @@ async fn round(
         let _ = sent_tx.send(Some(ids));
     };
     let watching = async {
-        let mut watcher = Watcher::new(probes.clone(), mailbox);
+        let mut watcher = Watcher::serving(inbox.probes, inbox.receivers, inbox.mailbox);
         let mut read_any = false;
         loop {
             read_any |= watcher.look().await;
@@ -187,6 +191,32 @@ async fn round(
             read_any,
         })
         .collect()
+}
+
+/// Watches a mailbox that only bounces come back to, until `until` (the receiving rounds are
+/// over), the deadline or a stop; then one last look, for a bounce that came meanwhile. It
+/// takes no round slot: it would hold one for the whole run, and slots are for sending.
+async fn bounce_round(
+    inbox: Inbox,
+    deadline: Instant,
+    stop: CancellationToken,
+    until: CancellationToken,
+) {
+    let mut watcher = Watcher::serving(inbox.probes, 0, inbox.mailbox);
+    loop {
+        watcher.look().await;
+        let now = Instant::now();
+        if until.is_cancelled() || now >= deadline || stop.is_cancelled() {
+            break;
+        }
+        let wait = (deadline - now).min(watcher.poll_interval());
+        tokio::select! {
+            _ = watcher.wait_for_next(wait) => {}
+            _ = until.cancelled() => { watcher.look().await; break; }
+            _ = stop.cancelled() => {}
+        }
+    }
+    watcher.close().await;
 }
 
 #[cfg(test)]

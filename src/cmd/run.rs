@@ -22,8 +22,10 @@ use tokio_util::task::TaskTracker;
 
 use super::{ExitAs as _, Failure};
 use crate::agent::Agent;
+use crate::agent::Inbox;
 use crate::config::Config;
 use crate::http::{self, WebState};
+#[cfg(test)]
 use crate::mailbox::Mailbox;
 use crate::probe::{Probe, Summary};
 use crate::watch::Watcher;
@@ -59,7 +61,7 @@ pub async fn run(
     ));
     spawn_send_loops(&tasks, &agent.probes, &shutdown);
     for inbox in std::mem::take(&mut agent.inboxes) {
-        tasks.spawn(watch_loop(inbox.probes, inbox.mailbox, shutdown.clone()));
+        tasks.spawn(watch_loop(inbox, shutdown.clone()));
     }
     tasks.spawn(summary_loop(
         state.probes.clone(),
@@ -99,7 +101,13 @@ pub(crate) fn spawn_shared(
     shutdown: &CancellationToken,
 ) {
     spawn_send_loops(tasks, &probes, shutdown);
-    tasks.spawn(watch_loop(probes, mailbox, shutdown.clone()));
+    let receivers = probes.len();
+    let inbox = Inbox {
+        probes,
+        receivers,
+        mailbox,
+    };
+    tasks.spawn(watch_loop(inbox, shutdown.clone()));
 }
 
 /// Starts the send loop of each of `probes` as a task of `tasks`, each with its first round
@@ -171,12 +179,8 @@ async fn send_loop(probe: Arc<Probe>, phase: Duration, shutdown: CancellationTok
 /// A look whenever the mailbox announces news and at least each poll interval, until
 /// `shutdown`; then logs out. A look interrupted by shutdown loses nothing: what it booked is
 /// queued for the store, and what it did not get to is found again by the next run.
-async fn watch_loop(
-    probes: Vec<Arc<Probe>>,
-    mailbox: Box<dyn Mailbox>,
-    shutdown: CancellationToken,
-) {
-    let mut watcher = Watcher::new(probes, mailbox);
+async fn watch_loop(inbox: Inbox, shutdown: CancellationToken) {
+    let mut watcher = Watcher::serving(inbox.probes, inbox.receivers, inbox.mailbox);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,

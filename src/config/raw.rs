@@ -60,6 +60,7 @@ pub struct RawDefaults {
     pub classes: Option<Spanned<Vec<String>>>,
     pub smtp: Option<RawEndpoint>,
     pub mailbox: Option<RawMailbox>,
+    pub bounces: Option<RawMailbox>,
 }
 
 /// One `[[probe]]`.
@@ -75,6 +76,7 @@ pub struct RawProbe {
     pub classes: Option<Spanned<Vec<String>>>,
     pub smtp: Option<RawEndpoint>,
     pub mailbox: Option<RawMailbox>,
+    pub bounces: Option<RawMailbox>,
 }
 
 /// Connection keys shared by `[probe.smtp]` and `[probe.mailbox]`.
@@ -236,6 +238,10 @@ impl RawProbe {
             (p, d) => p.or_else(|| d.clone()),
         };
         self.mailbox = match (self.mailbox, &d.mailbox) {
+            (Some(p), Some(d)) => Some(p.inherit(d)),
+            (p, d) => p.or_else(|| d.clone()),
+        };
+        self.bounces = match (self.bounces, &d.bounces) {
             (Some(p), Some(d)) => Some(p.inherit(d)),
             (p, d) => p.or_else(|| d.clone()),
         };

@@ -25,24 +25,29 @@ impl Context<'_> {
                 let key = format!("probe[{i}].name");
                 return Err(self.error(None, &key, format!("duplicate probe name {:?}", p.name)));
             }
-            // Probes on one mailbox share one watcher, so they must want the same of it.
-            if let Some(q) = probes
-                .iter()
-                .find(|q| q.mailbox.share_key() == p.mailbox.share_key())
-                && q.mailbox.sharing_settings() != p.mailbox.sharing_settings()
-            {
-                let key = format!("probe[{i}].mailbox");
-                let msg = format!(
-                    "probes {:?} and {:?} watch the same mailbox ({} {}), which they share, \
-                     but configure it differently ({} vs {}); make these settings equal",
-                    q.name,
-                    p.name,
-                    p.mailbox.protocol(),
-                    p.mailbox.location(),
-                    q.mailbox.sharing_settings(),
-                    p.mailbox.sharing_settings()
-                );
-                return Err(self.error(None, &key, msg));
+            // Probes on one mailbox share one watcher (receiving or bounce mailbox alike), so
+            // they must want the same of it.
+            let earlier = probes.iter().chain(std::iter::once(&p));
+            let pairs = earlier.flat_map(|q| q.watched().map(move |m| (q, m)));
+            for (q, theirs) in pairs {
+                let clash = p.watched().find(|ours| {
+                    ours.share_key() == theirs.share_key()
+                        && ours.sharing_settings() != theirs.sharing_settings()
+                });
+                if let Some(ours) = clash {
+                    let key = format!("probe[{i}].mailbox");
+                    let msg = format!(
+                        "probes {:?} and {:?} watch the same mailbox ({} {}), which they share, \
+                         but configure it differently ({} vs {}); make these settings equal",
+                        q.name,
+                        p.name,
+                        ours.protocol(),
+                        ours.location(),
+                        theirs.sharing_settings(),
+                        ours.sharing_settings()
+                    );
+                    return Err(self.error(None, &key, msg));
+                }
             }
             probes.push(p);
         }
@@ -155,6 +160,10 @@ impl Context<'_> {
         let smtp = self.smtp(&smtp, &format!("{key}.smtp"), &span, warnings)?;
         let mailbox = raw.mailbox.ok_or_else(|| missing("mailbox"))?;
         let mailbox = self.mailbox(&mailbox, &format!("{key}.mailbox"), &span, warnings)?;
+        let bounces = match &raw.bounces {
+            Some(b) => Some(self.mailbox(b, &format!("{key}.bounces"), &span, warnings)?),
+            None => None,
+        };
         Ok(ProbeConfig {
             name: name.get_ref().clone(),
             from,
@@ -165,6 +174,7 @@ impl Context<'_> {
             classes,
             smtp,
             mailbox,
+            bounces,
         })
     }
 

@@ -105,7 +105,7 @@ impl Family {
 }
 
 /// Every family, in exposition order.
-pub(super) const FAMILIES: [Family; 25] = [
+pub(super) const FAMILIES: [Family; 27] = [
     Family {
         name: "mailcanary_build_info",
         kind: Kind::Gauge,
@@ -197,6 +197,20 @@ pub(super) const FAMILIES: [Family; 25] = [
         kind: Kind::Counter,
         help: "Canaries not seen within lost_after.",
         series: Series::ClassCounter(|c| c.lost),
+    },
+    Family {
+        name: "mailcanary_bounced_total",
+        kind: Kind::Counter,
+        help: "Canaries the receiving side rejected after accepting them (a failed delivery \
+               status notification), by enhanced status code; never also counted lost.",
+        series: Series::Probe(bounced),
+    },
+    Family {
+        name: "mailcanary_delay_notices_total",
+        kind: Kind::Counter,
+        help: "Delay notices (delivery status notifications with Action: delayed) for canaries \
+               in flight.",
+        series: Series::ClassCounter(|c| c.delay_notices),
     },
     Family {
         name: "mailcanary_late_total",
@@ -310,6 +324,18 @@ fn forged(t: &mut Text, at: &At<'_>) {
     }
     let unknown = at.ledger.probe.forged_unknown_class;
     t.counter(&[("probe", at.name), ("class", UNKNOWN_CLASS)], unknown);
+}
+
+/// Only the codes a bounce was counted under: a status exists once it happened.
+fn bounced(t: &mut Text, at: &At<'_>) {
+    for (class, c) in &at.ledger.classes {
+        for (status, n) in &c.bounced {
+            t.counter(
+                &[("probe", at.name), ("class", class), ("status", status)],
+                *n,
+            );
+        }
+    }
 }
 
 fn mailbox_up(t: &mut Text, at: &At<'_>) {

@@ -128,11 +128,14 @@ async fn mailbox_failures_back_off_doubling_to_the_cap_then_recover() {
     server.fail_mailbox(&[Fault::Mailbox(MailboxStage::Connect); 9]);
     let probe = testing::probe(&server, &store, r#""bulk""#, "1h");
     let running = Running::default();
-    running.tasks.spawn(watch_loop(
-        vec![Arc::clone(&probe)],
-        server.mailbox(),
-        running.shutdown.clone(),
-    ));
+    let inbox = crate::agent::Inbox {
+        probes: vec![Arc::clone(&probe)],
+        receivers: 1,
+        mailbox: server.mailbox(),
+    };
+    running
+        .tasks
+        .spawn(watch_loop(inbox, running.shutdown.clone()));
     assert!(until(Duration::from_secs(600), || server.looks().len() >= 11).await);
     let looks = server.looks();
     let gaps: Vec<f64> = looks
