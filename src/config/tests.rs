@@ -541,3 +541,35 @@ fn probes_on_one_mailbox_share_it_and_must_configure_it_alike() {
         c.probes[1].mailbox.share_key()
     );
 }
+
+#[test]
+fn a_bounce_mailbox_takes_the_mailbox_keys_and_must_agree_with_a_shared_one() {
+    let with_bounces = format!(
+        "{MINIMAL}  [probe.bounces]\n  protocol = \"imap\"\n  host = \"127.0.0.1\"\n  \
+         username = \"a@example.test\"\n  password_env = \"MC_CONFIG_TEST_PASSWORD\"\n"
+    );
+    let c = parse(&with_bounces).unwrap();
+    let Some(MailboxConfig::Imap(b)) = &c.probes[0].bounces else {
+        panic!("an IMAP bounce mailbox expected")
+    };
+    assert_eq!(b.credentials.username, "a@example.test");
+    assert_eq!(c.probes[0].watched().count(), 2);
+    assert!(parse(MINIMAL).unwrap().probes[0].bounces.is_none());
+    // The bounce mailbox is the receiving one, watched differently: refused.
+    let clash = with_bounces
+        .replace(
+            "a@example.test\"\n  password_env",
+            "b@example.test\"\n  password_env",
+        )
+        .replace(
+            "[probe.bounces]\n",
+            "[probe.bounces]\n  poll_interval = \"1s\"\n",
+        );
+    let e = error(&clash);
+    assert!(
+        e.contains("watch the same mailbox") && e.contains("poll_interval"),
+        "{e}"
+    );
+    let typo = with_bounces.replace("protocol = \"imap\"\n  host", "protocol = \"imap\"\n  hots");
+    assert!(error(&typo).contains("unknown field `hots`"));
+}
