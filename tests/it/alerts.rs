@@ -224,6 +224,30 @@ const MUTANTS: &[Mutant] = &[
         "mailcanary_lost_total[61m]",
     ),
     mutant(
+        "MailCanaryBounced",
+        "threshold removed",
+        "increase(mailcanary_bounced_total[1h])\n          ) > 0\n",
+        "increase(mailcanary_bounced_total[1h])\n          )\n",
+    ),
+    mutant(
+        "MailCanaryBounced",
+        "window 1h -> 61m",
+        "mailcanary_bounced_total[1h]",
+        "mailcanary_bounced_total[61m]",
+    ),
+    mutant(
+        "MailCanaryBounced",
+        "first-bounce window 1h -> 61m",
+        "[1d] offset 1h)",
+        "[1d] offset 61m)",
+    ),
+    mutant(
+        "MailCanaryBounced",
+        "first-bounce look-back of a day removed",
+        "last_over_time(mailcanary_bounced_total[1d] offset 1h)",
+        "mailcanary_bounced_total offset 1h",
+    ),
+    mutant(
         "MailClassDeprioritised",
         "lateness threshold 600 -> 599",
         "{class!=\"interpersonal\"} > 600",
