@@ -3,9 +3,11 @@
 
 mod alerts;
 mod books;
+mod bounces;
 mod check;
 mod classes;
 mod delays;
+mod dsn;
 mod exit_codes;
 mod faults;
 mod hostile;
