@@ -18,6 +18,17 @@ const SENDER: &str = "probe1@example.test";
 /// extension; probe2's mailbox is read over IMAPS), whose bounces come back to probe1's
 /// mailbox, watched over IMAPS as `[probe.bounces]` by a watcher of its own.
 fn bouncing_probe(stack: &Stack, name: &str, to: &str, lost_after: &str) -> String {
+    bouncing_probe_via(stack, name, to, lost_after, "imap")
+}
+
+/// [`bouncing_probe`] reading the bounces over `protocol` (`imap`, `pop3` or `maildir`).
+fn bouncing_probe_via(
+    stack: &Stack,
+    name: &str,
+    to: &str,
+    lost_after: &str,
+    protocol: &str,
+) -> String {
     let receiver = "probe2@example.test";
     let section = probe_section(stack, name, receiver, "MC_PROBE1_PASSWORD")
         .replacen(
@@ -33,21 +44,21 @@ fn bouncing_probe(stack: &Stack, name: &str, to: &str, lost_after: &str) -> Stri
         &section,
         &format!("classes = [\"transactional\"]\nlost_after = \"{lost_after}\""),
     );
+    let ca = stack.get("MAILSTACK_CA_FILE");
+    let server = |port: &str| {
+        format!(
+            "  host = \"127.0.0.1\"\n  port = {}\n  tls = \"tls\"\n  username = \"{SENDER}\"\n  \
+             password_env = \"MC_PROBE1_PASSWORD\"\n  ca_file = \"{ca}\"\n  timeout = \"5s\"\n",
+            stack.port(port)
+        )
+    };
+    let keys = match protocol {
+        "imap" => server("MAILSTACK_IMAPS_PORT") + "  folders = [\"INBOX\"]\n",
+        "pop3" => server("MAILSTACK_POP3S_PORT"),
+        _ => format!("  path = \"{}\"\n", stack.maildir(SENDER).display()),
+    };
     format!(
-        r#"{section}  [probe.bounces]
-  protocol = "imap"
-  host = "127.0.0.1"
-  port = {imaps}
-  tls = "tls"
-  username = "{SENDER}"
-  password_env = "MC_PROBE1_PASSWORD"
-  ca_file = "{ca}"
-  folders = ["INBOX"]
-  poll_interval = "250ms"
-  timeout = "5s"
-"#,
-        imaps = stack.port("MAILSTACK_IMAPS_PORT"),
-        ca = stack.get("MAILSTACK_CA_FILE"),
+        "{section}  [probe.bounces]\n  protocol = \"{protocol}\"\n{keys}  poll_interval = \"250ms\"\n"
     )
 }
 
@@ -116,16 +127,27 @@ fn a_rejected_canary_is_bounced_within_seconds_never_lost_and_its_report_removed
     let _sender = SENDER_MAILBOX.lock().unwrap_or_else(|p| p.into_inner());
     let to = probe2_with(stack, "MAILSTACK_BOUNCE_ADDRESS", "bounce");
     let (_, before) = place_ordinary_mail(stack, SENDER, "bounces-neighbour");
-    let probe = bouncing_probe(stack, "bounce-reject", &to, "6s");
-    let work = Workdir::new("it-bounces", &probe);
-    let daemon = work.daemon_with(stack, &["--log-level", "info,mailcanary::probe=debug"]);
-    let id = sent_id(&daemon);
-    let series = "mailcanary_bounced_total{class=\"transactional\",probe=\"bounce-reject\",status=\"5.1.1\"}";
-    daemon.wait_metric(series, 1.0, Duration::from_secs(30));
+    for protocol in ["imap", "pop3", "maildir"] {
+        let name = format!("bounce-{protocol}");
+        let probe = bouncing_probe_via(stack, &name, &to, "6s", protocol);
+        let work = Workdir::new(&format!("it-bounces-{protocol}"), &probe);
+        let daemon = work.daemon_with(stack, &["--log-level", "info,mailcanary::probe=debug"]);
+        rejected(stack, &daemon, &name, &before);
+    }
+    remove_mails(stack, "ordinary-bounces-neighbour");
+}
+
+/// The bounce of `probe`'s one canary, as the daemon counts it.
+fn rejected(stack: &Stack, daemon: &Daemon, probe: &str, neighbour: &str) {
+    let id = sent_id(daemon);
+    let series = format!(
+        "mailcanary_bounced_total{{class=\"transactional\",probe=\"{probe}\",status=\"5.1.1\"}}"
+    );
+    daemon.wait_metric(&series, 1.0, Duration::from_secs(30));
     let text = daemon.scrape();
-    let in_flight = "mailcanary_in_flight{class=\"transactional\",probe=\"bounce-reject\"}";
+    let in_flight = format!("mailcanary_in_flight{{class=\"transactional\",probe=\"{probe}\"}}");
     assert_eq!(
-        metric(&text, in_flight),
+        metric(&text, &in_flight),
         Some(0.0),
         "the bounce ended the canary"
     );
@@ -144,16 +166,14 @@ fn a_rejected_canary_is_bounced_within_seconds_never_lost_and_its_report_removed
     daemon.wait_for("the report removed", Duration::from_secs(10), || {
         reports_about(stack, &id).is_empty()
     });
-    assert_unchanged(stack, "ordinary-bounces-neighbour", &before);
+    assert_unchanged(stack, "ordinary-bounces-neighbour", neighbour);
     // Past lost_after: never also lost.
-    let lost = "mailcanary_lost_total{class=\"transactional\",probe=\"bounce-reject\"}";
+    let lost = format!("mailcanary_lost_total{{class=\"transactional\",probe=\"{probe}\"}}");
     let counted_lost = poll_until(Duration::from_secs(9), &mut || {
-        metric(&daemon.scrape(), lost).unwrap_or(0.0) > 0.0
+        metric(&daemon.scrape(), &lost).unwrap_or(0.0) > 0.0
     });
     assert!(!counted_lost, "a bounced canary was also counted lost");
-    assert_eq!(metric(&daemon.scrape(), series), Some(1.0));
-    drop(daemon);
-    remove_mails(stack, "ordinary-bounces-neighbour");
+    assert_eq!(metric(&daemon.scrape(), &series), Some(1.0));
 }
 
 /// A bounce of the shape Postfix writes, claiming `canary` (an `X-Mailcanary` value).
