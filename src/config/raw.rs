@@ -147,6 +147,22 @@ macro_rules! inherit {
     };
 }
 
+/// Fills every login key of `$probe` from `$defaults` (only done when the probe names none).
+macro_rules! inherit_login {
+    ($probe:expr, $defaults:expr) => {
+        inherit!(
+            $probe,
+            $defaults,
+            password,
+            password_env,
+            password_file,
+            mechanism,
+            oauth2,
+            token_command
+        )
+    };
+}
+
 impl RawEndpoint {
     /// Whether any key that says how to log in is set (a password or a token source).
     pub fn names_a_login_source(&self) -> bool {
@@ -164,16 +180,7 @@ impl RawEndpoint {
         // A probe that names any login source (a password or a token source) replaces the
         // default's, mechanism included, rather than ending up with two sources.
         if !self.names_a_login_source() {
-            inherit!(
-                self,
-                d,
-                password,
-                password_env,
-                password_file,
-                mechanism,
-                oauth2,
-                token_command
-            );
+            inherit_login!(self, d);
         }
         self
     }
@@ -195,16 +202,7 @@ impl RawMailbox {
             path
         );
         if !self.endpoint().names_a_login_source() {
-            inherit!(
-                self,
-                d,
-                password,
-                password_env,
-                password_file,
-                mechanism,
-                oauth2,
-                token_command
-            );
+            inherit_login!(self, d);
         }
         self
     }
