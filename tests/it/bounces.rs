@@ -151,12 +151,13 @@ fn rejected(stack: &Stack, daemon: &Daemon, probe: &str, neighbour: &str) {
         Some(0.0),
         "the bounce ended the canary"
     );
-    let log = daemon.log_text();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("canary bounced") && l.contains(&id) && l.contains("5.1.1")),
-        "the diagnostic goes to the log:\n{log}"
-    );
+    // The books change before the line is written (after the store's commit): wait for it.
+    daemon.wait_for("the bounce in the log", Duration::from_secs(10), || {
+        daemon
+            .log_text()
+            .lines()
+            .any(|l| l.contains("canary bounced") && l.contains(&id) && l.contains("5.1.1"))
+    });
     let page = http_get(daemon.port, "/").expect("status page").1;
     assert!(
         page.contains("failed 5.1.1") && page.contains(&id),
