@@ -186,6 +186,12 @@ pub fn respond<B>(req: &Request<B>, state: &WebState) -> Response<Full<Bytes>> {
             "text/html; charset=utf-8",
             status_page(&state.probes, clock::now_ms()),
         ),
+        "/api/status" => {
+            let agent = state.probes.first().map_or("", |p| p.agent());
+            let status = crate::overview::status(agent, &state.probes, clock::now_ms());
+            let body = serde_json::to_string(&status).expect("status serialises");
+            text(StatusCode::OK, "application/json", body)
+        }
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }
@@ -198,48 +204,46 @@ fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<B
         .expect("static response parts are valid")
 }
 
-/// A small HTML page: per probe and class, what is in flight and the last delay.
+/// The status page: per probe and class its state (a colour and a word, so it reads in a text
+/// browser and for a colour-blind reader too) and the figures behind it, from the same
+/// [`crate::overview`] as `/api/status`.
 fn status_page(probes: &[Arc<Probe>], now_ms: u64) -> String {
+    let agent = probes.first().map_or("", |p| p.agent());
+    let status = crate::overview::status(agent, probes, now_ms);
     let mut page = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>mailcanary</title></head><body>\
-         <h1>mailcanary</h1><p><a href=\"/metrics\">metrics</a></p><table border=\"1\">\
-         <tr><th>probe</th><th>class</th><th>in flight</th><th>oldest in flight (s)</th>\
-         <th>last delay (s)</th><th>sent</th><th>lost</th><th>bounced</th>\
-         <th>last bounce or delay notice</th></tr>",
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>mailcanary</title>\
+         <style>td,th{padding:2px 8px}.ok{background:#cfc}.late{background:#fe9}\
+         .lost,.send_failing,.mailbox_down{background:#f99}.unknown{background:#ddd}</style>\
+         </head><body><h1>mailcanary</h1><p><a href=\"/metrics\">metrics</a> · \
+         <a href=\"/api/status\">status as JSON</a></p><table border=\"1\">\
+         <tr><th>probe</th><th>class</th><th>state</th><th>in flight</th>\
+         <th>oldest in flight (s)</th><th>last delay (s)</th><th>sent</th><th>delivered</th>\
+         <th>lost</th><th>bounced</th><th>last bounce or delay notice</th></tr>",
     );
-    for probe in probes {
-        let name = escape(&probe.config().name);
-        probe.read_ledger(|ledger| {
-            for (class, t) in &ledger.classes {
-                let in_flight = ledger.in_flight_count(class);
-                let _ = write!(
-                    page,
-                    "<tr><td>{name}</td><td>{}</td><td>{in_flight}</td><td>{:.1}</td><td>{}</td>\
-                     <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    escape(class),
-                    ledger.oldest_age(class, now_ms),
-                    t.last_delay_s
-                        .map_or("-".to_string(), |d| format!("{d:.3}")),
-                    t.sent,
-                    t.lost,
-                    t.bounced.values().sum::<u64>(),
-                    t.last_bounce.as_ref().map_or("-".to_string(), last_bounce),
-                );
-            }
-        });
+    for probe in &status.probes {
+        let name = escape(&probe.name);
+        for c in &probe.classes {
+            let state = c.state.as_str();
+            let _ = write!(
+                page,
+                "<tr><td>{name}</td><td>{}</td><td class=\"{state}\">{state}</td>\
+                 <td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td></tr>",
+                escape(&c.class),
+                c.in_flight,
+                c.oldest_in_flight_age_seconds,
+                c.last_delay_seconds
+                    .map_or("-".to_string(), |d| format!("{d:.3}")),
+                c.sent,
+                c.delivered,
+                c.lost,
+                c.bounced,
+                c.last_bounce.as_deref().map_or("-".to_string(), escape),
+            );
+        }
     }
     page.push_str("</table></body></html>\n");
     page
-}
-
-/// `failed 5.1.1: <diagnostic> (canary ID)`, escaped: the diagnostic is a remote server's
-/// words, and anyone can send a bounce.
-fn last_bounce(b: &crate::ledger::LastBounce) -> String {
-    let diagnostic = b.diagnostic.as_deref().unwrap_or("no diagnostic");
-    escape(&format!(
-        "{} {}: {diagnostic} (canary {})",
-        b.action, b.status, b.id
-    ))
 }
 
 fn escape(s: &str) -> String {

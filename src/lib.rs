@@ -35,6 +35,7 @@ pub mod ledger;
 pub mod mailbox;
 pub mod metrics;
 pub(crate) mod oauth2;
+pub mod overview;
 pub(crate) mod probe;
 pub(crate) mod send;
 pub mod setup;

@@ -212,6 +212,13 @@ impl Probe {
         })
     }
 
+    /// What is wrong with `class` right now: submissions failed since the last accepted one,
+    /// and canaries lost since the last on-time delivery.
+    pub fn troubles(&self, class: &str) -> (u64, u64) {
+        let all = self.trouble.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(class).map_or((0, 0), |t| (t.send_failures, t.lost))
+    }
+
     /// Changes what is remembered as wrong for `class`; returns what was remembered before.
     fn trouble(&self, class: &str, change: impl FnOnce(&mut Trouble)) -> Trouble {
         let mut all = self.trouble.lock().unwrap_or_else(|p| p.into_inner());

@@ -15,6 +15,7 @@ mod looks;
 mod maildir;
 mod matrix;
 mod oauth2;
+mod overview;
 mod pop3;
 mod proxy;
 mod resilience;

@@ -1,0 +1,273 @@
+//! What the person paged at 3 a.m. wants first: per probe and class, one state that reads at a
+//! glance (`ok`, `late`, `lost`, `send_failing`, `mailbox_down`, `unknown`) with the figures
+//! behind it. Served as `/api/status` (JSON, for scripts and the page's own tests) and drawn by
+//! the status page, so both always say the same.
+//!
+//! The state is judged from the books and from what the probe remembers as going wrong right
+//! now (failed submissions since the last accepted one, losses since the last on-time
+//! delivery); `late` uses the threshold of the `MailDeliveryDelayed` alert, so the page and the
+//! pager agree on what late means.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::ledger::{ClassTally, Ledger};
+use crate::probe::Probe;
+
+/// An in-flight canary older than this makes its class `late` (the `MailDeliveryDelayed`
+/// alert's threshold, `alerts/mailcanary.rules.yml`).
+pub const LATE_AFTER_S: f64 = 900.0;
+
+/// How a probe's class is doing, worst first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassState {
+    /// Its canaries cannot be submitted: the last attempt failed.
+    SendFailing,
+    /// The mailbox they should arrive in cannot be read.
+    MailboxDown,
+    /// Canaries were counted lost since the last one arrived in time.
+    Lost,
+    /// A canary in flight is older than [`LATE_AFTER_S`].
+    Late,
+    /// Nothing wrong.
+    Ok,
+    /// Nothing happened yet (just started, nothing sent or seen).
+    Unknown,
+}
+
+impl ClassState {
+    /// The word shown for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClassState::SendFailing => "send_failing",
+            ClassState::MailboxDown => "mailbox_down",
+            ClassState::Lost => "lost",
+            ClassState::Late => "late",
+            ClassState::Ok => "ok",
+            ClassState::Unknown => "unknown",
+        }
+    }
+}
+
+/// What the state of a class is judged from.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Signals {
+    /// Submissions failed since the last accepted one.
+    pub send_failures: u64,
+    /// Whether the last mailbox check succeeded.
+    pub mailbox_up: bool,
+    /// Canaries lost since the last on-time delivery.
+    pub lost: u64,
+    /// Age of the oldest canary in flight, seconds (0 with none).
+    pub oldest_in_flight_age_s: f64,
+    /// Whether anything was sent, failed or delivered yet.
+    pub anything_yet: bool,
+}
+
+/// The state `signals` amount to, the worst first.
+pub fn judge(signals: Signals) -> ClassState {
+    if signals.send_failures > 0 {
+        ClassState::SendFailing
+    } else if !signals.mailbox_up && signals.anything_yet {
+        ClassState::MailboxDown
+    } else if signals.lost > 0 {
+        ClassState::Lost
+    } else if signals.oldest_in_flight_age_s > LATE_AFTER_S {
+        ClassState::Late
+    } else if !signals.anything_yet {
+        ClassState::Unknown
+    } else {
+        ClassState::Ok
+    }
+}
+
+/// The whole agent, as `/api/status` answers.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// The agent's id.
+    pub agent: String,
+    /// When this was taken, Unix seconds.
+    pub generated_at: f64,
+    /// Every probe, in config order.
+    pub probes: Vec<ProbeStatus>,
+}
+
+/// One probe.
+#[derive(Debug, Serialize)]
+pub struct ProbeStatus {
+    /// Its name.
+    pub name: String,
+    /// The receiving mailbox's protocol.
+    pub protocol: &'static str,
+    /// Whether the last check of its mailbox succeeded.
+    pub mailbox_up: bool,
+    /// Each class it sends.
+    pub classes: Vec<ClassStatus>,
+}
+
+/// One probe × class.
+#[derive(Debug, Serialize)]
+pub struct ClassStatus {
+    /// The class.
+    pub class: String,
+    /// How it is doing.
+    pub state: ClassState,
+    /// Delay of the last delivery, seconds.
+    pub last_delay_seconds: Option<f64>,
+    /// When the last delivery was seen, Unix seconds.
+    pub last_delivery_timestamp: Option<f64>,
+    /// Age of the oldest canary in flight, seconds (0 with none).
+    pub oldest_in_flight_age_seconds: f64,
+    /// Canaries in flight.
+    pub in_flight: usize,
+    /// Canaries accepted by the SMTP server.
+    pub sent: u64,
+    /// Canaries delivered (all folders).
+    pub delivered: u64,
+    /// Canaries counted lost.
+    pub lost: u64,
+    /// Canaries bounced.
+    pub bounced: u64,
+    /// The last bounce or delay notice: `failed 5.1.1: <diagnostic> (canary ID)` (the
+    /// diagnostic is a remote server's words: escape it wherever it is shown).
+    pub last_bounce: Option<String>,
+}
+
+/// The status of `probes` at `now_ms`.
+pub fn status(agent: &str, probes: &[Arc<Probe>], now_ms: u64) -> Status {
+    Status {
+        agent: agent.to_string(),
+        generated_at: now_ms as f64 / 1000.0,
+        probes: probes.iter().map(|p| probe_status(p, now_ms)).collect(),
+    }
+}
+
+fn probe_status(probe: &Probe, now_ms: u64) -> ProbeStatus {
+    let mailbox_up = probe.mailbox_up();
+    let classes = probe.read_ledger(|ledger| {
+        ledger
+            .classes
+            .iter()
+            .map(|(class, t)| {
+                let (send_failures, lost) = probe.troubles(class);
+                class_status(ledger, class, t, now_ms, (send_failures, lost, mailbox_up))
+            })
+            .collect()
+    });
+    ProbeStatus {
+        name: probe.config().name.clone(),
+        protocol: probe.config().mailbox.protocol(),
+        mailbox_up,
+        classes,
+    }
+}
+
+fn class_status(
+    ledger: &Ledger,
+    class: &str,
+    t: &ClassTally,
+    now_ms: u64,
+    (send_failures, lost, mailbox_up): (u64, u64, bool),
+) -> ClassStatus {
+    let oldest = ledger.oldest_age(class, now_ms);
+    let delivered = t.delivered.values().sum::<u64>();
+    let anything_yet = t.sent > 0 || delivered > 0 || !t.send_failures.is_empty();
+    let state = judge(Signals {
+        send_failures,
+        mailbox_up,
+        lost,
+        oldest_in_flight_age_s: oldest,
+        anything_yet,
+    });
+    ClassStatus {
+        class: class.to_string(),
+        state,
+        last_delay_seconds: t.last_delay_s,
+        last_delivery_timestamp: t.last_delivery_ms.map(|ms| ms as f64 / 1000.0),
+        oldest_in_flight_age_seconds: oldest,
+        in_flight: ledger.in_flight_count(class),
+        sent: t.sent,
+        delivered,
+        lost: t.lost,
+        bounced: t.bounced.values().sum(),
+        last_bounce: t.last_bounce.as_ref().map(|b| {
+            let diagnostic = b.diagnostic.as_deref().unwrap_or("no diagnostic");
+            format!("{} {}: {diagnostic} (canary {})", b.action, b.status, b.id)
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> Signals {
+        Signals {
+            mailbox_up: true,
+            anything_yet: true,
+            ..Signals::default()
+        }
+    }
+
+    #[test]
+    fn states_are_judged_worst_first() {
+        assert_eq!(judge(ok()), ClassState::Ok);
+        assert_eq!(
+            judge(Signals {
+                anything_yet: false,
+                ..ok()
+            }),
+            ClassState::Unknown
+        );
+        let late = Signals {
+            oldest_in_flight_age_s: 901.0,
+            ..ok()
+        };
+        assert_eq!(judge(late), ClassState::Late);
+        assert_eq!(
+            judge(Signals {
+                oldest_in_flight_age_s: 900.0,
+                ..ok()
+            }),
+            ClassState::Ok
+        );
+        let lost = Signals { lost: 1, ..late };
+        assert_eq!(judge(lost), ClassState::Lost);
+        let down = Signals {
+            mailbox_up: false,
+            ..lost
+        };
+        assert_eq!(judge(down), ClassState::MailboxDown);
+        assert_eq!(
+            judge(Signals {
+                send_failures: 2,
+                ..down
+            }),
+            ClassState::SendFailing
+        );
+        // Before the first check the mailbox is not known to be down.
+        let fresh = Signals {
+            mailbox_up: false,
+            anything_yet: false,
+            ..ok()
+        };
+        assert_eq!(judge(fresh), ClassState::Unknown);
+    }
+
+    #[test]
+    fn states_serialise_as_their_words() {
+        for state in [
+            ClassState::SendFailing,
+            ClassState::MailboxDown,
+            ClassState::Lost,
+            ClassState::Late,
+            ClassState::Ok,
+            ClassState::Unknown,
+        ] {
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+        }
+    }
+}
