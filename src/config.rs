@@ -108,6 +108,9 @@ pub struct ProbeConfig {
     pub jitter: Duration,
     /// After this long a canary is counted lost.
     pub lost_after: Duration,
+    /// After this long in flight a canary makes its class `late` on the status page and in
+    /// `/api/status` (default 15 min, the `MailDeliveryDelayed` alert's threshold).
+    pub late_after: Duration,
     /// Classes sent each interval.
     pub classes: Vec<ClassConfig>,
     /// Submission side.
@@ -385,6 +388,7 @@ pub enum Cleanup {
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_LOST_AFTER: Duration = Duration::from_secs(2 * 3600);
+const DEFAULT_LATE_AFTER: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const DEFAULT_POLL: Duration = Duration::from_secs(10);
 const DEFAULT_JITTER: Duration = Duration::from_secs(3);

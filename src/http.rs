@@ -5,7 +5,6 @@
 //! client may take to send its request head, and stops on shutdown.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +23,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
+use crate::pages;
 use crate::clock;
 use crate::probe::Probe;
 use crate::state::Store;
@@ -184,7 +184,7 @@ pub fn respond<B>(req: &Request<B>, state: &WebState) -> Response<Full<Bytes>> {
         "/" => text(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            status_page(&state.probes, clock::now_ms()),
+            pages::overview(&state.probes, clock::now_ms()),
         ),
         "/api/status" => {
             let agent = state.probes.first().map_or("", |p| p.agent());
@@ -192,7 +192,13 @@ pub fn respond<B>(req: &Request<B>, state: &WebState) -> Response<Full<Bytes>> {
             let body = serde_json::to_string(&status).expect("status serialises");
             text(StatusCode::OK, "application/json", body)
         }
-        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        path => match path
+            .strip_prefix("/probe/")
+            .and_then(|name| pages::probe(&state.probes, name, clock::now_ms()))
+        {
+            Some(page) => text(StatusCode::OK, "text/html; charset=utf-8", page),
+            None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        },
     }
 }
 
@@ -202,54 +208,6 @@ fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<B
         .header(CONTENT_TYPE, content_type)
         .body(Full::new(Bytes::from(body)))
         .expect("static response parts are valid")
-}
-
-/// The status page: per probe and class its state (a colour and a word, so it reads in a text
-/// browser and for a colour-blind reader too) and the figures behind it, from the same
-/// [`crate::overview`] as `/api/status`.
-fn status_page(probes: &[Arc<Probe>], now_ms: u64) -> String {
-    let agent = probes.first().map_or("", |p| p.agent());
-    let status = crate::overview::status(agent, probes, now_ms);
-    let mut page = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>mailcanary</title>\
-         <style>td,th{padding:2px 8px}.ok{background:#cfc}.late{background:#fe9}\
-         .lost,.send_failing,.mailbox_down{background:#f99}.unknown{background:#ddd}</style>\
-         </head><body><h1>mailcanary</h1><p><a href=\"/metrics\">metrics</a> · \
-         <a href=\"/api/status\">status as JSON</a></p><table border=\"1\">\
-         <tr><th>probe</th><th>class</th><th>state</th><th>in flight</th>\
-         <th>oldest in flight (s)</th><th>last delay (s)</th><th>sent</th><th>delivered</th>\
-         <th>lost</th><th>bounced</th><th>last bounce or delay notice</th></tr>",
-    );
-    for probe in &status.probes {
-        let name = escape(&probe.name);
-        for c in &probe.classes {
-            let state = c.state.as_str();
-            let _ = write!(
-                page,
-                "<tr><td>{name}</td><td>{}</td><td class=\"{state}\">{state}</td>\
-                 <td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td>{}</td></tr>",
-                escape(&c.class),
-                c.in_flight,
-                c.oldest_in_flight_age_seconds,
-                c.last_delay_seconds
-                    .map_or("-".to_string(), |d| format!("{d:.3}")),
-                c.sent,
-                c.delivered,
-                c.lost,
-                c.bounced,
-                c.last_bounce.as_deref().map_or("-".to_string(), escape),
-            );
-        }
-    }
-    page.push_str("</table></body></html>\n");
-    page
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ pub mod mailbox;
 pub mod metrics;
 pub(crate) mod oauth2;
 pub mod overview;
+pub(crate) mod pages;
 pub(crate) mod probe;
 pub(crate) mod send;
 pub mod setup;

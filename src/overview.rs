@@ -5,8 +5,8 @@
 //!
 //! The state is judged from the books and from what the probe remembers as going wrong right
 //! now (failed submissions since the last accepted one, losses since the last on-time
-//! delivery); `late` uses the threshold of the `MailDeliveryDelayed` alert, so the page and the
-//! pager agree on what late means.
+//! delivery); `late` is the probe's `late_after` (default 15 min, the threshold of the
+//! `MailDeliveryDelayed` alert, so the page and the pager agree on what late means).
 
 use std::sync::Arc;
 
@@ -14,10 +14,6 @@ use serde::Serialize;
 
 use crate::ledger::{ClassTally, Ledger};
 use crate::probe::Probe;
-
-/// An in-flight canary older than this makes its class `late` (the `MailDeliveryDelayed`
-/// alert's threshold, `alerts/mailcanary.rules.yml`).
-pub const LATE_AFTER_S: f64 = 900.0;
 
 /// How a probe's class is doing, worst first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -29,7 +25,7 @@ pub enum ClassState {
     MailboxDown,
     /// Canaries were counted lost since the last one arrived in time.
     Lost,
-    /// A canary in flight is older than [`LATE_AFTER_S`].
+    /// A canary in flight is older than the probe's `late_after`.
     Late,
     /// Nothing wrong.
     Ok,
@@ -62,6 +58,8 @@ pub struct Signals {
     pub lost: u64,
     /// Age of the oldest canary in flight, seconds (0 with none).
     pub oldest_in_flight_age_s: f64,
+    /// The probe's `late_after`, seconds.
+    pub late_after_s: f64,
     /// Whether anything was sent, failed or delivered yet.
     pub anything_yet: bool,
 }
@@ -74,7 +72,7 @@ pub fn judge(signals: Signals) -> ClassState {
         ClassState::MailboxDown
     } else if signals.lost > 0 {
         ClassState::Lost
-    } else if signals.oldest_in_flight_age_s > LATE_AFTER_S {
+    } else if signals.oldest_in_flight_age_s > signals.late_after_s {
         ClassState::Late
     } else if !signals.anything_yet {
         ClassState::Unknown
@@ -152,7 +150,9 @@ fn probe_status(probe: &Probe, now_ms: u64) -> ProbeStatus {
             .iter()
             .map(|(class, t)| {
                 let (send_failures, lost) = probe.troubles(class);
-                class_status(ledger, class, t, now_ms, (send_failures, lost, mailbox_up))
+                let troubles = (send_failures, lost, mailbox_up);
+                let late_after_s = probe.config().late_after.as_secs_f64();
+                class_status(ledger, class, t, now_ms, troubles, late_after_s)
             })
             .collect()
     });
@@ -170,6 +170,7 @@ fn class_status(
     t: &ClassTally,
     now_ms: u64,
     (send_failures, lost, mailbox_up): (u64, u64, bool),
+    late_after_s: f64,
 ) -> ClassStatus {
     let oldest = ledger.oldest_age(class, now_ms);
     let delivered = t.delivered.values().sum::<u64>();
@@ -179,6 +180,7 @@ fn class_status(
         mailbox_up,
         lost,
         oldest_in_flight_age_s: oldest,
+        late_after_s,
         anything_yet,
     });
     ClassStatus {
@@ -207,6 +209,7 @@ mod tests {
         Signals {
             mailbox_up: true,
             anything_yet: true,
+            late_after_s: 900.0,
             ..Signals::default()
         }
     }

@@ -57,6 +57,7 @@ pub struct RawDefaults {
     pub interval: Option<Spanned<String>>,
     pub jitter: Option<Spanned<String>>,
     pub lost_after: Option<Spanned<String>>,
+    pub late_after: Option<Spanned<String>>,
     pub classes: Option<Spanned<Vec<String>>>,
     pub smtp: Option<RawEndpoint>,
     pub mailbox: Option<RawMailbox>,
@@ -73,6 +74,7 @@ pub struct RawProbe {
     pub interval: Option<Spanned<String>>,
     pub jitter: Option<Spanned<String>>,
     pub lost_after: Option<Spanned<String>>,
+    pub late_after: Option<Spanned<String>>,
     pub classes: Option<Spanned<Vec<String>>>,
     pub smtp: Option<RawEndpoint>,
     pub mailbox: Option<RawMailbox>,
@@ -230,7 +232,7 @@ impl RawMailbox {
 impl RawProbe {
     /// This probe with every key it leaves unset taken from `[defaults]`.
     pub fn with_defaults(mut self, d: &RawDefaults) -> RawProbe {
-        inherit!(self, d, interval, jitter, lost_after, classes);
+        inherit!(self, d, interval, jitter, lost_after, late_after, classes);
         self.smtp = match (self.smtp, &d.smtp) {
             (Some(p), Some(d)) => Some(p.inherit(d)),
             (p, d) => p.or_else(|| d.clone()),

@@ -151,6 +151,10 @@ impl Context<'_> {
             Some(v) => self.duration(v, &format!("{key}.lost_after"))?,
             None => DEFAULT_LOST_AFTER,
         };
+        let late_after = match &raw.late_after {
+            Some(v) => self.duration(v, &format!("{key}.late_after"))?,
+            None => DEFAULT_LATE_AFTER,
+        };
         let classes = self.classes(raw.classes.as_ref(), &format!("{key}.classes"), custom)?;
         let jitter = match &raw.jitter {
             Some(v) => self.duration_or_zero(v, &format!("{key}.jitter"))?,
@@ -171,6 +175,7 @@ impl Context<'_> {
             interval,
             jitter,
             lost_after,
+            late_after,
             classes,
             smtp,
             mailbox,

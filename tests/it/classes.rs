@@ -27,10 +27,11 @@ fn bulk_held_by_the_provider_ages_while_other_classes_flow() {
     stack.ctl("rule", &["add", "/^List-Unsubscribe:/ HOLD"]);
     let user = "box02@example.test";
     empty_mailbox(stack, user);
-    let work = Workdir::new(
-        "it-classes",
+    let section = with_probe_keys(
         &probe_section(stack, "triage", user, "MC_PROBE1_PASSWORD"),
+        "late_after = \"1s\"",
     );
+    let work = Workdir::new("it-classes", &section);
     let daemon = work.daemon(stack);
     let s = |name: &str, class: &str| class_series(name, "triage", class);
     for class in ["interpersonal", "transactional"] {
@@ -70,6 +71,7 @@ fn bulk_held_by_the_provider_ages_while_other_classes_flow() {
         metric(&later, &in_folder("triage", "bulk", "INBOX")),
         Some(0.0)
     );
+    held_bulk_on_the_pages(stack, &daemon);
 
     stack.ctl("rule", &["clear"]);
     stack.ctl("release", &[]);
@@ -88,6 +90,49 @@ fn bulk_held_by_the_provider_ages_while_other_classes_flow() {
             "{class} ({delay}) was not held like bulk ({bulk_delay})"
         );
     }
+}
+
+/// The overview and the probe's page, in a real browser: bulk (held, older than `late_after`)
+/// is late with its age, the other classes ok, and the held canary is listed in flight with
+/// the queue id Postfix held it under.
+fn held_bulk_on_the_pages(stack: &Stack, daemon: &Daemon) {
+    let overview = in_chromium(&format!("http://127.0.0.1:{}/", daemon.port), "overview");
+    let bulk = rows_with(&overview, ">bulk<");
+    assert_eq!(bulk.len(), 1, "{overview}");
+    assert!(
+        bulk[0].contains("<td class=\"late\">late</td>"),
+        "{}",
+        bulk[0]
+    );
+    for class in ["interpersonal", "transactional"] {
+        let row = rows_with(&overview, &format!(">{class}<"));
+        assert!(row[0].contains("<td class=\"ok\">ok</td>"), "{}", row[0]);
+    }
+    let page = in_chromium(
+        &format!("http://127.0.0.1:{}/probe/triage", daemon.port),
+        "probe",
+    );
+    let in_flight = page
+        .split("id=\"in-flight\"")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .expect("the in-flight table");
+    let held = rows_with(in_flight, ">bulk<");
+    assert_eq!(held.len(), 1, "{in_flight}");
+    let cells: Vec<&str> = held[0]
+        .split("<td>")
+        .skip(1)
+        .map(|c| c.split("</td>").next().unwrap_or(c))
+        .collect();
+    let (age, queue_id) = (cells[3], cells[4]);
+    assert!(age.parse::<f64>().expect("an age") >= 1.0, "{held:?}");
+    let postfix = std::fs::read_to_string(stack.get("MAILSTACK_POSTFIX_LOG")).unwrap();
+    assert!(
+        postfix.contains(&format!("{queue_id}: hold:")),
+        "queue id {queue_id:?} is not the one Postfix held"
+    );
+    let deliveries = page.split("id=\"deliveries\"").nth(1).expect("deliveries");
+    assert_eq!(rows_with(deliveries, ">INBOX<").len(), 2, "{deliveries}");
 }
 
 #[test]

@@ -602,3 +602,45 @@ pub fn output_text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// The DOM of `url` as headless Chromium (Debian's `chromium`) renders it, after keeping a
+/// screenshot of it as a test artefact, `target/it-pages/NAME.png`. Bounded: each Chromium run
+/// is killed after 60 s.
+pub fn in_chromium(url: &str, name: &str) -> String {
+    let pages = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/it-pages");
+    std::fs::create_dir_all(&pages).expect("target/it-pages");
+    let profile = tempfile::tempdir().expect("a Chromium profile directory");
+    let run = |extra: &[String]| {
+        let out = Command::new("timeout")
+            .args([
+                "60",
+                "chromium",
+                "--headless",
+                "--disable-gpu",
+                "--window-size=1400,900",
+            ])
+            // Tests run as root, where Chromium's sandbox refuses to start.
+            .arg("--no-sandbox")
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("run chromium (installed by scripts/mailstack install --all)");
+        assert!(out.status.success(), "chromium: {}", output_text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shot = pages.join(format!("{name}.png"));
+    let _ = std::fs::remove_file(&shot);
+    run(&[format!("--screenshot={}", shot.display())]);
+    assert!(shot.exists(), "no screenshot at {}", shot.display());
+    run(&["--dump-dom".to_string()])
+}
+
+/// The rows (`<tr>…</tr>`) of an HTML document that contain `needle`.
+pub fn rows_with<'a>(html: &'a str, needle: &str) -> Vec<&'a str> {
+    html.split("<tr>")
+        .skip(1)
+        .map(|r| r.split("</tr>").next().unwrap_or(r))
+        .filter(|r| r.contains(needle))
+        .collect()
+}

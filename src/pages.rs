@@ -1,0 +1,156 @@
+//! The status pages: `/`, every probe × class with its state (from [`crate::overview`], as
+//! `/api/status`), and `/probe/NAME`, the canaries in flight with their queue ids and the recent
+//! deliveries with their delays.
+//!
+//! Plain HTML written on the server, no script and no external asset: it renders offline, in
+//! a locked-down browser and in a screenshot. Everything that came from a server or a mailbox
+//! (a bounce's diagnostic, a folder name) is escaped, and so is everything else, by habit.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use crate::overview::{self, ProbeStatus};
+use crate::probe::Probe;
+
+/// Deliveries listed on a probe's page, newest first.
+const RECENT_SHOWN: usize = 32;
+
+const HEAD: &str = "<!doctype html><html><head><meta charset=\"utf-8\"><title>mailcanary</title>\
+     <style>body{font-family:sans-serif}td,th{padding:2px 8px}.ok{background:#cfc}\
+     .late{background:#fe9}.lost,.send_failing,.mailbox_down{background:#f99}\
+     .unknown{background:#ddd}</style></head><body>";
+
+/// `/`: a row per probe × class with its state as a colour and a word.
+pub fn overview(probes: &[Arc<Probe>], now_ms: u64) -> String {
+    let agent = probes.first().map_or("", |p| p.agent());
+    let status = overview::status(agent, probes, now_ms);
+    let mut page = format!(
+        "{HEAD}<h1>mailcanary {}</h1><p><a href=\"/metrics\">metrics</a> · \
+         <a href=\"/api/status\">status as JSON</a></p>",
+        escape(agent)
+    );
+    page.push_str(
+        "<table border=\"1\"><tr><th>probe</th><th>class</th><th>state</th><th>in flight</th>\
+         <th>oldest in flight (s)</th><th>last delay (s)</th><th>sent</th><th>delivered</th>\
+         <th>lost</th><th>bounced</th><th>last bounce or delay notice</th></tr>",
+    );
+    for probe in &status.probes {
+        class_rows(&mut page, probe);
+    }
+    page.push_str("</table></body></html>\n");
+    page
+}
+
+fn class_rows(page: &mut String, probe: &ProbeStatus) {
+    let name = escape(&probe.name);
+    for c in &probe.classes {
+        let state = c.state.as_str();
+        let _ = write!(
+            page,
+            "<tr><td><a href=\"/probe/{name}\">{name}</a></td><td>{}</td>\
+             <td class=\"{state}\">{state}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&c.class),
+            c.in_flight,
+            c.oldest_in_flight_age_seconds,
+            c.last_delay_seconds
+                .map_or("-".to_string(), |d| format!("{d:.3}")),
+            c.sent,
+            c.delivered,
+            c.lost,
+            c.bounced,
+            c.last_bounce.as_deref().map_or("-".to_string(), escape),
+        );
+    }
+}
+
+/// `/probe/NAME`: its classes' states, the canaries in flight and the recent deliveries;
+/// `None` for a probe that is not configured.
+pub fn probe(probes: &[Arc<Probe>], name: &str, now_ms: u64) -> Option<String> {
+    let probe = probes.iter().find(|p| p.config().name == name)?;
+    let status = overview::status(probe.agent(), std::slice::from_ref(probe), now_ms);
+    let mut page = format!(
+        "{HEAD}<h1>probe {}</h1><p><a href=\"/\">all probes</a> · mailbox {} {}</p>\
+         <table border=\"1\"><tr><th>probe</th><th>class</th><th>state</th><th>in flight</th>\
+         <th>oldest in flight (s)</th><th>last delay (s)</th><th>sent</th><th>delivered</th>\
+         <th>lost</th><th>bounced</th><th>last bounce or delay notice</th></tr>",
+        escape(name),
+        escape(status.probes[0].protocol),
+        if status.probes[0].mailbox_up { "up" } else { "down" },
+    );
+    class_rows(&mut page, &status.probes[0]);
+    page.push_str("</table>");
+    probe.read_ledger(|ledger| {
+        page.push_str(
+            "<h2>In flight</h2><table border=\"1\" id=\"in-flight\"><tr><th>canary</th>\
+             <th>class</th><th>seq</th><th>age (s)</th><th>queue id</th></tr>",
+        );
+        let mut in_flight: Vec<_> = ledger.in_flight().values().collect();
+        in_flight.sort_by_key(|c| c.sent_ms);
+        for c in in_flight {
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
+                escape(&c.id),
+                escape(&c.class),
+                c.seq,
+                now_ms.saturating_sub(c.sent_ms) as f64 / 1000.0,
+                escape(c.queue_id.as_deref().unwrap_or("-")),
+            );
+        }
+        page.push_str(
+            "</table><h2>Recent deliveries</h2><table border=\"1\" id=\"deliveries\"><tr>\
+             <th>canary</th><th>class</th><th>folder</th><th>delivery delay (s)</th>\
+             <th>server delay (s)</th></tr>",
+        );
+        let mut seen: Vec<_> = ledger.seen.iter().collect();
+        seen.sort_by_key(|(_, s)| std::cmp::Reverse(s.seen_ms));
+        for (id, s) in seen.into_iter().take(RECENT_SHOWN) {
+            let folder = s.mail.rsplit_once('/').map_or(s.mail.as_str(), |(f, _)| f);
+            let delay = |at: u64| at.saturating_sub(s.sent_ms) as f64 / 1000.0;
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{}</td></tr>",
+                escape(id),
+                escape(&s.class),
+                escape(folder),
+                delay(s.seen_ms),
+                s.server_ms.map_or("-".to_string(), |ms| format!("{:.3}", delay(ms))),
+            );
+        }
+        page.push_str("</table>");
+    });
+    page.push_str("</body></html>\n");
+    Some(page)
+}
+
+/// Text for HTML: the markup characters and quotes as entities, control characters as
+/// spaces (a server's reply may carry any byte).
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markup_quotes_and_control_characters_render_as_text() {
+        assert_eq!(
+            escape("<script>alert(\"x\")</script>&'\u{7}\r\n"),
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#39;   "
+        );
+    }
+}
