@@ -23,8 +23,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
-use crate::pages;
 use crate::clock;
+use crate::pages;
 use crate::probe::Probe;
 use crate::state::Store;
 use crate::web_config::{Verdict, WebConfig};

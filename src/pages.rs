@@ -76,7 +76,11 @@ pub fn probe(probes: &[Arc<Probe>], name: &str, now_ms: u64) -> Option<String> {
          <th>lost</th><th>bounced</th><th>last bounce or delay notice</th></tr>",
         escape(name),
         escape(status.probes[0].protocol),
-        if status.probes[0].mailbox_up { "up" } else { "down" },
+        if status.probes[0].mailbox_up {
+            "up"
+        } else {
+            "down"
+        },
     );
     class_rows(&mut page, &status.probes[0]);
     page.push_str("</table>");
@@ -115,7 +119,8 @@ pub fn probe(probes: &[Arc<Probe>], name: &str, now_ms: u64) -> Option<String> {
                 escape(&s.class),
                 escape(folder),
                 delay(s.seen_ms),
-                s.server_ms.map_or("-".to_string(), |ms| format!("{:.3}", delay(ms))),
+                s.server_ms
+                    .map_or("-".to_string(), |ms| format!("{:.3}", delay(ms))),
             );
         }
         page.push_str("</table>");
