@@ -1,6 +1,6 @@
 //! The status pages: `/`, every probe × class with its state (from [`crate::overview`], as
-//! `/api/status`), and `/probe/NAME`, the canaries in flight with their queue ids and the recent
-//! deliveries with their delays.
+//! `/api/status`), and `/probe/NAME`, how long the last look's steps took, the canaries in
+//! flight with their queue ids and the recent deliveries with their delays.
 //!
 //! Plain HTML written on the server, no script and no external asset: it renders offline, in
 //! a locked-down browser and in a screenshot. Everything that came from a server or a mailbox
@@ -83,7 +83,19 @@ pub fn probe(probes: &[Arc<Probe>], name: &str, now_ms: u64) -> Option<String> {
         },
     );
     class_rows(&mut page, &status.probes[0]);
-    page.push_str("</table>");
+    page.push_str("</table><h2>Last look at the mailbox</h2><table border=\"1\" id=\"steps\"><tr>");
+    let steps = probe.mailbox_steps();
+    for step in crate::mailbox::Step::ALL {
+        let _ = write!(page, "<th>{} (ms)</th>", step.as_str());
+    }
+    page.push_str("</tr><tr>");
+    for step in crate::mailbox::Step::ALL {
+        let took = steps.get(step).map_or("-".to_string(), |d| {
+            format!("{:.1}", d.as_secs_f64() * 1000.0)
+        });
+        let _ = write!(page, "<td>{took}</td>");
+    }
+    page.push_str("</tr></table>");
     probe.read_ledger(|ledger| {
         page.push_str(
             "<h2>In flight</h2><table border=\"1\" id=\"in-flight\"><tr><th>canary</th>\

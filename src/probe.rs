@@ -127,6 +127,8 @@ pub struct Probe {
     mailbox_up: AtomicBool,
     /// Per class, what went wrong since it last went right (in memory: for the log only).
     trouble: Mutex<std::collections::BTreeMap<String, Trouble>>,
+    /// How long the steps of the last look at the mailbox took (in memory).
+    steps: Mutex<mailbox::Steps>,
 }
 
 impl Probe {
@@ -158,6 +160,7 @@ impl Probe {
             store,
             mailbox_up: AtomicBool::new(false),
             trouble: Mutex::default(),
+            steps: Mutex::default(),
         })
     }
 
@@ -321,8 +324,9 @@ impl Probe {
                 Ok(id)
             }
             Err(e) => {
-                self.record(|l| ((), l.send_failed(&id, e.stage))).await;
+                // Before the books show the failure: the status page judges from both.
                 self.trouble(class.name(), |t| t.send_failures += 1);
+                self.record(|l| ((), l.send_failed(&id, e.stage))).await;
                 tracing::warn!(
                     probe = %self.config.name, class = %class.name(), stage = e.stage.as_str(),
                     error = %e.message, "canary not sent"
@@ -567,6 +571,19 @@ impl Probe {
     /// but not a server error of any stage.
     pub fn mailbox_faulted(&self) {
         self.mailbox_up.store(false, Ordering::Relaxed);
+    }
+
+    /// How long the steps of the last look at this probe's mailbox took.
+    pub fn mailbox_steps(&self) -> mailbox::Steps {
+        *self.steps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes the steps a look at this probe's mailbox measured.
+    pub fn looked(&self, steps: mailbox::Steps) {
+        self.steps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(&steps);
     }
 
     /// Records the outcome of a mailbox check (logged by the watcher, once per mailbox).

@@ -133,6 +133,10 @@ impl Watcher {
             }
             Err(panic) => self.recover("look", panic).await,
         }
+        let steps = self.mailbox.steps();
+        for probe in self.receivers() {
+            probe.looked(steps);
+        }
         // All probes at once: their writes reach the store as one group commit, not one
         // commit per probe.
         let now = tokio::time::Instant::now();

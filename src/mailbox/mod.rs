@@ -38,6 +38,80 @@ impl fmt::Display for MailId {
 /// message's headers, which follow the bounce's own explanation.
 pub const BODY_WINDOW: usize = 16 * 1024;
 
+/// A step of a look at a mailbox, as `mailcanary_mailbox_step_duration_seconds` labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// TCP connection.
+    Connect,
+    /// TLS handshake (implicit, or after STARTTLS/STLS).
+    Tls,
+    /// The server's greeting.
+    Greeting,
+    /// Logging in (a token's fetch is not in it).
+    Login,
+    /// Finding and reading what is new.
+    Scan,
+    /// Removing or moving what was counted.
+    Cleanup,
+}
+
+impl Step {
+    /// Every step, in the order a look takes them.
+    pub const ALL: [Step; 6] = [
+        Step::Connect,
+        Step::Tls,
+        Step::Greeting,
+        Step::Login,
+        Step::Scan,
+        Step::Cleanup,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Connect => "connect",
+            Step::Tls => "tls",
+            Step::Greeting => "greeting",
+            Step::Login => "login",
+            Step::Scan => "scan",
+            Step::Cleanup => "cleanup",
+        }
+    }
+}
+
+/// The last measured duration of each [`Step`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Steps([Option<std::time::Duration>; 6]);
+
+impl Steps {
+    /// Notes that `step` took `took`.
+    pub fn record(&mut self, step: Step, took: std::time::Duration) {
+        self.0[step as usize] = Some(took);
+    }
+
+    /// Times `work` as `step`.
+    pub async fn time<T>(&mut self, step: Step, work: impl std::future::Future<Output = T>) -> T {
+        let start = tokio::time::Instant::now();
+        let out = work.await;
+        self.record(step, start.elapsed());
+        out
+    }
+
+    /// The last duration of `step`, if it was measured.
+    pub fn get(&self, step: Step) -> Option<std::time::Duration> {
+        self.0[step as usize]
+    }
+
+    /// Takes over what `newer` measured.
+    pub fn update(&mut self, newer: &Steps) {
+        for (mine, theirs) in self.0.iter_mut().zip(newer.0) {
+            if theirs.is_some() {
+                *mine = theirs;
+            }
+        }
+    }
+}
+
 /// How a mail says it is a canary: what the probe will parse and verify.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mark {
@@ -140,6 +214,12 @@ impl MailboxError {
 pub trait Mailbox: Send {
     /// Protocol name, the `protocol` label.
     fn protocol(&self) -> &'static str;
+
+    /// How long the steps of the last look took (`mailcanary_mailbox_step_duration_seconds`);
+    /// a step the look did not take (no new connection) keeps its last value.
+    fn steps(&self) -> Steps {
+        Steps::default()
+    }
 
     /// Connects if needed and returns the mails in the watched folders that carry a canary
     /// mark. Reads heads and at most [`crate::canary::BODY_TOKEN_WINDOW`] bytes of a body,

@@ -45,6 +45,7 @@ pub(super) struct At<'a> {
     pub(super) folders: &'a [String],
     pub(super) protocol: &'a str,
     pub(super) up: bool,
+    pub(super) steps: crate::mailbox::Steps,
     pub(super) ledger: &'a Ledger,
     pub(super) now_ms: u64,
 }
@@ -105,7 +106,7 @@ impl Family {
 }
 
 /// Every family, in exposition order.
-pub(super) const FAMILIES: [Family; 27] = [
+pub(super) const FAMILIES: [Family; 28] = [
     Family {
         name: "mailcanary_build_info",
         kind: Kind::Gauge,
@@ -255,6 +256,13 @@ pub(super) const FAMILIES: [Family; 27] = [
         series: Series::Probe(mailbox_up),
     },
     Family {
+        name: "mailcanary_mailbox_step_duration_seconds",
+        kind: Kind::Gauge,
+        help: "How long each step of the last look at the mailbox took (connect, tls, greeting \
+               and login when that look opened a connection; scan; cleanup when it removed mail).",
+        series: Series::Probe(mailbox_steps),
+    },
+    Family {
         name: "mailcanary_mailbox_errors_total",
         kind: Kind::Counter,
         help: "Failed mailbox checks, by the stage that failed.",
@@ -334,6 +342,20 @@ fn bounced(t: &mut Text, at: &At<'_>) {
                 &[("probe", at.name), ("class", class), ("status", status)],
                 *n,
             );
+        }
+    }
+}
+
+/// Only the steps measured so far: a series appears with the first look that took its step.
+fn mailbox_steps(t: &mut Text, at: &At<'_>) {
+    for step in crate::mailbox::Step::ALL {
+        if let Some(took) = at.steps.get(step) {
+            let labels = [
+                ("probe", at.name),
+                ("protocol", at.protocol),
+                ("step", step.as_str()),
+            ];
+            t.gauge(&labels, took.as_secs_f64());
         }
     }
 }

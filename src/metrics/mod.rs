@@ -43,6 +43,10 @@ pub trait Books {
     fn protocol(&self) -> &str;
     /// Whether the last mailbox check succeeded.
     fn mailbox_up(&self) -> bool;
+    /// How long the steps of the last look at the mailbox took.
+    fn steps(&self) -> crate::mailbox::Steps {
+        crate::mailbox::Steps::default()
+    }
     /// Calls `read` with the books, locked for as long as it runs (keep it short: the probe's
     /// sender and watcher wait for the same lock).
     fn read(&self, read: &mut dyn FnMut(&Ledger));
@@ -101,6 +105,9 @@ impl Books for std::sync::Arc<Probe> {
     fn mailbox_up(&self) -> bool {
         Probe::mailbox_up(self)
     }
+    fn steps(&self) -> crate::mailbox::Steps {
+        self.mailbox_steps()
+    }
     fn read(&self, read: &mut dyn FnMut(&Ledger)) {
         self.read_ledger(|ledger| read(ledger));
     }
@@ -140,11 +147,12 @@ pub fn render<B: Books>(probes: &[B], agent: AgentFigures, now_ms: u64) -> Strin
 
 /// One family's series of one probe, its books locked meanwhile.
 fn write_probe(t: &mut Text, family: &families::Family, probe: &impl Books, now_ms: u64) {
-    let (name, folders, protocol, up) = (
+    let (name, folders, protocol, up, steps) = (
         probe.name(),
         probe.folders(),
         probe.protocol(),
         probe.mailbox_up(),
+        probe.steps(),
     );
     probe.read(&mut |ledger| {
         let at = At {
@@ -152,6 +160,7 @@ fn write_probe(t: &mut Text, family: &families::Family, probe: &impl Books, now_
             folders,
             protocol,
             up,
+            steps,
             ledger,
             now_ms,
         };

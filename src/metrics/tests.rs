@@ -37,6 +37,7 @@ fn families_keep_their_names_and_order() {
             "forged_total",
             "header_stripped_total",
             "mailbox_up",
+            "mailbox_step_duration_seconds",
             "mailbox_errors_total",
             "mails_skipped_total",
             "state_errors_total",

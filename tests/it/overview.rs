@@ -82,6 +82,19 @@ fn every_class_gets_one_state_from_the_books_in_the_json_and_on_the_page() {
             > 0.0
     );
     assert_eq!(ok_probe["classes"][0]["in_flight"], 0);
+    // How long the last look's steps took: a connection was opened, mail was read and removed.
+    let text = daemon.scrape();
+    for step in ["connect", "tls", "greeting", "login", "scan", "cleanup"] {
+        let series = format!(
+            "mailcanary_mailbox_step_duration_seconds{{probe=\"overview-ok\",protocol=\"imap\",step=\"{step}\"}}"
+        );
+        let took = metric(&text, &series).unwrap_or_else(|| panic!("no {series}"));
+        assert!(took > 0.0 && took < 10.0, "{series} = {took}");
+    }
+    let probe_page = http_get(daemon.port, "/probe/overview-ok")
+        .expect("probe page")
+        .1;
+    assert!(probe_page.contains("id=\"steps\"") && probe_page.contains("login (ms)"));
     // The page says the same, in words and colours.
     let page = http_get(daemon.port, "/").expect("page").1;
     assert_eq!(

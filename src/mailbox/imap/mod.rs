@@ -43,7 +43,7 @@ pub mod scan;
 
 use self::scan::{Fetched, ScanMemory};
 use super::tls::{self, MailStream};
-use super::{Arrival, Look, MailId, Mailbox, MailboxError, MailboxStage};
+use super::{Arrival, Look, MailId, Mailbox, MailboxError, MailboxStage, Step, Steps};
 use crate::clock;
 use crate::config::{Cleanup, Endpoint, ImapConfig, TlsMode, Watch};
 use crate::setup::SetupError;
@@ -68,6 +68,8 @@ pub struct ImapMailbox {
     reconnects: u32,
     /// When the folders after the first were last read (see [`ImapMailbox::scan_all`]).
     others_read_at: Option<tokio::time::Instant>,
+    /// How long the steps of the last look took.
+    steps: Steps,
 }
 
 /// A logged-in session and what the server can do.
@@ -99,38 +101,46 @@ impl ImapMailbox {
             pending: Look::default(),
             reconnects: 0,
             others_read_at: None,
+            steps: Steps::default(),
         })
     }
 
-    async fn connect(&self) -> Result<Connected, MailboxError> {
+    async fn connect(&mut self) -> Result<Connected, MailboxError> {
         let endpoint = &self.config.endpoint;
-        let tcp = tls::connect(endpoint).await?;
+        let steps = &mut self.steps;
+        let tcp = steps.time(Step::Connect, tls::connect(endpoint)).await?;
         let (client, sasl_ir) = match (endpoint.tls, &self.tls) {
             (TlsMode::Tls, Some(connector)) => {
-                let stream = tls::handshake(connector, endpoint, tcp).await?;
-                greeted(endpoint, Client::new(stream)).await?
+                let handshake = tls::handshake(connector, endpoint, tcp);
+                let stream = steps.time(Step::Tls, handshake).await?;
+                let greeting = greeted(endpoint, Client::new(stream));
+                steps.time(Step::Greeting, greeting).await?
             }
             (TlsMode::StartTls, Some(connector)) => {
-                let (mut client, sasl_ir) =
-                    greeted(endpoint, Client::new(MailStream::Plain(tcp))).await?;
-                bounded(endpoint, MailboxStage::Tls, "STARTTLS", async {
-                    client.run_command_and_check_ok("STARTTLS", None).await
-                })
-                .await?;
-                let MailStream::Plain(tcp) = client.into_inner() else {
-                    unreachable!("the stream is plain before STARTTLS")
+                let greeting = greeted(endpoint, Client::new(MailStream::Plain(tcp)));
+                let (mut client, sasl_ir) = steps.time(Step::Greeting, greeting).await?;
+                let start_tls = async {
+                    bounded(endpoint, MailboxStage::Tls, "STARTTLS", async {
+                        client.run_command_and_check_ok("STARTTLS", None).await
+                    })
+                    .await?;
+                    let MailStream::Plain(tcp) = client.into_inner() else {
+                        unreachable!("the stream is plain before STARTTLS")
+                    };
+                    tls::handshake(connector, endpoint, tcp).await
                 };
                 // RFC 3501: no second greeting after STARTTLS; SASL-IR as the first one said
                 // (at worst the token goes one round trip later, still inside TLS).
-                (
-                    Client::new(tls::handshake(connector, endpoint, tcp).await?),
-                    sasl_ir,
-                )
+                let stream = steps.time(Step::Tls, start_tls).await?;
+                (Client::new(stream), sasl_ir)
             }
-            _ => greeted(endpoint, Client::new(MailStream::Plain(tcp))).await?,
+            _ => {
+                let greeting = greeted(endpoint, Client::new(MailStream::Plain(tcp)));
+                steps.time(Step::Greeting, greeting).await?
+            }
         };
-        let mut session =
-            login::log_in(client, &self.config.credentials, endpoint, sasl_ir).await?;
+        let log_in = login::log_in(client, &self.config.credentials, endpoint, sasl_ir);
+        let mut session = steps.time(Step::Login, log_in).await?;
         let caps = bounded(
             endpoint,
             MailboxStage::Auth,
@@ -367,7 +377,7 @@ impl ImapMailbox {
         }
         self.reconnects -= 1;
         *conn = self.connect().await?;
-        let selected = select(conn, endpoint, folder).await?;
+        let selected = select(conn, &self.config.endpoint, folder).await?;
         Ok(selected.uid_validity.unwrap_or(0) == validity)
     }
 
@@ -429,12 +439,14 @@ impl Mailbox for ImapMailbox {
     async fn canaries(&mut self) -> Result<Look, MailboxError> {
         self.reconnects = RECONNECTS_PER_LOOK;
         let (mut conn, reused) = self.session().await?;
+        let start = tokio::time::Instant::now();
         let mut result = self.scan_all(&mut conn).await;
         if retry_fresh(&result, reused) {
             tracing::debug!("reused IMAP session failed; reconnecting once");
             conn = self.connect().await?;
             result = self.scan_all(&mut conn).await;
         }
+        self.steps.record(Step::Scan, start.elapsed());
         self.keep(conn, &result);
         result?;
         Ok(std::mem::take(&mut self.pending))
@@ -456,7 +468,16 @@ impl Mailbox for ImapMailbox {
 
     async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {
         let action = self.config.cleanup.clone();
-        self.apply(mails, &action).await
+        let start = tokio::time::Instant::now();
+        let result = self.apply(mails, &action).await;
+        if !mails.is_empty() {
+            self.steps.record(Step::Cleanup, start.elapsed());
+        }
+        result
+    }
+
+    fn steps(&self) -> Steps {
+        self.steps
     }
 
     async fn quarantine(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {

@@ -31,7 +31,7 @@ use self::clean::Action;
 pub use self::scan::FolderNameError;
 use self::scan::{Cache, Folder, Noticed, folder_dir};
 use self::watch::{WatchError, Watching};
-use super::{Look, MailId, Mailbox, MailboxError, MailboxStage};
+use super::{Look, MailId, Mailbox, MailboxError, MailboxStage, Step, Steps};
 use crate::config::{Cleanup, MaildirConfig};
 use crate::setup::{SetupError, chain};
 
@@ -46,6 +46,8 @@ pub struct MaildirMailbox {
     broken: Option<WatchError>,
     /// Whether the failure to watch was logged already: once is enough, rescans go on.
     watch_failed: bool,
+    /// How long the last look's scan and clean-up took.
+    steps: Steps,
 }
 
 impl MaildirMailbox {
@@ -91,6 +93,7 @@ impl MaildirMailbox {
             watching: None,
             broken: None,
             watch_failed: false,
+            steps: Steps::default(),
         })
     }
 
@@ -207,14 +210,24 @@ impl Mailbox for MaildirMailbox {
             let found = scan::scan(&folders, &mut cache, &noticed);
             (cache, found)
         });
-        let (cache, found) = joined(MailboxStage::Search, task.await)?;
+        let scanned = self.steps.time(Step::Scan, task).await;
+        let (cache, found) = joined(MailboxStage::Search, scanned)?;
         self.cache = cache;
         found
     }
 
+    fn steps(&self) -> Steps {
+        self.steps
+    }
+
     async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {
         let cleanup = self.config.cleanup.clone();
-        self.apply(mails, cleanup).await
+        let start = tokio::time::Instant::now();
+        let result = self.apply(mails, cleanup).await;
+        if !mails.is_empty() {
+            self.steps.record(Step::Cleanup, start.elapsed());
+        }
+        result
     }
 
     async fn quarantine(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {

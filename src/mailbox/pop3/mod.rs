@@ -46,7 +46,7 @@ use tokio_native_tls::TlsConnector;
 
 use self::proto::{Command, ProtoError, Reply, ReplyParser};
 use super::tls::{self, MailStream};
-use super::{Arrival, Look, MailId, Mailbox, MailboxError, MailboxStage, Mark};
+use super::{Arrival, Look, MailId, Mailbox, MailboxError, MailboxStage, Mark, Step, Steps};
 use crate::clock;
 use crate::config::{Cleanup, Credentials, Endpoint, Login, Pop3Config, TlsMode};
 use crate::mailbox::BODY_WINDOW;
@@ -72,6 +72,10 @@ pub struct Pop3Mailbox {
     /// Digests ([`uidl_key`]) of the UIDLs judged (canaries reported, other mail, mail
     /// skipped as unreadable) and still listed at the last look.
     judged: HashSet<u64>,
+    /// How long the last look's steps took, and the time spent opening sessions since the
+    /// look began (a look logs in from `&self` paths, hence the lock; never held over an
+    /// await).
+    steps: std::sync::Mutex<(Steps, Duration)>,
 }
 
 /// A logged-in session and the listing it was opened with: message numbers are only valid in
@@ -108,6 +112,7 @@ impl Pop3Mailbox {
             tls,
             session: None,
             judged: HashSet::new(),
+            steps: std::sync::Mutex::default(),
         })
     }
 
@@ -126,14 +131,26 @@ impl Pop3Mailbox {
     /// whether it was a token refused (see [`authenticate`]).
     async fn connect(&self) -> Result<Connection, (MailboxError, bool)> {
         let endpoint = &self.config.endpoint;
-        let mut conn = self.greeted().await.map_err(|e| (e, false))?;
+        let mut steps = Steps::default();
+        let begun = tokio::time::Instant::now();
+        let mut conn = self.greeted(&mut steps).await.map_err(|e| (e, false))?;
         if let (TlsMode::StartTls, Some(connector)) = (endpoint.tls, &self.tls) {
-            conn = start_tls(conn, connector).await.map_err(|e| (e, false))?;
+            let start_tls = start_tls(conn, connector);
+            conn = steps
+                .time(Step::Tls, start_tls)
+                .await
+                .map_err(|e| (e, false))?;
         }
-        let caps = capabilities(&mut conn, MailboxStage::Auth)
-            .await
-            .map_err(|e| (e, false))?;
-        authenticate(&mut conn, &self.config.credentials, caps.sasl_plain).await?;
+        let login = async {
+            let caps = capabilities(&mut conn, MailboxStage::Auth)
+                .await
+                .map_err(|e| (e, false))?;
+            authenticate(&mut conn, &self.config.credentials, caps.sasl_plain).await
+        };
+        steps.time(Step::Login, login).await?;
+        let mut kept = self.steps.lock().unwrap_or_else(|p| p.into_inner());
+        kept.0.update(&steps);
+        kept.1 += begun.elapsed();
         Ok(conn)
     }
 
@@ -153,15 +170,22 @@ impl Pop3Mailbox {
     }
 
     /// A connection whose greeting was `+OK`, on implicit TLS when so configured.
-    async fn greeted(&self) -> Result<Connection, MailboxError> {
+    async fn greeted(&self, steps: &mut Steps) -> Result<Connection, MailboxError> {
         let endpoint = &self.config.endpoint;
-        let tcp = tls::connect(endpoint).await?;
+        let tcp = steps.time(Step::Connect, tls::connect(endpoint)).await?;
         let stream = match (endpoint.tls, &self.tls) {
-            (TlsMode::Tls, Some(connector)) => tls::handshake(connector, endpoint, tcp).await?,
+            (TlsMode::Tls, Some(connector)) => {
+                let handshake = tls::handshake(connector, endpoint, tcp);
+                steps.time(Step::Tls, handshake).await?
+            }
             _ => MailStream::Plain(tcp),
         };
         let mut conn = Connection::new(stream, endpoint);
-        let greeting = conn.read(ReplyParser::single(), "the greeting").await?;
+        let greeting = steps.time(
+            Step::Greeting,
+            conn.read(ReplyParser::single(), "the greeting"),
+        );
+        let greeting = greeting.await?;
         conn.accepted(greeting, MailboxStage::Greeting, "the greeting")?;
         Ok(conn)
     }
@@ -291,6 +315,36 @@ fn skip(uid: &str, why: &str) {
     );
 }
 
+impl Pop3Mailbox {
+    /// `DELE`s the canaries among `mails` and ends the session with `QUIT`, which commits it.
+    async fn remove(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {
+        let wanted: Vec<&str> = match self.config.cleanup {
+            Cleanup::Delete => mails
+                .iter()
+                .filter(|m| m.folder == FOLDER)
+                .map(|m| m.key.as_str())
+                .collect(),
+            Cleanup::Keep | Cleanup::Move(_) => Vec::new(),
+        };
+        let Session { mut conn, numbers } = match self.session.take() {
+            Some(session) => session,
+            None if wanted.is_empty() => return Ok(()),
+            None => self.relisted().await?,
+        };
+        // UIDLs the listing does not hold were deleted by someone else meanwhile: nothing to do.
+        let targets: BTreeSet<u32> = wanted
+            .iter()
+            .filter_map(|k| numbers.get(*k))
+            .copied()
+            .collect();
+        for n in targets {
+            conn.simple(Command::Dele(n), MailboxStage::Cleanup).await?;
+        }
+        // Deleted mail leaves the judged set at the next look, which no longer lists it.
+        quit(conn, MailboxStage::Cleanup).await
+    }
+}
+
 #[async_trait]
 impl Mailbox for Pop3Mailbox {
     fn protocol(&self) -> &'static str {
@@ -300,7 +354,16 @@ impl Mailbox for Pop3Mailbox {
     async fn canaries(&mut self) -> Result<Look, MailboxError> {
         // A session left open by an earlier look would still show the maildrop as it was then.
         self.close().await;
-        self.scan().await
+        self.steps.lock().unwrap_or_else(|p| p.into_inner()).1 = Duration::ZERO;
+        let start = tokio::time::Instant::now();
+        let look = self.scan().await;
+        // The scan is what the look did besides opening sessions.
+        let mut kept = self.steps.lock().unwrap_or_else(|p| p.into_inner());
+        let opening = kept.1;
+        kept.0
+            .record(Step::Scan, start.elapsed().saturating_sub(opening));
+        drop(kept);
+        look
     }
 
     /// `pop3.1:ACCOUNT:` and the judged UIDL keys, sorted, as big-endian bytes in base64url:
@@ -332,31 +395,19 @@ impl Mailbox for Pop3Mailbox {
         }
     }
 
+    fn steps(&self) -> Steps {
+        self.steps.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
     async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {
-        let wanted: Vec<&str> = match self.config.cleanup {
-            Cleanup::Delete => mails
-                .iter()
-                .filter(|m| m.folder == FOLDER)
-                .map(|m| m.key.as_str())
-                .collect(),
-            Cleanup::Keep | Cleanup::Move(_) => Vec::new(),
-        };
-        let Session { mut conn, numbers } = match self.session.take() {
-            Some(session) => session,
-            None if wanted.is_empty() => return Ok(()),
-            None => self.relisted().await?,
-        };
-        // UIDLs the listing does not hold were deleted by someone else meanwhile: nothing to do.
-        let targets: BTreeSet<u32> = wanted
-            .iter()
-            .filter_map(|k| numbers.get(*k))
-            .copied()
-            .collect();
-        for n in targets {
-            conn.simple(Command::Dele(n), MailboxStage::Cleanup).await?;
+        let start = tokio::time::Instant::now();
+        let result = self.remove(mails).await;
+        if !mails.is_empty() {
+            let took = start.elapsed();
+            let mut kept = self.steps.lock().unwrap_or_else(|p| p.into_inner());
+            kept.0.record(Step::Cleanup, took);
         }
-        // Deleted mail leaves the judged set at the next look, which no longer lists it.
-        quit(conn, MailboxStage::Cleanup).await
+        result
     }
 
     async fn check_login(&mut self) -> Result<(), MailboxError> {
