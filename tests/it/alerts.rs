@@ -327,6 +327,64 @@ const MUTANTS: &[Mutant] = &[
         "(mailcanary_mailbox_up) == 0\n",
     ),
     mutant(
+        "MailboxLoginSlow",
+        "threshold 5 -> 4.99",
+        "_seconds{step=\"login\"}[10m]) > 5\n",
+        "_seconds{step=\"login\"}[10m]) > 4.99\n",
+    ),
+    mutant(
+        "MailboxLoginSlow",
+        "threshold removed",
+        "_seconds{step=\"login\"}[10m]) > 5\n",
+        "_seconds{step=\"login\"}[10m])\n",
+    ),
+    mutant(
+        "MailboxLoginSlow",
+        "window 10m -> 9m",
+        "avg_over_time(mailcanary_mailbox_step_duration_seconds{step=\"login\"}[10m])",
+        "avg_over_time(mailcanary_mailbox_step_duration_seconds{step=\"login\"}[9m])",
+    ),
+    mutant(
+        "MailboxLoginSlow",
+        "window 10m -> 11m",
+        "avg_over_time(mailcanary_mailbox_step_duration_seconds{step=\"login\"}[10m])",
+        "avg_over_time(mailcanary_mailbox_step_duration_seconds{step=\"login\"}[11m])",
+    ),
+    mutant(
+        "MailboxLoginSlow",
+        "for 10m -> 9m",
+        "[10m]) > 0\n          )\n        for: 10m\n",
+        "[10m]) > 0\n          )\n        for: 9m\n",
+    ),
+    mutant(
+        "MailboxLoginSlow",
+        "for removed",
+        "[10m]) > 0\n          )\n        for: 10m\n",
+        "[10m]) > 0\n          )\n",
+    ),
+    mutant(
+        "MailboxLoginSlow",
+        "guard (a login measured in the window) removed",
+        "            and\n            changes(mailcanary_mailbox_step_duration_seconds{step=\"login\"}[10m]) > 0\n",
+        "",
+    ),
+    // 12m still passes: the guard has to outlast `for:` by the 2 minutes the average of the
+    // quiet case takes to rise.
+    mutant(
+        "MailboxLoginSlow",
+        "guard window 10m -> 13m",
+        "changes(mailcanary_mailbox_step_duration_seconds{step=\"login\"}[10m])",
+        "changes(mailcanary_mailbox_step_duration_seconds{step=\"login\"}[13m])",
+    ),
+    mutant(
+        "MailboxLoginSlow",
+        "step filter removed",
+        "_seconds{step=\"login\"}[10m]) > 5\n            and\n            \
+         changes(mailcanary_mailbox_step_duration_seconds{step=\"login\"}[10m])",
+        "_seconds[10m]) > 5\n            and\n            \
+         changes(mailcanary_mailbox_step_duration_seconds[10m])",
+    ),
+    mutant(
         "MailLandingInJunk",
         "threshold removed",
         "{folder!=\"INBOX\"}[1h])) > 0",
