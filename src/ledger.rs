@@ -736,6 +736,14 @@ impl Ledger {
 
     /// Remembers `mail` as counted (a duplicate or a replay) and returns the writes for it.
     fn repeated_writes(&mut self, mail: &str, class: &str, now_ms: u64) -> Vec<Write> {
+        let mut writes = self.remember_counted(mail, now_ms);
+        writes.push(self.class_write(class));
+        writes
+    }
+
+    /// Remembers `mail` among the mails already counted (bounded, oldest forgotten first), so
+    /// reading it again counts nothing; returns the writes.
+    fn remember_counted(&mut self, mail: &str, now_ms: u64) -> Vec<Write> {
         self.repeated.insert(mail.to_string(), now_ms);
         let mut writes = vec![Write::Repeated(mail.to_string(), now_ms)];
         writes.extend(
@@ -743,7 +751,6 @@ impl Ledger {
                 .into_iter()
                 .map(Write::Unrepeated),
         );
-        writes.push(self.class_write(class));
         writes
     }
 

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Ledger, Write, trim_mails};
+use super::{Ledger, Write};
 use crate::bounce::{Action, Report};
 use crate::canary::Canary;
 
@@ -79,13 +79,7 @@ impl Ledger {
         if self.repeated.contains_key(mail) {
             return (Bounced::Nothing, Vec::new());
         }
-        self.repeated.insert(mail.to_string(), now_ms);
-        let mut writes = vec![Write::Repeated(mail.to_string(), now_ms)];
-        writes.extend(
-            trim_mails(&mut self.repeated)
-                .into_iter()
-                .map(Write::Unrepeated),
-        );
+        let mut writes = self.remember_counted(mail, now_ms);
         let in_flight = self.in_flight.contains_key(&canary.id);
         let outcome = match report.action {
             Action::Failed if in_flight => {
