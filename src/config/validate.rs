@@ -1,6 +1,9 @@
 //! From what the user wrote to what it means: defaults, durations, paths, secrets, and an
 //! error that names `file:line:column` and the key for everything that is wrong.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+
 use super::classes::Custom;
 use super::context::Context;
 use super::raw::{self, RawConfig, RawEndpoint, RawProbe, Spanned};
@@ -17,36 +20,40 @@ impl Context<'_> {
             return Err(self.error(None, "probe", "no [[probe]] is configured".into()));
         }
         let mut probes: Vec<ProbeConfig> = Vec::new();
+        let mut names = HashSet::new();
+        // Each mailbox watched so far (receiving or bounce mailbox alike): the first probe on it
+        // and the settings it wants. Keyed, so a thousand probes cost a thousand look-ups, not
+        // half a million comparisons (each computing two share keys).
+        let mut watched: HashMap<(String, Option<String>), (String, String)> = HashMap::new();
         for (i, spanned) in raw.probe.into_iter().enumerate() {
             let span = spanned.span();
             let probe = spanned.into_inner().with_defaults(&defaults);
             let p = self.probe(probe, &format!("probe[{i}]"), span, &custom, &mut warnings)?;
-            if probes.iter().any(|q| q.name == p.name) {
+            if !names.insert(p.name.clone()) {
                 let key = format!("probe[{i}].name");
                 return Err(self.error(None, &key, format!("duplicate probe name {:?}", p.name)));
             }
-            // Probes on one mailbox share one watcher (receiving or bounce mailbox alike), so
-            // they must want the same of it.
-            let earlier = probes.iter().chain(std::iter::once(&p));
-            let pairs = earlier.flat_map(|q| q.watched().map(move |m| (q, m)));
-            for (q, theirs) in pairs {
-                let clash = p.watched().find(|ours| {
-                    ours.share_key() == theirs.share_key()
-                        && ours.sharing_settings() != theirs.sharing_settings()
-                });
-                if let Some(ours) = clash {
-                    let key = format!("probe[{i}].mailbox");
-                    let msg = format!(
-                        "probes {:?} and {:?} watch the same mailbox ({} {}), which they share, \
-                         but configure it differently ({} vs {}); make these settings equal",
-                        q.name,
-                        p.name,
-                        ours.protocol(),
-                        ours.location(),
-                        theirs.sharing_settings(),
-                        ours.sharing_settings()
-                    );
-                    return Err(self.error(None, &key, msg));
+            // Probes on one mailbox share one watcher, so they must want the same of it.
+            for ours in p.watched() {
+                let settings = ours.sharing_settings();
+                match watched.entry(ours.share_key()) {
+                    Entry::Vacant(slot) => {
+                        slot.insert((p.name.clone(), settings));
+                    }
+                    Entry::Occupied(first) if first.get().1 != settings => {
+                        let (q, theirs) = first.get();
+                        let key = format!("probe[{i}].mailbox");
+                        let msg = format!(
+                            "probes {q:?} and {:?} watch the same mailbox ({} {}), which they \
+                             share, but configure it differently ({theirs} vs {settings}); make \
+                             these settings equal",
+                            p.name,
+                            ours.protocol(),
+                            ours.location(),
+                        );
+                        return Err(self.error(None, &key, msg));
+                    }
+                    Entry::Occupied(_) => {}
                 }
             }
             probes.push(p);
