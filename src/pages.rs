@@ -20,6 +20,11 @@ const HEAD: &str = "<!doctype html><html><head><meta charset=\"utf-8\"><title>ma
      .late{background:#fe9}.lost,.send_failing,.mailbox_down{background:#f99}\
      .unknown{background:#ddd}</style></head><body>";
 
+/// The table of probe × class rows ([`class_rows`]), opened with its header row.
+const CLASS_TABLE: &str = "<table border=\"1\"><tr><th>probe</th><th>class</th><th>state</th>\
+     <th>in flight</th><th>oldest in flight (s)</th><th>last delay (s)</th><th>sent</th>\
+     <th>delivered</th><th>lost</th><th>bounced</th><th>last bounce or delay notice</th></tr>";
+
 /// `/`: a row per probe × class with its state as a colour and a word.
 pub fn overview(probes: &[Arc<Probe>], now_ms: u64) -> String {
     let agent = probes.first().map_or("", |p| p.agent());
@@ -29,11 +34,7 @@ pub fn overview(probes: &[Arc<Probe>], now_ms: u64) -> String {
          <a href=\"/api/status\">status as JSON</a></p>",
         escape(agent)
     );
-    page.push_str(
-        "<table border=\"1\"><tr><th>probe</th><th>class</th><th>state</th><th>in flight</th>\
-         <th>oldest in flight (s)</th><th>last delay (s)</th><th>sent</th><th>delivered</th>\
-         <th>lost</th><th>bounced</th><th>last bounce or delay notice</th></tr>",
-    );
+    page.push_str(CLASS_TABLE);
     for probe in &status.probes {
         class_rows(&mut page, probe);
     }
@@ -70,10 +71,7 @@ pub fn probe(probes: &[Arc<Probe>], name: &str, now_ms: u64) -> Option<String> {
     let probe = probes.iter().find(|p| p.config().name == name)?;
     let status = overview::status(probe.agent(), std::slice::from_ref(probe), now_ms);
     let mut page = format!(
-        "{HEAD}<h1>probe {}</h1><p><a href=\"/\">all probes</a> · mailbox {} {}</p>\
-         <table border=\"1\"><tr><th>probe</th><th>class</th><th>state</th><th>in flight</th>\
-         <th>oldest in flight (s)</th><th>last delay (s)</th><th>sent</th><th>delivered</th>\
-         <th>lost</th><th>bounced</th><th>last bounce or delay notice</th></tr>",
+        "{HEAD}<h1>probe {}</h1><p><a href=\"/\">all probes</a> · mailbox {} {}</p>{CLASS_TABLE}",
         escape(name),
         escape(status.probes[0].protocol),
         if status.probes[0].mailbox_up {

@@ -4,6 +4,8 @@
 //! A bounce mail is counted once, like a duplicate: it is remembered among the probe's
 //! `repeated` mails, so reading it again (left in place, or after a restart) changes nothing.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::{Ledger, Write};
@@ -52,17 +54,13 @@ pub enum Bounced {
     Nothing,
 }
 
-/// The status label for `status` in a class that already counts `known` codes: the code, or
+/// The status label for `status` in a class that counts `counted` codes so far: the code, or
 /// [`UNKNOWN_STATUS`], or [`OTHER_STATUS`] once the class has [`STATUSES_PER_CLASS`] others.
-pub fn status_label<'a>(
-    status: Option<&'a str>,
-    mut known: impl Iterator<Item = &'a String>,
-    count: usize,
-) -> String {
+pub fn status_label(status: Option<&str>, counted: &BTreeMap<String, u64>) -> String {
     match status {
         None => UNKNOWN_STATUS.to_string(),
-        Some(s) if known.any(|k| k == s) => s.to_string(),
-        Some(_) if count >= STATUSES_PER_CLASS => OTHER_STATUS.to_string(),
+        Some(s) if counted.contains_key(s) => s.to_string(),
+        Some(_) if counted.len() >= STATUSES_PER_CLASS => OTHER_STATUS.to_string(),
         Some(s) => s.to_string(),
     }
 }
@@ -86,11 +84,7 @@ impl Ledger {
                 let ended = self.take_in_flight(&canary.id).expect("checked above");
                 writes.push(Write::Landed(canary.id.clone()));
                 let tally = self.tally(&canary.class);
-                let status = status_label(
-                    report.status.as_deref(),
-                    tally.bounced.keys(),
-                    tally.bounced.len(),
-                );
+                let status = status_label(report.status.as_deref(), &tally.bounced);
                 *tally.bounced.entry(status.clone()).or_default() += 1;
                 tally.last_bounce = Some(last(canary, report, &status, now_ms));
                 Bounced::Ended {
