@@ -288,16 +288,7 @@ fn param(value: &str, name: &str) -> Option<String> {
 
 /// One line of printable text, at most [`DIAGNOSTIC_MAX`] characters.
 fn clean(text: &str) -> String {
-    let flat: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let words: Vec<&str> = flat.split_whitespace().collect();
-    let joined = words.join(" ");
-    match joined.char_indices().nth(DIAGNOSTIC_MAX) {
-        Some((cut, _)) => format!("{}…", &joined[..cut]),
-        None => joined,
-    }
+    crate::text::printable(text, DIAGNOSTIC_MAX)
 }
 
 #[cfg(test)]

@@ -149,15 +149,9 @@ const BODY_LINE_MAX: usize = 200;
 /// The first non-empty line of an error body, shortened to [`BODY_LINE_MAX`] characters.
 fn first_line(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("");
-    match line.char_indices().nth(BODY_LINE_MAX) {
-        Some((cut, _)) => format!("{}…", &line[..cut]),
-        None => line.to_string(),
-    }
+    crate::text::first_line(&text).map_or(String::new(), |line| {
+        crate::text::printable(line, BODY_LINE_MAX)
+    })
 }
 
 /// Replaces this agent's group on a Pushgateway: `PUT <base>/metrics/job/mailcanary/instance/<agent>`.

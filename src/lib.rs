@@ -45,5 +45,6 @@ pub mod state;
 pub(crate) mod submissions;
 #[cfg(test)]
 mod testing;
+pub(crate) mod text;
 pub(crate) mod watch;
 pub(crate) mod web_config;

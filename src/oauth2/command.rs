@@ -64,16 +64,7 @@ pub(super) async fn run(argv: &[String]) -> Result<Issued, String> {
 /// `: <first non-empty line>` of standard error, printable and bounded, or nothing.
 fn first_line(err: &[u8]) -> String {
     let text = String::from_utf8_lossy(err);
-    let Some(line) = text.lines().map(str::trim).find(|l| !l.is_empty()) else {
-        return String::new();
-    };
-    let mut quoted: String = line
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_QUOTED)
-        .collect();
-    if line.chars().count() > MAX_QUOTED {
-        quoted.push('…');
-    }
-    format!(": {quoted}")
+    crate::text::first_line(&text).map_or(String::new(), |line| {
+        format!(": {}", crate::text::printable(line, MAX_QUOTED))
+    })
 }

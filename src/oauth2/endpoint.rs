@@ -124,16 +124,7 @@ fn oauth_error(answer: &serde_json::Value) -> String {
 
 /// Text from the endpoint for a message: printable characters only, at most [`MAX_QUOTED`].
 fn quoted(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_QUOTED)
-        .collect();
-    if text.chars().count() > MAX_QUOTED {
-        out.push('…');
-    }
-    out.trim().to_string()
+    crate::text::printable(&String::from_utf8_lossy(bytes), MAX_QUOTED)
 }
 
 fn read_refresh_token(file: &Path) -> Result<String, String> {
