@@ -10,6 +10,13 @@ use crate::clock;
 use crate::ledger::Bounced;
 use crate::mailbox::{Arrival, MailId};
 
+/// How a bounce mail is named among the mails the books counted. A mail's id (`folder/key`)
+/// is unique within one mailbox only, and a probe with `[probe.bounces]` reads two: without the
+/// prefix, the delay notice `INBOX/3` in the bounce mailbox made the canary `INBOX/3` in the
+/// receiving mailbox look counted already (seen in a fresh stack, where both boxes number their
+/// mail from 1).
+const BOUNCE_MAIL: &str = "bounce:";
+
 impl Probe {
     /// Accounts for `bounces` (arrivals whose mark is a bounce); returns the verified ones,
     /// to clean up.
@@ -33,7 +40,7 @@ impl Probe {
                 let outcomes: Vec<Bounced> = verified
                     .iter()
                     .map(|(a, canary, report)| {
-                        let mail = a.id.to_string();
+                        let mail = format!("{BOUNCE_MAIL}{}", a.id);
                         let (outcome, w) = l.bounced(canary, report, &mail, clock::now_ms());
                         writes.extend(w);
                         outcome
