@@ -3,12 +3,14 @@
 //! has the same identity share it: see [`crate::watch`]). Shared by `run` and `once`, so both
 //! keep the same books.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 
 use crate::clock;
 use crate::config::{self, Config};
+use crate::ledger::Ledger;
 use crate::mailbox::{self, Mailbox};
 use crate::metrics::{self, AgentFigures};
 use crate::probe::Probe;
@@ -36,6 +38,13 @@ pub struct Agent {
     /// One (not yet connected) mailbox per distinct mailbox identity, with the probes it
     /// serves, in config order of each mailbox's first probe.
     pub inboxes: Vec<Inbox>,
+    /// The books of every probe the store knows that no running probe holds: probes no longer
+    /// configured, and, during a reload, those of the probes just stopped. A reload that
+    /// brings a probe back (or keeps it) continues its books from here, never from zero.
+    unheld: BTreeMap<String, Ledger>,
+    /// One set of slots for every probe, so `run` and `once` alike bound the agent's
+    /// submissions in progress, not each probe's; kept across reloads.
+    submissions: Submissions,
     writer: std::thread::JoinHandle<()>,
     _lock: std::fs::File,
 }
@@ -66,31 +75,46 @@ fn inbox_of(
 }
 
 impl Agent {
-    /// Loads the signing key, opens the state store (taking its lock) and prepares every
-    /// probe with its books. Nothing connects yet.
+    /// Opens the state store (taking its lock) and prepares every probe of `config` with its
+    /// books ([`Agent::configure`]). Nothing connects yet.
     pub async fn open(config: &Config) -> Result<Agent> {
+        let opened = Store::open(&config.agent.state_dir)?;
+        let mut agent = Agent {
+            store: opened.store,
+            probes: Vec::new(),
+            inboxes: Vec::new(),
+            unheld: opened.ledgers,
+            submissions: Submissions::agent_wide(),
+            writer: opened.writer,
+            _lock: opened.lock,
+        };
+        agent.configure(config).await?;
+        Ok(agent)
+    }
+
+    /// Loads the signing key and prepares a probe for every `[[probe]]` of `config`, each
+    /// continuing the books held for its name, and the inboxes they watch. Nothing connects.
+    ///
+    /// All or nothing: everything that can fail (the key, a `ca_file`, a mailbox) is tried
+    /// before any books move, so on an error the agent is as it was and a reload can fall
+    /// back to the config that ran before.
+    pub async fn configure(&mut self, config: &Config) -> Result<()> {
         let key = config::load_signing_key(&config.agent.secret)
             .context("loading the canary signing key")?;
-        let opened = Store::open(&config.agent.state_dir)?;
-        let mut ledgers = opened.ledgers;
         let mut probes = Vec::with_capacity(config.probes.len());
         let mut inboxes: Vec<((String, Option<String>), Inbox)> = Vec::new();
-        // One set of slots for every probe, so `run` and `once` alike bound the agent's
-        // submissions in progress, not each probe's.
-        let submissions = Submissions::agent_wide();
         for probe in &config.probes {
             let inbox = inbox_of(&mut inboxes, probe, &probe.mailbox, "mailbox")?;
-            let ledger = ledgers.remove(&probe.name).unwrap_or_default();
+            let ledger = self.unheld.get(&probe.name).cloned().unwrap_or_default();
             let probe = Probe::new(
                 probe.clone(),
                 &config.agent.id,
                 key.clone(),
                 config.agent.forget_after,
                 ledger,
-                opened.store.clone(),
-                submissions.clone(),
+                self.store.clone(),
+                self.submissions.clone(),
             )?;
-            probe.open_books().await;
             let probe = Arc::new(probe);
             let inbox = &mut inboxes[inbox].1;
             inbox.probes.insert(inbox.receivers, Arc::clone(&probe));
@@ -109,27 +133,29 @@ impl Agent {
                 inbox.probes.push(Arc::clone(probe));
             }
         }
-        for (_, inbox) in inboxes.iter().filter(|(_, i)| i.receivers > 1) {
-            let names: Vec<&str> = inbox
-                .probes
-                .iter()
-                .map(|p| p.config().name.as_str())
-                .collect();
-            tracing::info!(
-                mailbox = %inbox.probes[0].config().mailbox.location(),
-                probes = %names.join(","), "probes share one mailbox watcher"
-            );
+        // Nothing failed: from here on the probes hold their books.
+        for probe in &probes {
+            self.unheld.remove(&probe.config().name);
+            probe.open_books().await;
         }
-        for name in ledgers.keys() {
+        log_sharing(&inboxes);
+        for name in self.unheld.keys() {
             tracing::info!(probe = %name, "the store has books of a probe no longer configured; kept, not reported");
         }
-        Ok(Agent {
-            store: opened.store,
-            probes,
-            inboxes: inboxes.into_iter().map(|(_, inbox)| inbox).collect(),
-            writer: opened.writer,
-            _lock: opened.lock,
-        })
+        self.probes = probes;
+        self.inboxes = inboxes.into_iter().map(|(_, inbox)| inbox).collect();
+        Ok(())
+    }
+
+    /// Takes the books back from the probes, once their loops have stopped (a reload): the
+    /// next [`Agent::configure`] continues them. The probes' queued writes were already
+    /// submitted, so the store and these books agree.
+    pub fn release_probes(&mut self) {
+        self.inboxes.clear();
+        for probe in std::mem::take(&mut self.probes) {
+            let ledger = probe.read_ledger(Ledger::clone);
+            self.unheld.insert(probe.config().name.clone(), ledger);
+        }
     }
 
     /// The probes, without their mailboxes.
@@ -154,5 +180,20 @@ impl Agent {
             ..
         } = self;
         store.stop(writer);
+    }
+}
+
+/// Logs each mailbox that several probes share, once.
+fn log_sharing(inboxes: &[((String, Option<String>), Inbox)]) {
+    for (_, inbox) in inboxes.iter().filter(|(_, i)| i.receivers > 1) {
+        let names: Vec<&str> = inbox
+            .probes
+            .iter()
+            .map(|p| p.config().name.as_str())
+            .collect();
+        tracing::info!(
+            mailbox = %inbox.probes[0].config().mailbox.location(),
+            probes = %names.join(","), "probes share one mailbox watcher"
+        );
     }
 }

@@ -50,6 +50,9 @@ pub enum Command {
         /// TLS and basic auth for the endpoints, in the Prometheus exporter-toolkit format.
         #[arg(long = "web.config.file")]
         web_config: Option<PathBuf>,
+        /// Serve POST /-/reload (reads the config again, as SIGHUP does).
+        #[arg(long = "web.enable-lifecycle")]
+        lifecycle: bool,
     },
     /// Send one canary per probe and class, collect arrivals, write metrics, exit (for cron).
     Once {

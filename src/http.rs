@@ -32,14 +32,28 @@ use crate::web_config::{Verdict, WebConfig};
 /// Content type of the Prometheus text format this agent emits.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Asks the daemon to read its config again; answered with what changed or why nothing did.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, String>>;
+
 /// What the endpoints read.
 pub struct WebState {
-    /// Rendered on `/metrics` and the status page.
-    pub probes: Vec<Arc<Probe>>,
+    /// Rendered on `/metrics` and the status page; replaced whole by a reload.
+    pub probes: std::sync::RwLock<Arc<[Arc<Probe>]>>,
     /// Its error count is rendered too.
     pub store: Store,
     /// Set once every probe task has started.
     pub ready: AtomicBool,
+    /// Where `POST /-/reload` asks for a reload; `None` unless the lifecycle API is enabled
+    /// (`--web.enable-lifecycle`, as Prometheus): anyone who can reach the port could
+    /// otherwise make the daemon stop and start its probes at will.
+    pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
+}
+
+impl WebState {
+    /// The probes now (a reload replaces the list, not the probes in it).
+    pub fn probes(&self) -> Arc<[Arc<Probe>]> {
+        Arc::clone(&self.probes.read().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// Serves until `shutdown` is cancelled, over TLS and behind basic auth when `web` says so.
@@ -116,7 +130,8 @@ where
         async move {
             let authorization = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
             Ok::<_, Infallible>(match web.authorize(authorization).await {
-                Verdict::Allowed => respond(&req, &state),
+                Verdict::Allowed if req.uri().path() == "/-/reload" => reload(&req, &state).await,
+                Verdict::Allowed => respond_off_the_runtime(&req, state).await,
                 Verdict::Denied => unauthorized(),
                 Verdict::Busy => busy(),
             })
@@ -157,6 +172,69 @@ fn busy() -> Response<Full<Bytes>> {
     response
 }
 
+/// `/-/reload`: with the lifecycle API enabled, a `POST` (or `PUT`) reloads the config and is
+/// answered once the reload is done: 200 with what changed, 500 with why nothing did.
+pub async fn reload<B>(req: &Request<B>, state: &WebState) -> Response<Full<Bytes>> {
+    let Some(requests) = &state.reload else {
+        return text(
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            "Lifecycle API is not enabled (start with --web.enable-lifecycle)\n".into(),
+        );
+    };
+    if req.method() != Method::POST && req.method() != Method::PUT {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only POST or PUT\n".into(),
+        );
+    }
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    if requests.send(answer).await.is_err() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "shutting down\n".into(),
+        );
+    }
+    match answered.await {
+        Ok(Ok(changes)) => text(StatusCode::OK, "text/plain", format!("{changes}\n")),
+        Ok(Err(e)) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("failed to reload config: {e}\n"),
+        ),
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "shutting down\n".into(),
+        ),
+    }
+}
+
+/// [`respond`] on the blocking pool: rendering 1,000 probes' metrics takes tens of
+/// milliseconds, which on the runtime's worker would hold up every mailbox and submission
+/// waiting to be served meanwhile (and with it the delays they measure).
+async fn respond_off_the_runtime<B>(
+    req: &Request<B>,
+    state: Arc<WebState>,
+) -> Response<Full<Bytes>> {
+    let mut head = Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    match tokio::task::spawn_blocking(move || respond(&head, &state)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "answering a request failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                "internal error\n".into(),
+            )
+        }
+    }
+}
+
 /// Answers one request.
 pub fn respond<B>(req: &Request<B>, state: &WebState) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -166,11 +244,12 @@ pub fn respond<B>(req: &Request<B>, state: &WebState) -> Response<Full<Bytes>> {
             "only GET\n".into(),
         );
     }
+    let probes = state.probes();
     match req.uri().path() {
         "/metrics" => text(
             StatusCode::OK,
             METRICS_CONTENT_TYPE,
-            Agent::render(&state.probes, &state.store),
+            Agent::render(&probes, &state.store),
         ),
         "/-/healthy" => text(StatusCode::OK, "text/plain", "Healthy\n".into()),
         "/-/ready" if state.ready.load(Ordering::Acquire) => {
@@ -184,17 +263,17 @@ pub fn respond<B>(req: &Request<B>, state: &WebState) -> Response<Full<Bytes>> {
         "/" => text(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            pages::overview(&state.probes, clock::now_ms()),
+            pages::overview(&probes, clock::now_ms()),
         ),
         "/api/status" => {
-            let agent = state.probes.first().map_or("", |p| p.agent());
-            let status = crate::overview::status(agent, &state.probes, clock::now_ms());
+            let agent = probes.first().map_or("", |p| p.agent());
+            let status = crate::overview::status(agent, &probes, clock::now_ms());
             let body = serde_json::to_string(&status).expect("status serialises");
             text(StatusCode::OK, "application/json", body)
         }
         path => match path
             .strip_prefix("/probe/")
-            .and_then(|name| pages::probe(&state.probes, name, clock::now_ms()))
+            .and_then(|name| pages::probe(&probes, name, clock::now_ms()))
         {
             Some(page) => text(StatusCode::OK, "text/html; charset=utf-8", page),
             None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
@@ -218,9 +297,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let opened = Store::open(dir.path()).unwrap();
         let state = WebState {
-            probes: Vec::new(),
+            probes: std::sync::RwLock::new(Vec::new().into()),
             store: opened.store,
             ready: AtomicBool::new(ready),
+            reload: None,
         };
         (state, dir)
     }
@@ -287,5 +367,42 @@ mod tests {
         assert_eq!(get("/", &s).status(), StatusCode::OK);
         let post = respond(&Request::post("/metrics").body(()).unwrap(), &s);
         assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn reload_needs_the_lifecycle_flag_and_a_post_and_answers_what_the_daemon_says() {
+        let (mut s, _dir) = state(true);
+        let post = || Request::post("/-/reload").body(()).unwrap();
+        assert_eq!(reload(&post(), &s).await.status(), StatusCode::FORBIDDEN);
+        let (requests, mut reloads) = tokio::sync::mpsc::channel::<ReloadRequest>(1);
+        s.reload = Some(requests);
+        let daemon = tokio::spawn(async move {
+            let answers = [
+                Ok("1 probes; added a".to_string()),
+                Err("x.toml:3: bad".into()),
+            ];
+            for answer in answers {
+                let request = reloads.recv().await.expect("a reload request");
+                request.send(answer).expect("the endpoint waits");
+            }
+        });
+        let get = Request::get("/-/reload").body(()).unwrap();
+        assert_eq!(
+            reload(&get, &s).await.status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        let done = reload(&post(), &s).await;
+        assert_eq!(done.status(), StatusCode::OK);
+        let failed = reload(&post(), &s).await;
+        assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        use http_body_util::BodyExt as _;
+        let body = failed.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"failed to reload config: x.toml:3: bad\n");
+        daemon.await.unwrap();
+        // The daemon gone (shutting down): answered, not hung.
+        assert_eq!(
+            reload(&post(), &s).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

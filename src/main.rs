@@ -48,13 +48,30 @@ fn run(cli: Cli) -> Result<ExitCode, cmd::Error> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = tokio::runtime::Runtime::new()
+    // One worker thread: the agent waits on sockets almost all the time, and a second worker
+    // mostly wakes to steal tasks from the first (at 1,000 probes a tenth of the agent's CPU
+    // went to parking and waking threads). What takes CPU for long runs elsewhere: the store's
+    // commits on the writer thread, rendering `/metrics` and the pages on the blocking pool.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
         .context("cannot start the async runtime")
         .exit_as(Failure::Internal)?;
     runtime.block_on(async {
         match cli.command {
-            Command::Run { listen, web_config } => {
-                cmd::run::run(&config, listen, web_config.as_deref()).await
+            Command::Run {
+                listen,
+                web_config,
+                lifecycle,
+            } => {
+                let options = cmd::run::RunOptions {
+                    config_path: &cli.config,
+                    listen,
+                    web: web_config.as_deref(),
+                    lifecycle,
+                };
+                cmd::run::run(config, options).await
             }
             Command::Once {
                 wait,

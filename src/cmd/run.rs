@@ -31,50 +31,77 @@ use crate::probe::{Probe, Summary};
 use crate::watch::Watcher;
 use crate::web_config::WebConfig;
 
-/// Runs every probe and the HTTP endpoints until SIGINT or SIGTERM.
-pub async fn run(
-    config: &Config,
-    listen: SocketAddr,
-    web: Option<&Path>,
-) -> Result<ExitCode, super::Error> {
-    let web = Arc::new(match web {
+/// How `run` was asked to run: where its config came from (read again on a reload) and what
+/// it serves.
+pub struct RunOptions<'a> {
+    /// The config file, read again on `SIGHUP` and `POST /-/reload`.
+    pub config_path: &'a Path,
+    /// Address of the HTTP endpoints.
+    pub listen: SocketAddr,
+    /// TLS and basic auth for them.
+    pub web: Option<&'a Path>,
+    /// Whether `POST /-/reload` is served (as Prometheus' `--web.enable-lifecycle`).
+    pub lifecycle: bool,
+}
+
+/// Runs every probe and the HTTP endpoints until SIGINT or SIGTERM; `SIGHUP` (and
+/// `POST /-/reload` when enabled) reads the config again and applies it.
+pub async fn run(config: Config, options: RunOptions<'_>) -> Result<ExitCode, super::Error> {
+    let web = Arc::new(match options.web {
         Some(path) => WebConfig::load(path).exit_as(Failure::Config)?,
         None => WebConfig::unprotected(),
     });
-    let mut agent = Agent::open(config).await.map_err(super::opening)?;
-    let listener = TcpListener::bind(listen)
+    // Before anything else can take a while: a SIGHUP's default action ends the process.
+    let mut signals = Signals::install().exit_as(Failure::Internal)?;
+    let mut agent = Agent::open(&config).await.map_err(super::opening)?;
+    let listener = TcpListener::bind(options.listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))
+        .with_context(|| format!("cannot listen on {}", options.listen))
         .exit_as(Failure::Listen)?;
     let shutdown = CancellationToken::new();
-    let tasks = TaskTracker::new();
+    let http_tasks = TaskTracker::new();
+    let (reload_requests, mut reloads) = tokio::sync::mpsc::channel(4);
     let state = Arc::new(WebState {
-        probes: agent.probe_list(),
+        probes: std::sync::RwLock::new(agent.probe_list().into()),
         store: agent.store.clone(),
         ready: AtomicBool::new(false),
+        reload: options.lifecycle.then_some(reload_requests),
     });
-    tasks.spawn(http::serve(
+    http_tasks.spawn(http::serve(
         listener,
         Arc::clone(&state),
         web,
         shutdown.clone(),
     ));
-    spawn_send_loops(&tasks, &agent.probes, &shutdown);
-    for inbox in std::mem::take(&mut agent.inboxes) {
-        tasks.spawn(watch_loop(inbox, shutdown.clone()));
-    }
-    tasks.spawn(summary_loop(
-        state.probes.clone(),
-        SUMMARY_EVERY,
-        shutdown.clone(),
-    ));
+    let mut schedule = reload::Schedule::default();
+    let mut running = reload::start(&mut agent, &mut schedule);
     state.ready.store(true, Ordering::Release);
-    tracing::info!(%listen, probes = config.probes.len(), agent = %config.agent.id, "mailcanary running");
-    wait_for_signal().await.exit_as(Failure::Internal)?;
+    tracing::info!(listen = %options.listen, probes = config.probes.len(), agent = %config.agent.id, "mailcanary running");
+    let mut current = config;
+    let mut reloader = reload::Reloader {
+        path: options.config_path,
+        agent: &mut agent,
+        schedule: &mut schedule,
+        state: &state,
+    };
+    loop {
+        let answer = tokio::select! {
+            stop = signals.next() => match stop {
+                Wake::Stop => break,
+                Wake::Reload => None,
+            },
+            Some(answer) = reloads.recv() => Some(answer),
+        };
+        let outcome = reloader.reload(&mut current, &mut running).await;
+        if let Some(answer) = answer {
+            let _ = answer.send(outcome);
+        }
+    }
     tracing::info!("shutting down: finishing the canaries being sent");
     shutdown.cancel();
-    tasks.close();
-    tasks.wait().await;
+    running.stop().await;
+    http_tasks.close();
+    http_tasks.wait().await;
     crate::send::close_kept(QUIT_WITHIN).await;
     agent.close();
     Ok(ExitCode::SUCCESS)
@@ -112,10 +139,12 @@ pub(crate) fn spawn_shared(
 
 /// Starts the send loop of each of `probes` as a task of `tasks`, each with its first round
 /// at its own [`first_round_after`], all ending on `shutdown`.
+#[cfg(test)]
 fn spawn_send_loops(tasks: &TaskTracker, probes: &[Arc<Probe>], shutdown: &CancellationToken) {
     for (index, probe) in probes.iter().enumerate() {
         let phase = first_round_after(index, probes.len(), probe.config().interval);
-        tasks.spawn(send_loop(Arc::clone(probe), phase, shutdown.clone()));
+        let next = Arc::default();
+        tasks.spawn(send_loop(Arc::clone(probe), phase, next, shutdown.clone()));
     }
 }
 
@@ -152,8 +181,14 @@ pub(crate) fn first_round_after(index: usize, count: usize, interval: Duration) 
 }
 
 /// A canary of every class each `interval`, the first round `phase` after the start, until
-/// `shutdown`.
-async fn send_loop(probe: Arc<Probe>, phase: Duration, shutdown: CancellationToken) {
+/// `shutdown`; `next` is kept at the time of the next round (Unix ms), so a reload continues
+/// the schedule instead of sending an extra round.
+async fn send_loop(
+    probe: Arc<Probe>,
+    phase: Duration,
+    next: Arc<std::sync::atomic::AtomicU64>,
+    shutdown: CancellationToken,
+) {
     let interval = probe.config().interval;
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -162,6 +197,11 @@ async fn send_loop(probe: Arc<Probe>, phase: Duration, shutdown: CancellationTok
             _ = shutdown.cancelled() => break,
             _ = ticks.tick() => {}
         }
+        let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        next.store(
+            crate::clock::now_ms().saturating_add(interval_ms),
+            Ordering::Relaxed,
+        );
         // Each round is a task of its own: a bug that panics in one round is logged and the
         // next round still runs. It is awaited even when shutdown comes meanwhile (the round
         // itself stops before its next class), never dropped: a dropped round would go on
@@ -259,14 +299,47 @@ pub(crate) async fn cancel_on_signal(stop: CancellationToken) {
 }
 
 async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
-        _ = term.recv() => {}
-    }
+    let mut signals = Signals::install()?;
+    while signals.next().await != Wake::Stop {}
     Ok(())
 }
 
+/// What a signal asks the daemon to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// SIGINT or SIGTERM.
+    Stop,
+    /// SIGHUP.
+    Reload,
+}
+
+/// The signals the daemon listens for, installed once (a SIGHUP not listened for would end
+/// the process).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hangup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    async fn next(&mut self) -> Wake {
+        tokio::select! {
+            _ = self.term.recv() => Wake::Stop,
+            _ = self.interrupt.recv() => Wake::Stop,
+            _ = self.hangup.recv() => Wake::Reload,
+        }
+    }
+}
+
+mod reload;
 #[cfg(test)]
 mod tests;
