@@ -8,7 +8,8 @@
 //!   (`MAILSTACK_USERS`, which also raises Dovecot's limits for N sessions from 127.0.0.1).
 //!
 //! After a warm-up it measures a window and prints the agent's CPU (% of one core), peak and
-//! current RSS, `/metrics` scrape time p50/max (one scrape every 5 s) and body size, series per
+//! current RSS, `/metrics` scrape time p50/max (one scrape every `SCRAPE` seconds, default 15 as
+//! Prometheus is usually set; the figures before were taken at 5) and body size, series per
 //! probe, sent/delivered/lost, send failures, IMAP connections held and the load average.
 //!
 //! The cost of an IMAP connection held is measured as a difference, not guessed: every run
@@ -30,12 +31,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::agent::{Agent, free_port, param, probe_section, scrape, status_kb, total};
+use common::agent::{Agent, fetch, free_port, param, probe_section, scrape, status_kb, total};
 use common::{Env, empty_mailboxes, mailstack, stack_up_with_users};
 
 const STACK: &str = "/tmp/mailcanary-bench-scale";
 const PORT_BASE: &str = "29000";
-const SCRAPE_EVERY: Duration = Duration::from_secs(5);
 
 /// N probes round-robin over M mailboxes (the fields of tests/it/support.rs `probe_section`,
 /// with the run's interval and IDLE).
@@ -202,6 +202,8 @@ fn main() {
     let mailboxes = param("MAILBOXES", 10).clamp(1, probes);
     let run = Duration::from_secs(param("RUN", 180).max(5));
     let warmup = Duration::from_secs(param("WARMUP", 60));
+    // Prometheus' usual 15 s; the figures before it were taken at 5 s (SCRAPE=5).
+    let scrape_every = Duration::from_secs(param("SCRAPE", 15).max(1));
     let shape = if mailboxes == probes && probes > 1 {
         "per-probe (one mailbox each)"
     } else {
@@ -246,7 +248,7 @@ fn main() {
         if let Some((body, _)) = scrape(port) {
             last = body;
         }
-        std::thread::sleep(SCRAPE_EVERY.min(warm_end.saturating_duration_since(Instant::now())));
+        std::thread::sleep(scrape_every.min(warm_end.saturating_duration_since(Instant::now())));
     }
     let before = last.clone();
 
@@ -257,7 +259,7 @@ fn main() {
     let mut failed_scrapes = 0;
     let mut conns = Vec::new();
     while start.elapsed() < run {
-        let next = Instant::now() + SCRAPE_EVERY;
+        let next = Instant::now() + scrape_every;
         match scrape(port) {
             Some((body, took)) => {
                 times.push(took);
@@ -308,7 +310,7 @@ fn main() {
         rss as f64 / 1024.0
     );
     println!(
-        "scale | /metrics scrape p50 {:.1} ms, max {:.1} ms ({} scrapes, {failed_scrapes} failed) | \
+        "scale | /metrics scrape p50 {:.1} ms, max {:.1} ms ({} scrapes every {scrape_every:?}, {failed_scrapes} failed) | \
          body {:.1} KiB, {samples} samples = {:.1} series per probe",
         ms(p50),
         ms(max),
@@ -355,6 +357,7 @@ fn main() {
     );
     println!("scale | load average at the end {}", load_average());
     per_connection_cost(probes, mailboxes, held, rss);
+    pages(port);
     drop(agent);
     let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
     println!(
@@ -363,5 +366,29 @@ fn main() {
     );
     for (kind, n) in log_kinds(&log).iter().take(5) {
         println!("scale |   {n:>6} × {kind}");
+    }
+}
+
+/// The status pages of the same agent, after the measured window (so their cost is not in its
+/// CPU figure): each fetched 10 times, p50/max and size.
+fn pages(port: u16) {
+    for path in ["/", "/api/status", "/probe/p0000"] {
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..10 {
+            if let Some((body, took)) = fetch(port, path) {
+                times.push(took);
+                size = body.len();
+            }
+        }
+        times.sort();
+        let ms = |d: Option<&Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
+        println!(
+            "scale | page {path}: p50 {:.1} ms, max {:.1} ms ({} of 10 answered), {:.1} KiB",
+            ms(times.get(times.len().saturating_sub(1) / 2)),
+            ms(times.last()),
+            times.len(),
+            size as f64 / 1024.0
+        );
     }
 }

@@ -71,10 +71,15 @@ static LAST_RESPONSE: AtomicUsize = AtomicUsize::new(64 * 1024);
 /// scraper sees it: the buffer is sized from the previous answer and the text is checked only
 /// after the clock stops, so a 20 MiB body's reallocations are not counted); `None` unless 200.
 pub fn scrape(port: u16) -> Option<(String, Duration)> {
+    fetch(port, "/metrics")
+}
+
+/// `GET path`: the body of a 200 answer and how long it took, from connect to the last byte.
+pub fn fetch(port: u16, path: &str) -> Option<(String, Duration)> {
     let start = Instant::now();
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
-    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
     let mut raw = Vec::with_capacity(LAST_RESPONSE.load(Ordering::Relaxed) + 64 * 1024);
     s.read_to_end(&mut raw).ok()?;
     let took = start.elapsed();
