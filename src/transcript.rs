@@ -130,11 +130,6 @@ impl Transcript {
         Some(line)
     }
 
-    /// Whether nothing was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
-
     /// Forgets everything: a new attempt starts.
     pub fn clear(&mut self) {
         self.lines.clear();

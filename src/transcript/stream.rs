@@ -96,6 +96,16 @@ impl Recorder {
         self.lock().transcript.note(line);
     }
 
+    /// Records a command issued at our level (it passes [`redact`] too).
+    pub fn client(&self, line: &str) {
+        self.lock().transcript.client(line);
+    }
+
+    /// Records a reply read at our level.
+    pub fn server(&self, line: &str) {
+        self.lock().transcript.server(line);
+    }
+
     /// Until the guard is dropped, client lines are shown only as far as [`redact`] vouches
     /// for them; anything else (a password sent as a literal, a SASL response) as
     /// `<redacted>`. The login code holds one around the login command.
