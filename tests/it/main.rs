@@ -28,4 +28,5 @@ mod state;
 mod stripped;
 mod support;
 mod tokens;
+mod transcripts;
 mod web;
