@@ -5,7 +5,7 @@
 //! a failure costs one insert and at most one removal, not a rewrite of the list). Bounded by
 //! count ([`FAILURES_KEPT`] per probe, newest kept) and by age ([`FAILURES_FOR`]), so a probe
 //! that fails on every round keeps at most `FAILURES_KEPT` transcripts of at most
-//! [`crate::transcript::MAX_BYTES`] each.
+//! 8 KiB each (the transcript's own bound).
 
 use std::time::Duration;
 

@@ -54,9 +54,8 @@ fn secret_forms(users: &[&str]) -> Vec<String> {
     forms
 }
 
-#[test]
-fn a_refused_login_is_kept_with_its_transcript_on_the_page_and_in_the_json() {
-    let stack = Stack::shared();
+/// Two probes: one sending with a wrong SMTP password, one reading with a wrong password.
+fn refused_logins(stack: &Stack) -> String {
     // Sends with a wrong SMTP password to probe2's mailbox, which it reads as overview's do.
     let send = probe_section(
         stack,
@@ -79,7 +78,13 @@ fn a_refused_login_is_kept_with_its_transcript_on_the_page_and_in_the_json() {
         "password_env = \"MAILSTACK_TEST_PASSWORD\"",
         "password_env = \"MC_WRONG_PASSWORD\"",
     );
-    let work = Workdir::new("it-transcripts", &(send + &read));
+    send + &read
+}
+
+#[test]
+fn a_refused_login_is_kept_with_its_transcript_on_the_page_and_in_the_json() {
+    let stack = Stack::shared();
+    let work = Workdir::new("it-transcripts", &refused_logins(stack));
     let mut daemon = work.daemon(stack);
     let limit = Duration::from_secs(30);
     daemon.wait_for("a send failure with its transcript", limit, || {
