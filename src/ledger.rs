@@ -51,10 +51,12 @@ use crate::stage::{MailboxStage, SendStage};
 
 pub mod bounce;
 mod example;
+pub mod failures;
 mod histogram;
 
 pub use bounce::{Bounced, LastBounce};
 pub use example::example_books;
+pub use failures::Failure;
 pub use histogram::{DELAY_BUCKETS, HOP_BUCKETS, Histogram, SMTP_BUCKETS};
 
 /// Deliveries remembered in full per class (id, mail, times), newest kept: enough to tell a
@@ -373,6 +375,10 @@ pub enum Write {
     /// Replace what the bounce mailbox's adapter remembers (see
     /// [`Ledger::bounce_scan_memory`]).
     BounceScanMemory(String),
+    /// Keep a failed attempt with its transcript (see [`failures`]).
+    Failed(Box<Failure>),
+    /// Forget a failed attempt, by its id.
+    FailureForgotten(String),
     /// Remove every record of the probe (the first write of a full rewrite of its books).
     Reset,
 }
@@ -472,6 +478,8 @@ pub struct Ledger {
     /// The same for the probe's bounce mailbox, when this probe keeps it (a mailbox watched
     /// only for bounces is kept by its first such probe).
     pub bounce_scan_memory: Option<String>,
+    /// The last failed attempts, newest first, each with its transcript (see [`failures`]).
+    pub failures: Vec<Failure>,
     /// Set when loading found more records than the bounds keep (books written by a version
     /// that remembered every delivery for `forget_after`): the store is rewritten once, see
     /// [`Ledger::compact_loaded`]. Never stored.
@@ -914,6 +922,7 @@ impl Ledger {
             }
             keep
         });
+        writes.extend(self.expire_failures(now_ms));
         (declared, writes)
     }
 
@@ -967,6 +976,8 @@ impl Ledger {
             }
             Write::ScanMemory(memory) => self.scan_memory = Some(memory),
             Write::BounceScanMemory(memory) => self.bounce_scan_memory = Some(memory),
+            Write::Failed(failure) => self.replay_failure(*failure),
+            Write::FailureForgotten(id) => self.failures.retain(|f| f.id != id),
             Write::Reset => *self = Ledger::default(),
         }
     }
@@ -996,6 +1007,12 @@ impl Ledger {
         );
         writes.extend(self.scan_memory.clone().map(Write::ScanMemory));
         writes.extend(self.bounce_scan_memory.clone().map(Write::BounceScanMemory));
+        writes.extend(
+            self.failures
+                .iter()
+                .cloned()
+                .map(|f| Write::Failed(Box::new(f))),
+        );
         writes
     }
 

@@ -46,5 +46,6 @@ pub(crate) mod submissions;
 #[cfg(test)]
 mod testing;
 pub(crate) mod text;
+pub(crate) mod transcript;
 pub(crate) mod watch;
 pub(crate) mod web_config;

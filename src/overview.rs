@@ -103,6 +103,26 @@ pub struct ProbeStatus {
     pub mailbox_up: bool,
     /// Each class it sends.
     pub classes: Vec<ClassStatus>,
+    /// Its last failed attempts, newest first, with what was said on the wire (see
+    /// [`crate::ledger::failures`] for the bounds).
+    pub last_failures: Vec<FailureStatus>,
+}
+
+/// One failed attempt, as the books keep it. The message and the transcript carry a server's
+/// words: escape them wherever they are shown.
+#[derive(Debug, Serialize)]
+pub struct FailureStatus {
+    /// When it failed, Unix seconds.
+    pub at: f64,
+    /// `smtp`, `imap`, `pop3` or `maildir`.
+    pub side: String,
+    /// The stage label of `send_failures_total` or `mailbox_errors_total`.
+    pub stage: String,
+    /// What went wrong.
+    pub message: String,
+    /// The dialogue of the attempt: `C: …` commands, `S: …` replies, `-- …` notes of ours;
+    /// credentials replaced by `<redacted>`.
+    pub transcript: Vec<String>,
 }
 
 /// One probe × class.
@@ -144,8 +164,8 @@ pub fn status(agent: &str, probes: &[Arc<Probe>], now_ms: u64) -> Status {
 
 fn probe_status(probe: &Probe, now_ms: u64) -> ProbeStatus {
     let mailbox_up = probe.mailbox_up();
-    let classes = probe.read_ledger(|ledger| {
-        ledger
+    let (classes, last_failures) = probe.read_ledger(|ledger| {
+        let classes = ledger
             .classes
             .iter()
             .map(|(class, t)| {
@@ -154,13 +174,28 @@ fn probe_status(probe: &Probe, now_ms: u64) -> ProbeStatus {
                 let late_after_s = probe.config().late_after.as_secs_f64();
                 class_status(ledger, class, t, now_ms, troubles, late_after_s)
             })
-            .collect()
+            .collect();
+        (
+            classes,
+            ledger.failures.iter().map(failure_status).collect(),
+        )
     });
     ProbeStatus {
         name: probe.config().name.clone(),
         protocol: probe.config().mailbox.protocol(),
         mailbox_up,
         classes,
+        last_failures,
+    }
+}
+
+fn failure_status(f: &crate::ledger::Failure) -> FailureStatus {
+    FailureStatus {
+        at: f.at_ms as f64 / 1000.0,
+        side: f.side.clone(),
+        stage: f.stage.clone(),
+        message: f.message.clone(),
+        transcript: f.transcript.clone(),
     }
 }
 

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use crate::overview::{self, ProbeStatus};
 use crate::probe::Probe;
 
+mod failures;
+
 /// Deliveries listed on a probe's page, newest first.
 const RECENT_SHOWN: usize = 32;
 
@@ -135,6 +137,7 @@ pub fn probe(probes: &[Arc<Probe>], name: &str, now_ms: u64) -> Option<String> {
         }
         page.push_str("</table>");
     });
+    failures::section(&mut page, &status.probes[0].last_failures);
     page.push_str("</body></html>\n");
     Some(page)
 }

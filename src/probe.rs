@@ -20,7 +20,7 @@ use crate::class::{self, Envelope};
 use crate::clock;
 use crate::config::{ClassConfig, ProbeConfig};
 use crate::delay::{self, Breakdown};
-use crate::ledger::{Delivery, Found, Ledger, Write};
+use crate::ledger::{Delivery, Failure, Found, Ledger, Write};
 use crate::mailbox::{self, MailId};
 use crate::send::{SendError, Submit, Submitter};
 use crate::setup::ProbeSetupError;
@@ -326,7 +326,19 @@ impl Probe {
             Err(e) => {
                 // Before the books show the failure: the status page judges from both.
                 self.trouble(class.name(), |t| t.send_failures += 1);
-                self.record(|l| ((), l.send_failed(&id, e.stage))).await;
+                let failure = Failure::new(
+                    clock::now_ms(),
+                    "smtp",
+                    e.stage.as_str(),
+                    &e.message,
+                    e.transcript.clone(),
+                );
+                self.record(|l| {
+                    let mut writes = l.send_failed(&id, e.stage);
+                    writes.extend(l.failed(failure));
+                    ((), writes)
+                })
+                .await;
                 tracing::warn!(
                     probe = %self.config.name, class = %class.name(), stage = e.stage.as_str(),
                     error = %e.message, "canary not sent"
@@ -586,11 +598,24 @@ impl Probe {
             .update(&steps);
     }
 
-    /// Records the outcome of a mailbox check (logged by the watcher, once per mailbox).
-    pub async fn mailbox_checked(&self, result: &Result<(), mailbox::MailboxError>) {
+    /// Records the outcome of a mailbox check (logged by the watcher, once per mailbox); a
+    /// failure is kept with the `side` (protocol) and `transcript` of the attempt.
+    pub async fn mailbox_checked(
+        &self,
+        result: &Result<(), mailbox::MailboxError>,
+        side: &str,
+        transcript: &[String],
+    ) {
         self.mailbox_up.store(result.is_ok(), Ordering::Relaxed);
         if let Err(e) = result {
-            self.record(|l| ((), l.mailbox_error(e.stage))).await;
+            let (stage, message) = (e.stage.as_str(), &e.message);
+            let failure = Failure::new(clock::now_ms(), side, stage, message, transcript.to_vec());
+            self.record(|l| {
+                let mut writes = l.mailbox_error(e.stage);
+                writes.extend(l.failed(failure));
+                ((), writes)
+            })
+            .await;
         }
     }
 }

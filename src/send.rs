@@ -23,7 +23,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use crate::config::{Credentials, Endpoint, Login, SaslMechanism, Secret, SmtpConfig, TlsMode};
 use crate::oauth2;
 use crate::setup::{Memo, SetupError, read_ca};
+use crate::transcript::{REDACTED, Transcript};
 
+mod dialogue;
 pub mod pool;
 
 use self::pool::{Pool, Session};
@@ -38,6 +40,8 @@ pub struct SendError {
     pub stage: SendStage,
     /// What the server or the network said.
     pub message: String,
+    /// The attempt's dialogue, redacted and bounded ([`dialogue`]); empty where none was had.
+    pub transcript: Vec<String>,
 }
 
 /// A submission the server accepted.
@@ -167,9 +171,11 @@ impl Submitter {
         let envelope = envelope(from, to)?;
         let start = Instant::now();
         let limit = self.config.endpoint.timeout;
+        let mut t = Transcript::default();
         let transaction = async {
-            let mut session = self.session().await?;
-            match session.conn.send(&envelope, message).await {
+            let t = &mut t;
+            let mut session = self.session(t).await?;
+            match dialogue::transaction(&mut session.conn, t, &envelope, message).await {
                 Ok(reply) => {
                     // Accepted: the connection may serve the next canary of this account.
                     let said = reply.message().collect::<Vec<_>>().join(" ");
@@ -183,7 +189,13 @@ impl Submitter {
                 }
             }
         };
-        let queue_id = self.bounded(transaction).await?;
+        let queue_id = self.bounded(transaction).await.map_err(|mut e| {
+            if e.stage == SendStage::Timeout {
+                t.note(&e.message);
+            }
+            e.transcript = t.lines();
+            e
+        })?;
         Ok(Accepted {
             queue_id,
             duration: start.elapsed(),
@@ -192,16 +204,17 @@ impl Submitter {
 
     /// A kept connection that answers `NOOP`, else a new one. A kept connection that fails
     /// its `NOOP` (the server closed it meanwhile) is no failure: nothing was sent over it.
-    async fn session(&self) -> Result<Session<AsyncSmtpConnection>, SendError> {
+    async fn session(&self, t: &mut Transcript) -> Result<Session<AsyncSmtpConnection>, SendError> {
         let limit = self.config.endpoint.timeout;
         while let Some(mut kept) = self.kept.take(limit) {
             if kept.conn.test_connected().await {
+                t.note("a kept connection, which answered NOOP");
                 return Ok(kept);
             }
             kept.conn.abort().await;
         }
         Ok(Session {
-            conn: self.open().await?,
+            conn: self.open(t).await?,
             opened: tokio::time::Instant::now(),
             sent: 0,
         })
@@ -210,7 +223,7 @@ impl Submitter {
     /// Connects, secures and authenticates, then quits: what `check` needs to know.
     pub async fn check_login(&self) -> Result<(), SendError> {
         self.bounded(async {
-            let mut conn = self.open().await?;
+            let mut conn = self.open(&mut Transcript::default()).await?;
             let _ = conn.quit().await;
             Ok(())
         })
@@ -226,13 +239,15 @@ impl Submitter {
             Err(SendError {
                 stage: SendStage::Timeout,
                 message: format!("no answer from {} within {limit:?}", self.config.endpoint),
+                transcript: Vec::new(),
             })
         })
     }
 
     /// Connect (with implicit TLS when configured), STARTTLS when configured, AUTH.
-    async fn open(&self) -> Result<AsyncSmtpConnection, SendError> {
+    async fn open(&self, t: &mut Transcript) -> Result<AsyncSmtpConnection, SendError> {
         let endpoint = &self.config.endpoint;
+        t.note(&format!("connect to {endpoint}"));
         let wrapper = match endpoint.tls {
             TlsMode::Tls => self.tls.clone(),
             _ => None,
@@ -245,7 +260,11 @@ impl Submitter {
             None,
         )
         .await
-        .map_err(|e| classify(SendStage::Connect, e))?;
+        .map_err(|e| {
+            dialogue::record_error(t, &e);
+            classify(SendStage::Connect, e)
+        })?;
+        t.note(&format!("greeted; EHLO answered: {}", conn.server_info()));
         if endpoint.tls == TlsMode::StartTls {
             let params = self.tls.clone().expect("TLS parameters exist for starttls");
             if !conn.can_starttls() {
@@ -255,16 +274,23 @@ impl Submitter {
                     message: format!(
                         "{endpoint} does not offer STARTTLS, which the config requires"
                     ),
+                    transcript: Vec::new(),
                 });
             }
             // A failed STARTTLS leaves lettre's connection without a stream (writing to it
             // would even panic in a debug build): drop it, do not try to QUIT.
+            t.client("STARTTLS");
             if let Err(e) = conn.starttls(params, &self.hello).await {
+                dialogue::record_error(t, &e);
                 return Err(classify(SendStage::Tls, e));
             }
+            t.note(&format!(
+                "TLS started; EHLO answered: {}",
+                conn.server_info()
+            ));
         }
         if let Some(creds) = &self.config.credentials
-            && let Err(e) = authenticate(&mut conn, creds, &self.config.endpoint).await
+            && let Err(e) = authenticate(&mut conn, creds, &self.config.endpoint, t).await
         {
             conn.abort().await;
             return Err(e);
@@ -284,14 +310,16 @@ async fn authenticate(
     conn: &mut AsyncSmtpConnection,
     creds: &Credentials,
     endpoint: &Endpoint,
+    t: &mut Transcript,
 ) -> Result<(), SendError> {
     let (mechanism, source) = match &creds.login {
-        Login::Password(password) => return authenticate_password(conn, creds, password).await,
+        Login::Password(password) => return authenticate_password(conn, creds, password, t).await,
         Login::Token { mechanism, source } => (*mechanism, source),
     };
     let refused = |message: String| SendError {
         stage: SendStage::Auth,
         message,
+        transcript: Vec::new(),
     };
     // A token the server refuses may have been revoked or have expired early: one new token is
     // tried before the refusal counts.
@@ -307,7 +335,7 @@ async fn authenticate(
             endpoint.port,
             &token,
         );
-        match auth_with_token(conn, mechanism, &response).await {
+        match auth_with_token(conn, mechanism, &response, t).await {
             Ok(()) => return Ok(()),
             Err(TokenAuth::Refused(e)) if !renewed => {
                 tracing::info!(
@@ -335,6 +363,7 @@ async fn auth_with_token(
     conn: &mut AsyncSmtpConnection,
     mechanism: SaslMechanism,
     response: &Secret,
+    t: &mut Transcript,
 ) -> Result<(), TokenAuth> {
     let encoded = BASE64.encode(response.expose());
     let command = Secret::new(format!("AUTH {mechanism} {encoded}\r\n"));
@@ -347,9 +376,15 @@ async fn auth_with_token(
             TokenAuth::Failed(e)
         }
     };
-    let mut reply = conn.command(command.expose()).await.map_err(judge)?;
+    // Recorded as issued, without the token: the transcript never holds it.
+    let shown = dialogue::auth_shown(mechanism);
+    let mut reply = dialogue::command(conn, t, command.expose(), Some(&shown))
+        .await
+        .map_err(judge)?;
     if reply.has_code(334) {
-        reply = conn.command("\r\n").await.map_err(judge)?;
+        reply = dialogue::command(conn, t, "\r\n", Some(REDACTED))
+            .await
+            .map_err(judge)?;
     }
     if reply.has_code(235) {
         Ok(())
@@ -357,6 +392,7 @@ async fn auth_with_token(
         Err(TokenAuth::Failed(SendError {
             stage: SendStage::Auth,
             message: format!("server answered {}", reply.code()),
+            transcript: Vec::new(),
         }))
     }
 }
@@ -365,11 +401,17 @@ async fn authenticate_password(
     conn: &mut AsyncSmtpConnection,
     creds: &Credentials,
     password: &Secret,
+    t: &mut Transcript,
 ) -> Result<(), SendError> {
     let creds = SmtpCredentials::new(creds.username.clone(), password.expose().to_string());
-    let reply = conn
-        .auth(&[Mechanism::Plain, Mechanism::Login], &creds)
-        .await
+    let mechanisms = [Mechanism::Plain, Mechanism::Login];
+    // lettre runs the exchange; what is recorded is the command's redacted form and the
+    // final reply, so the password never reaches the transcript.
+    match conn.server_info().get_auth_mechanism(&mechanisms) {
+        Some(mechanism) => t.client(&dialogue::auth_shown(mechanism)),
+        None => t.note("no AUTH mechanism in common (PLAIN, LOGIN)"),
+    }
+    let reply = dialogue::answered(t, conn.auth(&mechanisms, &creds).await)
         .map_err(|e| classify(SendStage::Auth, e))?;
     if reply.is_positive() {
         Ok(())
@@ -377,6 +419,7 @@ async fn authenticate_password(
         Err(SendError {
             stage: SendStage::Auth,
             message: format!("server answered {}", reply.code()),
+            transcript: Vec::new(),
         })
     }
 }
@@ -385,6 +428,7 @@ fn envelope(from: &str, to: &str) -> Result<Envelope, SendError> {
     let bad = |what: &str, e: &dyn std::fmt::Display| SendError {
         stage: SendStage::Rejected,
         message: format!("invalid {what} address: {e}"),
+        transcript: Vec::new(),
     };
     let from = from.parse().map_err(|e| bad("from", &e))?;
     let to = to.parse().map_err(|e| bad("to", &e))?;
@@ -404,6 +448,7 @@ fn classify(stage: SendStage, e: lettre::transport::smtp::Error) -> SendError {
     SendError {
         stage,
         message: error_chain(&e),
+        transcript: Vec::new(),
     }
 }
 

@@ -34,6 +34,8 @@ const REPEATED: Table = TableDefinition::new("repeated");
 const CLASSES: Table = TableDefinition::new("classes");
 const PROBES: Table = TableDefinition::new("probes");
 const SCAN: Table = TableDefinition::new("scan");
+/// Failed attempts with their transcripts, keyed `probe/id` ([`crate::ledger::failures`]).
+const FAILURES: Table = TableDefinition::new("failures");
 
 /// The key (after `probe/`) of a probe's bounce mailbox memory in the scan table.
 const BOUNCES: &str = "bounces";
@@ -379,7 +381,7 @@ fn take_lock(dir: &Path) -> Result<File, OpenError> {
 fn create_tables(db: &Database) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     for table in [
-        IN_FLIGHT, LOST, SEEN, FORGED, REPEATED, CLASSES, PROBES, SCAN,
+        IN_FLIGHT, LOST, SEEN, FORGED, REPEATED, CLASSES, PROBES, SCAN, FAILURES,
     ] {
         txn.open_table(table)?;
     }
@@ -423,7 +425,7 @@ fn key(probe: &str, rest: &str) -> String {
 type Decode = fn(&str, &[u8]) -> serde_json::Result<Write>;
 
 /// Every table, what its records are called in errors, and how to read them.
-const TABLES: [(Table, &str, Decode); 8] = [
+const TABLES: [(Table, &str, Decode); 9] = [
     (IN_FLIGHT, "in-flight", |_, v| {
         serde_json::from_slice(v).map(Write::InFlight)
     }),
@@ -451,13 +453,20 @@ const TABLES: [(Table, &str, Decode); 8] = [
             _ => Write::ScanMemory,
         })
     }),
+    (FAILURES, "failure", |_, v| {
+        serde_json::from_slice(v).map(|f| Write::Failed(Box::new(f)))
+    }),
 ];
 
 fn load(db: &impl redb::ReadableDatabase) -> Result<BTreeMap<String, Ledger>, LoadError> {
     let txn = db.begin_read().map_err(redb::Error::from)?;
     let mut ledgers: BTreeMap<String, Ledger> = BTreeMap::new();
     for (definition, what, decode) in TABLES {
-        let table = txn.open_table(definition).map_err(redb::Error::from)?;
+        // A store of an older version, read while its agent runs, lacks the newer tables.
+        let table = match txn.open_table(definition) {
+            Err(redb::TableError::TableDoesNotExist(_)) => continue,
+            opened => opened.map_err(redb::Error::from)?,
+        };
         for entry in table.iter().map_err(redb::Error::from)? {
             let (k, v) = entry.map_err(redb::Error::from)?;
             let key = k.value();
@@ -482,3 +491,6 @@ use writer::Writer;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod failures_tests;

@@ -326,6 +326,7 @@ impl FakeSender {
             return Err(SendError {
                 stage,
                 message: "scripted failure".into(),
+                transcript: Vec::new(),
             });
         }
         // The server takes the mail first; a slow or hanging answer comes after that, as

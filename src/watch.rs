@@ -126,6 +126,7 @@ impl Watcher {
     /// lost; true when the mailbox was read. Loss is accounted even when the mailbox cannot be
     /// read: an unreadable mailbox is no reason to stop saying that mail is late.
     pub async fn look(&mut self) -> bool {
+        self.mailbox.restart_transcript();
         match AssertUnwindSafe(self.try_look()).catch_unwind().await {
             Ok(result) => {
                 self.failures = if result.is_ok() { 0 } else { self.failures + 1 };
@@ -180,7 +181,9 @@ impl Watcher {
     /// Reports a check's outcome to every probe receiving on this mailbox; a failure is logged
     /// once, naming them all (a bounce mailbox's failure is logged only).
     async fn checked(&mut self, result: &Result<(), MailboxError>) {
+        let mut transcript = Vec::new();
         if let Err(e) = result {
+            transcript = self.mailbox.take_transcript();
             let role = if self.receivers > 0 {
                 "mailbox"
             } else {
@@ -192,7 +195,13 @@ impl Watcher {
             );
         }
         let receivers = self.receivers().to_vec();
-        join_all(receivers.iter().map(|p| p.mailbox_checked(result))).await;
+        let side = self.mailbox.protocol();
+        join_all(
+            receivers
+                .iter()
+                .map(|p| p.mailbox_checked(result, side, &transcript)),
+        )
+        .await;
     }
 
     async fn try_look(&mut self) -> Result<(), MailboxError> {
@@ -271,6 +280,7 @@ impl Watcher {
     /// recovered one is seen soon. A failure to wait is a mailbox failure like any other.
     pub async fn wait_for_next(&mut self, max: Duration) {
         if self.failures == 0 {
+            self.mailbox.restart_transcript();
             match AssertUnwindSafe(self.mailbox.wait_for_news(max))
                 .catch_unwind()
                 .await

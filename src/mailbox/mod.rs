@@ -263,6 +263,17 @@ pub trait Mailbox: Send {
 
     /// Closes the connection politely, if one is open.
     async fn close(&mut self);
+
+    /// Starts a new attempt's transcript: what was said before is forgotten unread (the
+    /// success path keeps nothing).
+    fn restart_transcript(&mut self) {}
+
+    /// What was said since [`Mailbox::restart_transcript`], redacted and bounded
+    /// ([`crate::transcript`]), for the record of a failure; a new attempt starts. Empty for
+    /// an adapter without a protocol dialogue (Maildir).
+    fn take_transcript(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Opens the adapter the config asks for. Connecting happens on first use.

@@ -111,6 +111,7 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
         let mut classes = txn.open_table(CLASSES)?;
         let mut probes = txn.open_table(PROBES)?;
         let mut scan = txn.open_table(SCAN)?;
+        let mut failures = txn.open_table(FAILURES)?;
         for batch in group {
             let p = batch.probe.as_str();
             for write in &batch.writes {
@@ -157,6 +158,12 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
                     Write::BounceScanMemory(memory) => {
                         scan.insert(key(p, BOUNCES).as_str(), json(memory).as_slice())?;
                     }
+                    Write::Failed(f) => {
+                        failures.insert(key(p, &f.id).as_str(), json(f.as_ref()).as_slice())?;
+                    }
+                    Write::FailureForgotten(id) => {
+                        failures.remove(key(p, id).as_str())?;
+                    }
                     Write::Reset => {
                         // Every key of the probe: "probe/" up to "probe0" ('0' follows '/').
                         let (from, to) = (key(p, ""), format!("{p}0"));
@@ -169,6 +176,7 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
                             &mut classes,
                             &mut probes,
                             &mut scan,
+                            &mut failures,
                         ] {
                             table.retain_in(from.as_str()..to.as_str(), |_, _| false)?;
                         }

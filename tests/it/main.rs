@@ -30,4 +30,5 @@ mod state;
 mod stripped;
 mod support;
 mod tokens;
+mod transcripts;
 mod web;

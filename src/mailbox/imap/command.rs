@@ -161,7 +161,8 @@ mod tests {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
-        let mut client = Client::new(MailStream::Plain(tcp));
+        let stream = crate::transcript::Recorded::new(MailStream::Plain(tcp), Default::default());
+        let mut client = Client::new(stream);
         client.read_response().await.unwrap();
         client.login("u", "p").await.map_err(|(e, _)| e).unwrap()
     }

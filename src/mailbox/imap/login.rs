@@ -6,19 +6,26 @@ use async_imap::{Authenticator, Client};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use super::ImapSession;
+use super::{ImapSession, Wire};
 use crate::config::{Credentials, Endpoint, Login, SaslMechanism, Secret, TokenSource};
-use crate::mailbox::tls::{self, MailStream};
+use crate::mailbox::tls;
 use crate::mailbox::{MailboxError, MailboxStage};
 use crate::oauth2;
+use crate::transcript::Recorder;
 
 /// Logs `client` in as `creds` within the endpoint's timeout (a token fetch has its own).
+///
+/// The login runs concealed from `recorder` ([`Recorder::conceal`]): whatever the client sends
+/// meanwhile is recorded only as far as it is a login command with its secret replaced, the
+/// rest (a password as a literal, a SASL response) as `<redacted>`.
 pub(super) async fn log_in(
-    client: Client<MailStream>,
+    client: Client<Wire>,
     creds: &Credentials,
     endpoint: &Endpoint,
     sasl_ir: bool,
+    recorder: &Recorder,
 ) -> Result<ImapSession, MailboxError> {
+    let _concealed = recorder.conceal();
     let user = &creds.username;
     let refused = |e: ImapError| {
         MailboxError::new(
@@ -44,7 +51,7 @@ pub(super) async fn log_in(
 /// `AUTHENTICATE` with a token; a refused token is renewed once before the refusal counts
 /// (it may have been revoked or have expired early), on the same connection.
 async fn with_token(
-    mut client: Client<MailStream>,
+    mut client: Client<Wire>,
     creds: &Credentials,
     endpoint: &Endpoint,
     (mechanism, source): (SaslMechanism, &TokenSource),
@@ -116,6 +123,8 @@ mod tests {
 
     use super::*;
     use crate::config::TlsMode;
+    use crate::mailbox::tls::MailStream;
+    use crate::transcript::Recorded;
 
     /// A scripted IMAP server on loopback for one connection: greets with `greeting`, then
     /// answers each client line with the next of `answers` (`{tag}` is the client's tag).
@@ -136,7 +145,7 @@ mod tests {
                 reader.read_line(&mut line).unwrap();
                 let line = line.trim_end().to_string();
                 if let Some((t, rest)) = line.split_once(' ')
-                    && rest.starts_with("AUTHENTICATE")
+                    && (rest.starts_with("AUTHENTICATE") || rest.starts_with("LOGIN"))
                 {
                     tag = t.to_string();
                 }
@@ -161,12 +170,6 @@ mod tests {
     }
 
     async fn log_in_to(port: u16, source: TokenSource) -> Result<ImapSession, MailboxError> {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let mut client = Client::new(MailStream::Plain(tcp));
-        let greeting = client.read_response().await.unwrap().unwrap();
-        let sasl_ir = format!("{:?}", greeting.parsed()).contains("SASL-IR");
         let creds = Credentials {
             username: "u@example.test".into(),
             login: Login::Token {
@@ -174,6 +177,21 @@ mod tests {
                 source,
             },
         };
+        log_in_as(port, &creds, &Recorder::default()).await
+    }
+
+    async fn log_in_as(
+        port: u16,
+        creds: &Credentials,
+        recorder: &Recorder,
+    ) -> Result<ImapSession, MailboxError> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let stream = Recorded::new(MailStream::Plain(tcp), recorder.clone());
+        let mut client = Client::new(stream);
+        let greeting = client.read_response().await.unwrap().unwrap();
+        let sasl_ir = format!("{:?}", greeting.parsed()).contains("SASL-IR");
         let endpoint = Endpoint {
             host: "127.0.0.1".into(),
             port,
@@ -182,7 +200,32 @@ mod tests {
             ca_file: None,
             timeout: Duration::from_secs(5),
         };
-        log_in(client, &creds, &endpoint, sasl_ir).await
+        log_in(client, creds, &endpoint, sasl_ir, recorder).await
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_is_recorded_with_the_servers_answer_and_without_the_password() {
+        let no = "{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n";
+        let (port, script) = server("* OK [CAPABILITY IMAP4rev1] ready\r\n", vec![no]);
+        let creds = Credentials {
+            username: "u@example.test".into(),
+            login: Login::Password(Secret::new("pa55-w0rd".to_string())),
+        };
+        let recorder = Recorder::default();
+        let e = log_in_as(port, &creds, &recorder).await.unwrap_err();
+        assert_eq!(e.stage, MailboxStage::Auth);
+        assert!(
+            script.join().unwrap()[0].contains("pa55-w0rd"),
+            "it was sent"
+        );
+        let lines = recorder.take();
+        assert_eq!(lines[0], "S: * OK [CAPABILITY IMAP4rev1] ready");
+        assert!(
+            lines[1].ends_with(" LOGIN \"u@example.test\" <redacted>"),
+            "{lines:?}"
+        );
+        assert!(lines[2].ends_with(" NO [AUTHENTICATIONFAILED] Authentication failed."));
+        assert!(!lines.concat().contains("pa55-w0rd"), "{lines:?}");
     }
 
     fn decoded(line: &str) -> String {

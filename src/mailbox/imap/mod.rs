@@ -47,8 +47,14 @@ use super::{Arrival, Look, MailId, Mailbox, MailboxError, MailboxStage, Step, St
 use crate::clock;
 use crate::config::{Cleanup, Endpoint, ImapConfig, TlsMode, Watch};
 use crate::setup::SetupError;
+use crate::transcript::{Recorded, Recorder};
 
-type ImapSession = Session<MailStream>;
+/// The connection as async-imap sees it: recorded for failure transcripts. IMAP is recorded on
+/// the stream, unlike SMTP and POP3, because async-imap keeps its tags, untagged replies and
+/// continuation requests to itself; see [`crate::transcript::stream`] for how it redacts.
+type Wire = Recorded<MailStream>;
+
+type ImapSession = Session<Wire>;
 
 /// Fresh logins one look may spend on reading mails whose answers broke the session: enough to
 /// skip two such mails (each costs up to three), then the look fails and the next one goes on.
@@ -70,6 +76,8 @@ pub struct ImapMailbox {
     others_read_at: Option<tokio::time::Instant>,
     /// How long the steps of the last look took.
     steps: Steps,
+    /// The current attempt's dialogue, for a failure's transcript.
+    recorder: Recorder,
 }
 
 /// A logged-in session and what the server can do.
@@ -102,29 +110,34 @@ impl ImapMailbox {
             reconnects: 0,
             others_read_at: None,
             steps: Steps::default(),
+            recorder: Recorder::default(),
         })
     }
 
     async fn connect(&mut self) -> Result<Connected, MailboxError> {
         let endpoint = &self.config.endpoint;
         let steps = &mut self.steps;
+        let recorder = &self.recorder;
+        let wire = |stream| Client::new(Recorded::new(stream, recorder.clone()));
+        recorder.note(&format!("connect to {endpoint}"));
         let tcp = steps.time(Step::Connect, tls::connect(endpoint)).await?;
         let (client, sasl_ir) = match (endpoint.tls, &self.tls) {
             (TlsMode::Tls, Some(connector)) => {
                 let handshake = tls::handshake(connector, endpoint, tcp);
                 let stream = steps.time(Step::Tls, handshake).await?;
-                let greeting = greeted(endpoint, Client::new(stream));
+                recorder.note("TLS started");
+                let greeting = greeted(endpoint, wire(stream));
                 steps.time(Step::Greeting, greeting).await?
             }
             (TlsMode::StartTls, Some(connector)) => {
-                let greeting = greeted(endpoint, Client::new(MailStream::Plain(tcp)));
+                let greeting = greeted(endpoint, wire(MailStream::Plain(tcp)));
                 let (mut client, sasl_ir) = steps.time(Step::Greeting, greeting).await?;
                 let start_tls = async {
                     bounded(endpoint, MailboxStage::Tls, "STARTTLS", async {
                         client.run_command_and_check_ok("STARTTLS", None).await
                     })
                     .await?;
-                    let MailStream::Plain(tcp) = client.into_inner() else {
+                    let MailStream::Plain(tcp) = client.into_inner().into_inner() else {
                         unreachable!("the stream is plain before STARTTLS")
                     };
                     tls::handshake(connector, endpoint, tcp).await
@@ -132,14 +145,16 @@ impl ImapMailbox {
                 // RFC 3501: no second greeting after STARTTLS; SASL-IR as the first one said
                 // (at worst the token goes one round trip later, still inside TLS).
                 let stream = steps.time(Step::Tls, start_tls).await?;
-                (Client::new(stream), sasl_ir)
+                recorder.note("TLS started");
+                (wire(stream), sasl_ir)
             }
             _ => {
-                let greeting = greeted(endpoint, Client::new(MailStream::Plain(tcp)));
+                let greeting = greeted(endpoint, wire(MailStream::Plain(tcp)));
                 steps.time(Step::Greeting, greeting).await?
             }
         };
-        let log_in = login::log_in(client, &self.config.credentials, endpoint, sasl_ir);
+        let creds = &self.config.credentials;
+        let log_in = login::log_in(client, creds, endpoint, sasl_ir, recorder);
         let mut session = steps.time(Step::Login, log_in).await?;
         let caps = bounded(
             endpoint,
@@ -436,6 +451,14 @@ impl Mailbox for ImapMailbox {
         "imap"
     }
 
+    fn restart_transcript(&mut self) {
+        self.recorder.restart();
+    }
+
+    fn take_transcript(&mut self) -> Vec<String> {
+        self.recorder.take()
+    }
+
     async fn canaries(&mut self) -> Result<Look, MailboxError> {
         self.reconnects = RECONNECTS_PER_LOOK;
         let (mut conn, reused) = self.session().await?;
@@ -543,8 +566,8 @@ impl Mailbox for ImapMailbox {
 /// whether its capabilities (if it lists them) include SASL-IR.
 async fn greeted(
     endpoint: &Endpoint,
-    mut client: Client<MailStream>,
-) -> Result<(Client<MailStream>, bool), MailboxError> {
+    mut client: Client<Wire>,
+) -> Result<(Client<Wire>, bool), MailboxError> {
     let greeting = tokio::time::timeout(endpoint.timeout, client.read_response()).await;
     let response = match greeting {
         Err(_) => return Err(tls::timed_out(endpoint, "the greeting", endpoint.timeout)),

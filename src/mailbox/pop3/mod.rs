@@ -32,6 +32,7 @@
 //! which does no I/O.
 
 pub mod proto;
+mod record;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -52,6 +53,7 @@ use crate::config::{Cleanup, Credentials, Endpoint, Login, Pop3Config, TlsMode};
 use crate::mailbox::BODY_WINDOW;
 use crate::oauth2;
 use crate::setup::SetupError;
+use crate::transcript::Recorder;
 
 /// POP3 has one folder; arrivals are reported in it.
 const FOLDER: &str = "INBOX";
@@ -76,6 +78,8 @@ pub struct Pop3Mailbox {
     /// look began (a look logs in from `&self` paths, hence the lock; never held over an
     /// await).
     steps: std::sync::Mutex<(Steps, Duration)>,
+    /// The current attempt's dialogue, for a failure's transcript ([`record`]).
+    recorder: Recorder,
 }
 
 /// A logged-in session and the listing it was opened with: message numbers are only valid in
@@ -113,6 +117,7 @@ impl Pop3Mailbox {
             session: None,
             judged: HashSet::new(),
             steps: std::sync::Mutex::default(),
+            recorder: Recorder::default(),
         })
     }
 
@@ -172,6 +177,7 @@ impl Pop3Mailbox {
     /// A connection whose greeting was `+OK`, on implicit TLS when so configured.
     async fn greeted(&self, steps: &mut Steps) -> Result<Connection, MailboxError> {
         let endpoint = &self.config.endpoint;
+        self.recorder.note(&format!("connect to {endpoint}"));
         let tcp = steps.time(Step::Connect, tls::connect(endpoint)).await?;
         let stream = match (endpoint.tls, &self.tls) {
             (TlsMode::Tls, Some(connector)) => {
@@ -180,7 +186,7 @@ impl Pop3Mailbox {
             }
             _ => MailStream::Plain(tcp),
         };
-        let mut conn = Connection::new(stream, endpoint);
+        let mut conn = Connection::new(stream, endpoint, &self.recorder);
         let greeting = steps.time(
             Step::Greeting,
             conn.read(ReplyParser::single(), "the greeting"),
@@ -351,6 +357,14 @@ impl Mailbox for Pop3Mailbox {
         "pop3"
     }
 
+    fn restart_transcript(&mut self) {
+        self.recorder.restart();
+    }
+
+    fn take_transcript(&mut self) -> Vec<String> {
+        self.recorder.take()
+    }
+
     async fn canaries(&mut self) -> Result<Look, MailboxError> {
         // A session left open by an earlier look would still show the maildrop as it was then.
         self.close().await;
@@ -466,7 +480,8 @@ async fn start_tls(
         return Err(MailboxError::new(stage, "STLS on a TLS connection"));
     };
     let stream = tls::handshake(connector, &conn.endpoint, tcp).await?;
-    Ok(Connection::new(stream, &conn.endpoint))
+    conn.recorder.note("TLS started");
+    Ok(Connection::new(stream, &conn.endpoint, &conn.recorder))
 }
 
 /// `AUTH PLAIN` when the server offers it (one round trip, no separate password line), else
@@ -550,14 +565,16 @@ struct Connection {
     stream: MailStream,
     buf: Vec<u8>,
     endpoint: Endpoint,
+    recorder: Recorder,
 }
 
 impl Connection {
-    fn new(stream: MailStream, endpoint: &Endpoint) -> Connection {
+    fn new(stream: MailStream, endpoint: &Endpoint, recorder: &Recorder) -> Connection {
         Connection {
             stream,
             buf: Vec::new(),
             endpoint: endpoint.clone(),
+            recorder: recorder.clone(),
         }
     }
 
@@ -566,6 +583,7 @@ impl Connection {
     async fn read(&mut self, parser: ReplyParser, what: &str) -> Result<Reply, MailboxError> {
         let work = read_reply(&mut self.stream, &mut self.buf, parser);
         let result = tokio::time::timeout(self.endpoint.timeout, work).await;
+        record::heard(&self.recorder, &result);
         self.outcome(result, MailboxStage::Greeting, what)
     }
 
@@ -578,7 +596,9 @@ impl Connection {
     ) -> Result<Reply, MailboxError> {
         let what = command.name();
         let wire = command.wire().map_err(|e| self.failed(stage, what, &e))?;
+        record::said(&self.recorder, &command);
         let result = self.exchange(&wire, parser).await;
+        record::heard(&self.recorder, &result);
         self.outcome(result, stage, what)
     }
 
@@ -609,7 +629,10 @@ impl Connection {
             Err(e) => return Top::Lost(self.failed(stage, "TOP", &e)),
         };
         let parser = ReplyParser::truncating(proto::TOP_KEEP, proto::TOP_MAX);
-        match self.exchange(&wire, parser).await {
+        record::said(&self.recorder, &command);
+        let result = self.exchange(&wire, parser).await;
+        record::heard(&self.recorder, &result);
+        match result {
             Ok(Ok(reply)) if reply.ok => match split_top(&reply.body, reply.truncated) {
                 Ok((head, body_start)) => Top::Read { head, body_start },
                 Err(why) => Top::Unreadable { why, in_step: true },

@@ -529,3 +529,19 @@ async fn a_refused_login_names_the_user_never_the_password() {
         assert!(log.last().unwrap().starts_with(last), "{log:?}");
     }
 }
+
+#[tokio::test]
+async fn a_refused_logins_transcript_shows_the_servers_answer_never_the_password() {
+    let plain = "AHVAZXhhbXBsZS50ZXN0AHNla3JpdC1wdw=="; // \0u@example.test\0sekrit-pw
+    for (capa, last) in [("SASL PLAIN\r\n", "AUTH PLAIN"), ("USER\r\n", "PASS")] {
+        let mut refusing = fake(&[]);
+        (refusing.capa, refusing.auth_ok) = (capa, false);
+        let (mut mailbox, _) = serve(refusing, TlsMode::None).await;
+        mailbox.canaries().await.expect_err("the look fails");
+        let lines = mailbox.take_transcript();
+        let text = lines.join("\n");
+        assert!(text.contains(&format!("C: {last} <redacted>")), "{text}");
+        assert!(text.ends_with("S: -ERR [AUTH] failed"), "{text}");
+        assert!(!text.contains(PASSWORD) && !text.contains(plain), "{text}");
+    }
+}

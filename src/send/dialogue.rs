@@ -1,0 +1,111 @@
+//! The SMTP dialogue of one submission, recorded at our level into a [`Transcript`]: each
+//! command as we issue it and lettre's parsed reply (code and text lines), or its error.
+//!
+//! Recorded here rather than on the stream because lettre owns its stream (it upgrades it for
+//! STARTTLS itself) and because here the credentials can be left out by construction: `AUTH` is
+//! recorded as `AUTH <mechanism> <redacted>` by the code that issues it, and the secret is
+//! never handed to the transcript. What lettre says without our asking (the greeting, the
+//! EHLO exchange, the challenges of `AUTH LOGIN`) appears as a note or in the final reply.
+
+use std::fmt::Display;
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::Error;
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::response::Response;
+
+use crate::transcript::{REDACTED, Transcript};
+
+/// Issues `command` and records it (as `shown`, when given: the redacted form) and its reply.
+pub(super) async fn command(
+    conn: &mut AsyncSmtpConnection,
+    t: &mut Transcript,
+    command: impl Display,
+    shown: Option<&str>,
+) -> Result<Response, Error> {
+    match shown {
+        Some(shown) => t.client(shown),
+        None => t.client(command.to_string().trim_end()),
+    }
+    answered(t, conn.command(command).await)
+}
+
+/// Records what a step came to: the reply's lines, or the error (with the server's code and
+/// text when it was a negative reply). Hands the result on.
+pub(super) fn answered(
+    t: &mut Transcript,
+    result: Result<Response, Error>,
+) -> Result<Response, Error> {
+    match &result {
+        Ok(reply) => record_reply(t, reply),
+        Err(e) => record_error(t, e),
+    }
+    result
+}
+
+/// `250-first`, `250 last`: a reply's lines as the server wrote them.
+pub(super) fn record_reply(t: &mut Transcript, reply: &Response) {
+    let code = reply.code();
+    let lines: Vec<&str> = reply.message().collect();
+    if lines.is_empty() {
+        t.server(&code.to_string());
+    }
+    for (i, line) in lines.iter().enumerate() {
+        let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+        t.server(&format!("{code}{sep}{line}"));
+    }
+}
+
+/// A negative reply as `S: 535 text` (lettre joins its lines); any other error as a note.
+pub(super) fn record_error(t: &mut Transcript, e: &Error) {
+    match (e.status(), std::error::Error::source(e)) {
+        (Some(code), Some(text)) => t.server(&format!("{code} {text}")),
+        (Some(code), None) => t.server(&code.to_string()),
+        _ => t.note(&super::error_chain(e)),
+    }
+}
+
+/// `AUTH <mechanism> <redacted>`, as recorded for a login whose exchange lettre runs.
+pub(super) fn auth_shown(mechanism: impl Display) -> String {
+    format!("AUTH {mechanism} {REDACTED}")
+}
+
+/// MAIL, RCPT and DATA, then the message: lettre's `send`, step by step so that each command
+/// and reply is recorded. Where lettre would refuse to send (non-ASCII without the extension
+/// for it), its own `send` is called to refuse in its words.
+pub(super) async fn transaction(
+    conn: &mut AsyncSmtpConnection,
+    t: &mut Transcript,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Result<Response, Error> {
+    let info = conn.server_info();
+    let utf8 = envelope
+        .from()
+        .into_iter()
+        .chain(envelope.to())
+        .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+    let eight_bit = !message.is_ascii();
+    if (utf8 && !info.supports_feature(Extension::SmtpUtfEight))
+        || (eight_bit && !info.supports_feature(Extension::EightBitMime))
+    {
+        return answered(t, conn.send(envelope, message).await);
+    }
+    let mut options = Vec::new();
+    if utf8 {
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    if eight_bit {
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    let mail = Mail::new(envelope.from().cloned(), options);
+    command(conn, t, mail, None).await?;
+    for to in envelope.to() {
+        command(conn, t, Rcpt::new(to.clone(), vec![]), None).await?;
+    }
+    command(conn, t, Data, None).await?;
+    t.client(&format!("<the canary, {} bytes>", message.len()));
+    answered(t, conn.message(message).await)
+}
