@@ -52,10 +52,12 @@ use crate::stage::{MailboxStage, SendStage};
 pub mod bounce;
 mod example;
 mod histogram;
+mod history;
 
 pub use bounce::{Bounced, LastBounce};
 pub use example::example_books;
 pub use histogram::{DELAY_BUCKETS, HOP_BUCKETS, Histogram, SMTP_BUCKETS};
+pub use history::{DelayHistory, HistoryPoint, Quantile};
 
 /// Deliveries remembered in full per class (id, mail, times), newest kept: enough to tell a
 /// second mail of a recent canary (a duplicate) from the same mail read again. Bounded by count,
@@ -373,6 +375,9 @@ pub enum Write {
     /// Replace what the bounce mailbox's adapter remembers (see
     /// [`Ledger::bounce_scan_memory`]).
     BounceScanMemory(String),
+    /// Replace a class's delay history (its own record, written once per half hour: see
+    /// [`DelayHistory`]).
+    History(String, Box<DelayHistory>),
     /// Remove every record of the probe (the first write of a full rewrite of its books).
     Reset,
 }
@@ -466,6 +471,9 @@ pub struct Ledger {
     pub classes: BTreeMap<String, ClassTally>,
     /// Totals of the probe.
     pub probe: ProbeTally,
+    /// Delay history per class, for the status page's chart and 24 h quantiles. Boxed: a
+    /// map node holds eleven entries inline, and each history is 1.5 KB.
+    pub history: BTreeMap<String, Box<DelayHistory>>,
     /// What the mailbox adapter remembers of the mail it has looked at (opaque to the books),
     /// so a restart or the next `once` run does not read old mail again.
     pub scan_memory: Option<String>,
@@ -706,6 +714,7 @@ impl Ledger {
             tally.clock_skew_s = servers.clock_skew_s;
         }
         tally.seq_arrived(canary.seq, canary.sent_ms);
+        writes.extend(self.record_delay(&canary.class, seen_ms, delay_s));
         if !hops.is_empty() {
             let histograms = &mut self.probe.hop_delay;
             if histograms.len() < hops.len() {
@@ -967,6 +976,9 @@ impl Ledger {
             }
             Write::ScanMemory(memory) => self.scan_memory = Some(memory),
             Write::BounceScanMemory(memory) => self.bounce_scan_memory = Some(memory),
+            Write::History(class, h) => {
+                self.history.insert(class, h);
+            }
             Write::Reset => *self = Ledger::default(),
         }
     }
@@ -996,6 +1008,11 @@ impl Ledger {
         );
         writes.extend(self.scan_memory.clone().map(Write::ScanMemory));
         writes.extend(self.bounce_scan_memory.clone().map(Write::BounceScanMemory));
+        writes.extend(
+            self.history
+                .iter()
+                .map(|(c, h)| Write::History(c.clone(), h.clone())),
+        );
         writes
     }
 

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redb::{ConcurrencyMode, Database, ReadableTable as _, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ledger::{Ledger, Write};
+use crate::ledger::{DelayHistory, Ledger, Write};
 use crate::setup::chain;
 
 /// Every table maps `probe/…` keys to JSON records.
@@ -34,6 +34,9 @@ const REPEATED: Table = TableDefinition::new("repeated");
 const CLASSES: Table = TableDefinition::new("classes");
 const PROBES: Table = TableDefinition::new("probes");
 const SCAN: Table = TableDefinition::new("scan");
+/// Delay histories, `probe/class`: binary ([`DelayHistory::to_bytes`]), not JSON, and written
+/// once per half hour per class rather than with every delivery (see [`DelayHistory`]).
+const HISTORY: Table = TableDefinition::new("history");
 
 /// The key (after `probe/`) of a probe's bounce mailbox memory in the scan table.
 const BOUNCES: &str = "bounces";
@@ -379,7 +382,7 @@ fn take_lock(dir: &Path) -> Result<File, OpenError> {
 fn create_tables(db: &Database) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     for table in [
-        IN_FLIGHT, LOST, SEEN, FORGED, REPEATED, CLASSES, PROBES, SCAN,
+        IN_FLIGHT, LOST, SEEN, FORGED, REPEATED, CLASSES, PROBES, SCAN, HISTORY,
     ] {
         txn.open_table(table)?;
     }
@@ -423,7 +426,7 @@ fn key(probe: &str, rest: &str) -> String {
 type Decode = fn(&str, &[u8]) -> serde_json::Result<Write>;
 
 /// Every table, what its records are called in errors, and how to read them.
-const TABLES: [(Table, &str, Decode); 8] = [
+const TABLES: [(Table, &str, Decode); 9] = [
     (IN_FLIGHT, "in-flight", |_, v| {
         serde_json::from_slice(v).map(Write::InFlight)
     }),
@@ -451,13 +454,24 @@ const TABLES: [(Table, &str, Decode); 8] = [
             _ => Write::ScanMemory,
         })
     }),
+    (HISTORY, "history", |class, v| {
+        Ok(Write::History(
+            class.into(),
+            Box::new(DelayHistory::from_stored(v)),
+        ))
+    }),
 ];
 
 fn load(db: &impl redb::ReadableDatabase) -> Result<BTreeMap<String, Ledger>, LoadError> {
     let txn = db.begin_read().map_err(redb::Error::from)?;
     let mut ledgers: BTreeMap<String, Ledger> = BTreeMap::new();
     for (definition, what, decode) in TABLES {
-        let table = txn.open_table(definition).map_err(redb::Error::from)?;
+        let table = match txn.open_table(definition) {
+            Ok(table) => table,
+            // Read-only next to an agent of a version before the table: nothing of it yet.
+            Err(redb::TableError::TableDoesNotExist(_)) => continue,
+            Err(e) => return Err(redb::Error::from(e).into()),
+        };
         for entry in table.iter().map_err(redb::Error::from)? {
             let (k, v) = entry.map_err(redb::Error::from)?;
             let key = k.value();

@@ -111,6 +111,7 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
         let mut classes = txn.open_table(CLASSES)?;
         let mut probes = txn.open_table(PROBES)?;
         let mut scan = txn.open_table(SCAN)?;
+        let mut history = txn.open_table(HISTORY)?;
         for batch in group {
             let p = batch.probe.as_str();
             for write in &batch.writes {
@@ -157,6 +158,9 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
                     Write::BounceScanMemory(memory) => {
                         scan.insert(key(p, BOUNCES).as_str(), json(memory).as_slice())?;
                     }
+                    Write::History(class, h) => {
+                        history.insert(key(p, class).as_str(), h.to_bytes().as_slice())?;
+                    }
                     Write::Reset => {
                         // Every key of the probe: "probe/" up to "probe0" ('0' follows '/').
                         let (from, to) = (key(p, ""), format!("{p}0"));
@@ -169,6 +173,7 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
                             &mut classes,
                             &mut probes,
                             &mut scan,
+                            &mut history,
                         ] {
                             table.retain_in(from.as_str()..to.as_str(), |_, _| false)?;
                         }
