@@ -52,7 +52,7 @@ use crate::stage::{MailboxStage, SendStage};
 pub mod bounce;
 mod example;
 mod histogram;
-mod history;
+pub mod history;
 
 pub use bounce::{Bounced, LastBounce};
 pub use example::example_books;
