@@ -1,5 +1,7 @@
 //! Delay history of one probe × class: enough to draw the last 48 h and to give the median and
-//! p95 delivery delay of the last 24 h, in a fixed 1,544 bytes whatever the canary rate.
+//! p95 delivery delay of the last 24 h, in a fixed 1,544 bytes whatever the canary rate (1.7 KB
+//! of resident memory with the allocator's and the class map's share, measured over 60,000
+//! classes) and 1,541 bytes in the store. At 1,000 probes × 3 classes that is about 5 MB.
 //!
 //! # Shape, and why
 //!
@@ -17,14 +19,17 @@
 //!
 //! # How precise the 24 h quantiles are
 //!
-//! Two brackets each hold the true quantile for certain: the histogram bucket it falls in, and
-//! the range the half-hour slots' minima and maxima allow (at least `rank` delays lie at or
-//! below the lowest slot maximum that covers `rank` deliveries, and fewer below the minimum of
-//! any slot not needed for it). The estimate is interpolated by rank inside their intersection,
+//! Two brackets each hold the true quantile for certain: the histogram bucket its rank falls
+//! in, and the range the half-hour slots' extremes allow. For the latter, take the slots by
+//! their longest delay: once they hold `rank` deliveries, that many delays are at most the
+//! last one's maximum, so the quantile is too; taken by their shortest delay, the slots before
+//! the one that completes `rank` hold fewer deliveries than that and no other delay lies below
+//! that slot's minimum, so the quantile is at least that minimum. The estimate is
+//! interpolated by rank (like `histogram_quantile`, but on a log scale) inside the intersection,
 //! [`Quantile::low`]..[`Quantile::high`], so it is never off by more than the factor
 //! `high / low`. In steady traffic that is the spread of delays within a half hour (a few tens
 //! of per cent); when delays are spread over hours in every slot, the bucket bounds it (a
-//! factor of 2 to 5). The window is the current hour and the 23 before it (23–24 h).
+//! factor of 2 to 6). The window is the current hour and the 23 before it (23–24 h).
 //!
 //! # Durability
 //!
@@ -233,11 +238,11 @@ impl DelayHistory {
         self.newest = slot;
     }
 
-    /// The slot numbers of the last 48 h at `now_ms` that the ring still holds, oldest first.
-    fn window(&self, now_ms: u64, slots: u32) -> std::ops::RangeInclusive<u32> {
+    /// The slot numbers of the 48 h up to `now_ms` that the ring still holds, oldest first.
+    fn window(&self, now_ms: u64) -> std::ops::RangeInclusive<u32> {
         let now = slot_of(now_ms).max(self.newest);
         let first = (now + 1)
-            .saturating_sub(slots)
+            .saturating_sub(SLOTS as u32)
             .max((self.newest + 1).saturating_sub(SLOTS as u32));
         first..=self.newest
     }
@@ -247,7 +252,7 @@ impl DelayHistory {
         if self.is_empty() {
             return Vec::new();
         }
-        self.window(now_ms, SLOTS as u32)
+        self.window(now_ms)
             .filter_map(|s| {
                 let slot = self.slots[s as usize % SLOTS];
                 (slot.count > 0).then(|| HistoryPoint {
@@ -280,7 +285,7 @@ impl DelayHistory {
             }
         }
         let slots: Vec<Slot> = self
-            .window(now_ms, SLOTS as u32)
+            .window(now_ms)
             .filter(|s| s / SLOTS_PER_HOUR >= first_hour)
             .map(|s| self.slots[s as usize % SLOTS])
             .filter(|s| s.count > 0)

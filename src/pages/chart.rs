@@ -32,23 +32,29 @@ const HEIGHT: u32 = 56;
 const FLOOR_S: f64 = 0.01;
 /// Gridlines and the tops the axis can have, seconds, with their labels.
 const MARKS: [(f64, &str); 4] = [(1.0, "1s"), (60.0, "1m"), (3600.0, "1h"), (86400.0, "1d")];
-/// Tops the axis can have: the first that holds the longest delay.
-const TOPS: [f64; 4] = [60.0, 3600.0, 86400.0, 172_800.0];
+/// Tops the axis can have, seconds, with their names: the first that holds the longest delay.
+const TOPS: [(f64, &str); 4] = [
+    (60.0, "1 min"),
+    (3600.0, "1 h"),
+    (86400.0, "1 d"),
+    (172_800.0, "2 d"),
+];
 
 /// The y axis: where a delay is drawn.
 #[derive(Clone, Copy)]
 struct Axis {
     top_s: f64,
+    top_name: &'static str,
 }
 
 impl Axis {
     fn for_points(points: &[HistoryPoint]) -> Axis {
         let longest = points.iter().map(|p| p.max_seconds).fold(0.0, f64::max);
-        let top_s = TOPS
+        let (top_s, top_name) = TOPS
             .into_iter()
-            .find(|t| longest <= *t)
+            .find(|(t, _)| longest <= *t)
             .unwrap_or(TOPS[TOPS.len() - 1]);
-        Axis { top_s }
+        Axis { top_s, top_name }
     }
 
     fn y(self, seconds: f64) -> f64 {
@@ -91,7 +97,7 @@ pub(super) fn delay_chart(points: &[HistoryPoint], now_ms: u64) -> String {
          height=\"{HEIGHT}\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" \
          font-family=\"sans-serif\" font-size=\"8\"><title>delivery delay over the last 48 h, \
          log scale up to {}; {} half hours with deliveries</title>",
-        human(axis.top_s),
+        axis.top_name,
         points.len()
     );
     let right = WIDTH - 2;
@@ -205,10 +211,13 @@ mod tests {
     fn hours_of_delay_stretch_the_axis_and_seconds_stay_apart_from_the_floor() {
         let svg = delay_chart(&[point(5, 2.0, 2.0), point(1, 5400.0, 5400.0)], NOW_MS);
         assert!(
-            svg.contains(">1h</text>") && svg.contains("up to 24.0h"),
+            svg.contains(">1h</text>") && svg.contains("up to 1 d;"),
             "{svg}"
         );
-        let axis = Axis { top_s: 86400.0 };
+        let axis = Axis {
+            top_s: 86400.0,
+            top_name: "1 d",
+        };
         let (floor, two_s, top) = (axis.y(FLOOR_S), axis.y(2.0), axis.y(86400.0));
         assert!(
             floor - two_s > 0.2 * (floor - top),
