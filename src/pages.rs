@@ -1,5 +1,5 @@
-//! The status pages: `/`, every probe × class with its state (from [`crate::overview`], as
-//! `/api/status`), and `/probe/NAME`, how long the last look's steps took, the canaries in
+//! The status pages: `/`, every probe × class with its state, its 24 h median and p95 delay and
+//! a chart of the last 48 h ([`chart`]) (from [`crate::overview`], as `/api/status`), and `/probe/NAME`, how long the last look's steps took, the canaries in
 //! flight with their queue ids and the recent deliveries with their delays.
 //!
 //! Plain HTML written on the server, no script and no external asset: it renders offline, in

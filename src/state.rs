@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::ledger::{DelayHistory, Ledger, Write};
 use crate::setup::chain;
 
-/// Every table maps `probe/…` keys to JSON records.
+/// Every table maps `probe/…` keys to JSON records, but for [`HISTORY`]'s binary ones.
 type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 
 const IN_FLIGHT: Table = TableDefinition::new("in_flight");

@@ -307,7 +307,7 @@ impl DelayHistory {
     }
 
     /// The stored form: a version byte, then little-endian `u32` newest slot, the slots
-    /// (5 × `u16` each) and the hours (12 × `u16` each): [`STORED_LEN`] = 1,541 bytes. Binary,
+    /// (5 × `u16` each) and the hours (12 × `u16` each), 1,541 bytes. Binary,
     /// not JSON like the other records: JSON of the same numbers would be about three times
     /// the size, written for every class every half hour.
     pub fn to_bytes(&self) -> Vec<u8> {
