@@ -11,6 +11,8 @@
 //! many and how long) at their geometric mean. Delays beyond the axis are drawn on its edge;
 //! the title still says how long they were.
 //!
+//! A chart with all 96 half hours is about 14 KB of HTML, most of it the points' titles.
+//!
 //! Every number written here is computed, nothing comes from outside: nothing needs escaping.
 
 use std::fmt::Write as _;
@@ -146,10 +148,12 @@ pub(super) fn delay_chart(points: &[HistoryPoint], now_ms: u64) -> String {
             "<path d=\"{bars}\" stroke=\"#68a\" stroke-width=\"1\"/>"
         );
     }
+    // One fill for all points: a full chart has 96, and 1,000 probes' page 3,000 charts.
+    svg.push_str("<g fill=\"#135\">");
     for p in points {
         let _ = write!(
             svg,
-            "<circle class=\"point\" cx=\"{}\" cy=\"{:.1}\" r=\"1.5\" fill=\"#135\">\
+            "<circle class=\"point\" cx=\"{}\" cy=\"{:.1}\" r=\"1.5\">\
              <title>{}: {} deliveries, {} ({}–{})</title></circle>",
             x_of(p),
             axis.y(p.mean_seconds),
@@ -160,7 +164,7 @@ pub(super) fn delay_chart(points: &[HistoryPoint], now_ms: u64) -> String {
             human(p.max_seconds),
         );
     }
-    svg.push_str("</svg>");
+    svg.push_str("</g></svg>");
     svg
 }
 
