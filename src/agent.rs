@@ -171,14 +171,19 @@ impl Agent {
         metrics::render(probes, figures, clock::now_ms())
     }
 
-    /// Waits until every queued write is committed and releases the state directory.
+    /// Stores the probes' delay histories, waits until every queued write is committed and
+    /// releases the state directory.
     pub fn close(self) {
         let Agent {
             store,
             writer,
             _lock,
+            probes,
             ..
         } = self;
+        for probe in &probes {
+            probe.save_history();
+        }
         store.stop(writer);
     }
 }

@@ -53,11 +53,13 @@ pub mod bounce;
 mod example;
 pub mod failures;
 mod histogram;
+pub mod history;
 
 pub use bounce::{Bounced, LastBounce};
 pub use example::example_books;
 pub use failures::Failure;
 pub use histogram::{DELAY_BUCKETS, HOP_BUCKETS, Histogram, SMTP_BUCKETS};
+pub use history::{DelayHistory, HistoryPoint, Quantile};
 
 /// Deliveries remembered in full per class (id, mail, times), newest kept: enough to tell a
 /// second mail of a recent canary (a duplicate) from the same mail read again. Bounded by count,
@@ -379,6 +381,9 @@ pub enum Write {
     Failed(Box<Failure>),
     /// Forget a failed attempt, by its id.
     FailureForgotten(String),
+    /// Replace a class's delay history (its own record, written once per half hour: see
+    /// [`DelayHistory`]).
+    History(String, Box<DelayHistory>),
     /// Remove every record of the probe (the first write of a full rewrite of its books).
     Reset,
 }
@@ -472,6 +477,9 @@ pub struct Ledger {
     pub classes: BTreeMap<String, ClassTally>,
     /// Totals of the probe.
     pub probe: ProbeTally,
+    /// Delay history per class, for the status page's chart and 24 h quantiles. Boxed: a
+    /// map node holds eleven entries inline, and each history is 1.5 KB.
+    pub history: BTreeMap<String, Box<DelayHistory>>,
     /// What the mailbox adapter remembers of the mail it has looked at (opaque to the books),
     /// so a restart or the next `once` run does not read old mail again.
     pub scan_memory: Option<String>,
@@ -714,6 +722,7 @@ impl Ledger {
             tally.clock_skew_s = servers.clock_skew_s;
         }
         tally.seq_arrived(canary.seq, canary.sent_ms);
+        writes.extend(self.record_delay(&canary.class, seen_ms, delay_s));
         if !hops.is_empty() {
             let histograms = &mut self.probe.hop_delay;
             if histograms.len() < hops.len() {
@@ -978,6 +987,9 @@ impl Ledger {
             Write::BounceScanMemory(memory) => self.bounce_scan_memory = Some(memory),
             Write::Failed(failure) => self.replay_failure(*failure),
             Write::FailureForgotten(id) => self.failures.retain(|f| f.id != id),
+            Write::History(class, h) => {
+                self.history.insert(class, h);
+            }
             Write::Reset => *self = Ledger::default(),
         }
     }
@@ -1012,6 +1024,11 @@ impl Ledger {
                 .iter()
                 .cloned()
                 .map(|f| Write::Failed(Box::new(f))),
+        );
+        writes.extend(
+            self.history
+                .iter()
+                .map(|(c, h)| Write::History(c.clone(), h.clone())),
         );
         writes
     }

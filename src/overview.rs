@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::ledger::{ClassTally, Ledger};
+use crate::ledger::{ClassTally, HistoryPoint, Ledger, Quantile};
 use crate::probe::Probe;
 
 /// How a probe's class is doing, worst first.
@@ -134,6 +134,17 @@ pub struct ClassStatus {
     pub state: ClassState,
     /// Delay of the last delivery, seconds.
     pub last_delay_seconds: Option<f64>,
+    /// Median delivery delay of the current hour and the 23 before it, seconds; `null`
+    /// without deliveries then. An estimate: see [`crate::ledger::DelayHistory`] for how close.
+    pub median_delay_24h_seconds: Option<f64>,
+    /// 95th percentile of the same, seconds.
+    pub p95_delay_24h_seconds: Option<f64>,
+    /// The brackets certainly holding the median and the p95 (for the page; not in the JSON,
+    /// whose consumers want one number).
+    #[serde(skip)]
+    pub quantiles_24h: Option<(Quantile, Quantile)>,
+    /// The non-empty half hours of the last 48 h, oldest first.
+    pub history: Vec<HistoryPoint>,
     /// When the last delivery was seen, Unix seconds.
     pub last_delivery_timestamp: Option<f64>,
     /// Age of the oldest canary in flight, seconds (0 with none).
@@ -218,10 +229,17 @@ fn class_status(
         late_after_s,
         anything_yet,
     });
+    let history = ledger.history.get(class);
+    let quantile = |q| history.and_then(|h| h.quantile(now_ms, q));
+    let quantiles_24h = quantile(0.5).zip(quantile(0.95));
     ClassStatus {
         class: class.to_string(),
         state,
         last_delay_seconds: t.last_delay_s,
+        median_delay_24h_seconds: quantiles_24h.map(|(m, _)| m.estimate),
+        p95_delay_24h_seconds: quantiles_24h.map(|(_, p)| p.estimate),
+        quantiles_24h,
+        history: history.map_or_else(Vec::new, |h| h.points(now_ms)),
         last_delivery_timestamp: t.last_delivery_ms.map(|ms| ms as f64 / 1000.0),
         oldest_in_flight_age_seconds: oldest,
         in_flight: ledger.in_flight_count(class),

@@ -1,5 +1,5 @@
-//! The status pages: `/`, every probe × class with its state (from [`crate::overview`], as
-//! `/api/status`), and `/probe/NAME`, how long the last look's steps took, the canaries in
+//! The status pages: `/`, every probe × class with its state, its 24 h median and p95 delay and
+//! a chart of the last 48 h ([`chart`]) (from [`crate::overview`], as `/api/status`), and `/probe/NAME`, how long the last look's steps took, the canaries in
 //! flight with their queue ids and the recent deliveries with their delays.
 //!
 //! Plain HTML written on the server, no script and no external asset: it renders offline, in
@@ -9,9 +9,11 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use crate::ledger::Quantile;
 use crate::overview::{self, ProbeStatus};
 use crate::probe::Probe;
 
+mod chart;
 mod failures;
 
 /// Deliveries listed on a probe's page, newest first.
@@ -24,7 +26,8 @@ const HEAD: &str = "<!doctype html><html><head><meta charset=\"utf-8\"><title>ma
 
 /// The table of probe × class rows ([`class_rows`]), opened with its header row.
 const CLASS_TABLE: &str = "<table border=\"1\"><tr><th>probe</th><th>class</th><th>state</th>\
-     <th>in flight</th><th>oldest in flight (s)</th><th>last delay (s)</th><th>sent</th>\
+     <th>in flight</th><th>oldest in flight (s)</th><th>last delay (s)</th>\
+     <th>median 24h (s)</th><th>p95 24h (s)</th><th>delay, last 48 h</th><th>sent</th>\
      <th>delivered</th><th>lost</th><th>bounced</th><th>last bounce or delay notice</th></tr>";
 
 /// `/`: a row per probe × class with its state as a colour and a word.
@@ -38,32 +41,49 @@ pub fn overview(probes: &[Arc<Probe>], now_ms: u64) -> String {
     );
     page.push_str(CLASS_TABLE);
     for probe in &status.probes {
-        class_rows(&mut page, probe);
+        class_rows(&mut page, probe, now_ms);
     }
     page.push_str("</table></body></html>\n");
     page
 }
 
-fn class_rows(page: &mut String, probe: &ProbeStatus) {
+fn class_rows(page: &mut String, probe: &ProbeStatus, now_ms: u64) {
     let name = escape(&probe.name);
     for c in &probe.classes {
         let state = c.state.as_str();
         let _ = write!(
             page,
             "<tr><td><a href=\"/probe/{name}\">{name}</a></td><td>{}</td>\
-             <td class=\"{state}\">{state}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td class=\"{state}\">{state}</td><td>{}</td><td>{:.1}</td><td>{}</td>{}{}\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&c.class),
             c.in_flight,
             c.oldest_in_flight_age_seconds,
             c.last_delay_seconds
                 .map_or("-".to_string(), |d| format!("{d:.3}")),
+            quantile_cell(c.quantiles_24h.map(|(median, _)| median)),
+            quantile_cell(c.quantiles_24h.map(|(_, p95)| p95)),
+            chart::delay_chart(&c.history, now_ms),
             c.sent,
             c.delivered,
             c.lost,
             c.bounced,
             c.last_bounce.as_deref().map_or("-".to_string(), escape),
         );
+    }
+}
+
+/// A 24 h quantile's cell: `≈` the estimate, with the range that certainly holds the true
+/// value as its title (see [`crate::ledger::DelayHistory`]).
+fn quantile_cell(q: Option<Quantile>) -> String {
+    match q {
+        Some(q) => format!(
+            "<td title=\"between {} and {}\">≈&nbsp;{:.3}</td>",
+            chart::human(q.low),
+            chart::human(q.high),
+            q.estimate
+        ),
+        None => "<td>-</td>".to_string(),
     }
 }
 
@@ -82,7 +102,7 @@ pub fn probe(probes: &[Arc<Probe>], name: &str, now_ms: u64) -> Option<String> {
             "down"
         },
     );
-    class_rows(&mut page, &status.probes[0]);
+    class_rows(&mut page, &status.probes[0], now_ms);
     page.push_str("</table><h2>Last look at the mailbox</h2><table border=\"1\" id=\"steps\"><tr>");
     let steps = probe.mailbox_steps();
     for step in crate::mailbox::Step::ALL {
@@ -163,6 +183,20 @@ pub fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_24h_quantile_shows_as_an_estimate_with_its_bracket() {
+        let q = Quantile {
+            estimate: 2.25,
+            low: 2.0,
+            high: 2.5,
+        };
+        assert_eq!(
+            quantile_cell(Some(q)),
+            "<td title=\"between 2.0s and 2.5s\">≈&nbsp;2.250</td>"
+        );
+        assert_eq!(quantile_cell(None), "<td>-</td>");
+    }
 
     #[test]
     fn markup_quotes_and_control_characters_render_as_text() {

@@ -560,6 +560,15 @@ impl Probe {
         self.record(|l| ((), l.remember_scan(memory))).await;
     }
 
+    /// Queues the delay history not yet stored (it is written once per half hour, see
+    /// [`crate::ledger::DelayHistory`]), without waiting: called as the agent stops, before the
+    /// store's writer commits what is queued and ends.
+    pub fn save_history(&self) {
+        let mut ledger = self.lock();
+        let writes = ledger.unsaved_history();
+        drop(self.store.submit(&self.config.name, writes));
+    }
+
     /// What the bounce mailbox's adapter remembered at the last look, from the books.
     pub fn bounce_scan_memory(&self) -> Option<String> {
         self.lock().bounce_scan_memory.clone()

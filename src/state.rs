@@ -20,10 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redb::{ConcurrencyMode, Database, ReadableTable as _, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ledger::{Ledger, Write};
+use crate::ledger::{DelayHistory, Ledger, Write};
 use crate::setup::chain;
 
-/// Every table maps `probe/…` keys to JSON records.
+/// Every table maps `probe/…` keys to JSON records, but for [`HISTORY`]'s binary ones.
 type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 
 const IN_FLIGHT: Table = TableDefinition::new("in_flight");
@@ -36,6 +36,9 @@ const PROBES: Table = TableDefinition::new("probes");
 const SCAN: Table = TableDefinition::new("scan");
 /// Failed attempts with their transcripts, keyed `probe/id` ([`crate::ledger::failures`]).
 const FAILURES: Table = TableDefinition::new("failures");
+/// Delay histories, `probe/class`: binary ([`DelayHistory::to_bytes`]), not JSON, and written
+/// once per half hour per class rather than with every delivery (see [`DelayHistory`]).
+const HISTORY: Table = TableDefinition::new("history");
 
 /// The key (after `probe/`) of a probe's bounce mailbox memory in the scan table.
 const BOUNCES: &str = "bounces";
@@ -381,7 +384,7 @@ fn take_lock(dir: &Path) -> Result<File, OpenError> {
 fn create_tables(db: &Database) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     for table in [
-        IN_FLIGHT, LOST, SEEN, FORGED, REPEATED, CLASSES, PROBES, SCAN, FAILURES,
+        IN_FLIGHT, LOST, SEEN, FORGED, REPEATED, CLASSES, PROBES, SCAN, FAILURES, HISTORY,
     ] {
         txn.open_table(table)?;
     }
@@ -425,7 +428,7 @@ fn key(probe: &str, rest: &str) -> String {
 type Decode = fn(&str, &[u8]) -> serde_json::Result<Write>;
 
 /// Every table, what its records are called in errors, and how to read them.
-const TABLES: [(Table, &str, Decode); 9] = [
+const TABLES: [(Table, &str, Decode); 10] = [
     (IN_FLIGHT, "in-flight", |_, v| {
         serde_json::from_slice(v).map(Write::InFlight)
     }),
@@ -455,6 +458,12 @@ const TABLES: [(Table, &str, Decode); 9] = [
     }),
     (FAILURES, "failure", |_, v| {
         serde_json::from_slice(v).map(|f| Write::Failed(Box::new(f)))
+    }),
+    (HISTORY, "history", |class, v| {
+        Ok(Write::History(
+            class.into(),
+            Box::new(DelayHistory::from_stored(v)),
+        ))
     }),
 ];
 

@@ -34,8 +34,11 @@ impl Replayed {
         }
     }
 
+    /// Replays `writes`, then the delay history not yet written: that is stored once per half
+    /// hour, not with each change (see `history.rs`), and compared here as the agent leaves it
+    /// when it stops.
     fn apply(&mut self, writes: Vec<Write>) {
-        for w in writes {
+        for w in writes.into_iter().chain(self.live.unsaved_history()) {
             self.replayed.replay(w);
         }
     }

@@ -294,3 +294,46 @@ async fn a_full_rewrite_keeps_the_mails_already_counted() {
         "duplicate: counted once"
     );
 }
+
+#[tokio::test]
+async fn a_store_without_the_history_table_loads_and_histories_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(STORE_FILE);
+    // A store as a version before the history left it: no history table.
+    {
+        let db = builder().create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut classes = txn.open_table(CLASSES).unwrap();
+            let tally = crate::ledger::ClassTally::default();
+            let record = serde_json::to_vec(&tally).unwrap();
+            classes.insert("p1/bulk", record.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    // Read beside an agent of that version (read-only: the table cannot be made).
+    let old = load(&builder().open_read_only(&path).unwrap()).unwrap();
+    assert!(old["p1"].classes.contains_key("bulk"));
+    assert!(old["p1"].history.is_empty());
+
+    let opened = Store::open(dir.path()).unwrap();
+    let store = opened.store.clone();
+    let mut live = opened.ledgers["p1"].clone();
+    for (id, seen_ms) in [("A", 5_000), ("B", 65_000)] {
+        let (_, w) = live.begin_send(id, "bulk", 1_000);
+        commit(&store, "p1", w).await;
+        let (_, w) = live.arrived_at(&canary(id), "INBOX", &format!("INBOX/{id}"), seen_ms);
+        let histories = w.iter().filter(|w| matches!(w, Write::History(..))).count();
+        assert_eq!(histories, usize::from(id == "A"), "once per half hour");
+        commit(&store, "p1", w).await;
+    }
+    // What the agent queues as it stops.
+    let w = live.unsaved_history();
+    assert_eq!(w.len(), 1);
+    commit(&store, "p1", w).await;
+    drop(store);
+    close(opened);
+    let again = close(Store::open(dir.path()).unwrap());
+    assert_eq!(again["p1"].history, live.history);
+    assert_eq!(again["p1"].history["bulk"].points(65_000)[0].count, 2);
+}

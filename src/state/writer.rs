@@ -112,6 +112,7 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
         let mut probes = txn.open_table(PROBES)?;
         let mut scan = txn.open_table(SCAN)?;
         let mut failures = txn.open_table(FAILURES)?;
+        let mut history = txn.open_table(HISTORY)?;
         for batch in group {
             let p = batch.probe.as_str();
             for write in &batch.writes {
@@ -164,6 +165,9 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
                     Write::FailureForgotten(id) => {
                         failures.remove(key(p, id).as_str())?;
                     }
+                    Write::History(class, h) => {
+                        history.insert(key(p, class).as_str(), h.to_bytes().as_slice())?;
+                    }
                     Write::Reset => {
                         // Every key of the probe: "probe/" up to "probe0" ('0' follows '/').
                         let (from, to) = (key(p, ""), format!("{p}0"));
@@ -177,6 +181,7 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
                             &mut probes,
                             &mut scan,
                             &mut failures,
+                            &mut history,
                         ] {
                             table.retain_in(from.as_str()..to.as_str(), |_, _| false)?;
                         }

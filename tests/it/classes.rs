@@ -108,6 +108,7 @@ fn held_bulk_on_the_pages(stack: &Stack, daemon: &Daemon) {
         let row = rows_with(&overview, &format!(">{class}<"));
         assert!(row[0].contains("<td class=\"ok\">ok</td>"), "{}", row[0]);
     }
+    delay_history_on_the_overview(&overview, daemon);
     let page = in_chromium(
         &format!("http://127.0.0.1:{}/probe/triage", daemon.port),
         "probe",
@@ -133,6 +134,53 @@ fn held_bulk_on_the_pages(stack: &Stack, daemon: &Daemon) {
     );
     let deliveries = page.split("id=\"deliveries\"").nth(1).expect("deliveries");
     assert_eq!(rows_with(deliveries, ">INBOX<").len(), 2, "{deliveries}");
+}
+
+/// The delay chart and the 24 h median and p95: a point for each half hour with deliveries of
+/// a class that flows (the canaries of this test fall in one, or two across a boundary), none
+/// for the held bulk class; `/api/status` says the same.
+fn delay_history_on_the_overview(overview: &str, daemon: &Daemon) {
+    let row = rows_with(overview, ">interpersonal<")[0];
+    let points = row.matches("class=\"point\"").count();
+    assert!((1..=2).contains(&points), "{points} points: {row}");
+    assert!(
+        row.contains(" deliveries, "),
+        "each point says its delay: {row}"
+    );
+    assert_eq!(
+        row.matches(">≈&nbsp;").count(),
+        2,
+        "a median and a p95: {row}"
+    );
+    let bulk = rows_with(overview, ">bulk<")[0];
+    assert!(bulk.contains("<svg"), "{bulk}");
+    assert_eq!(bulk.matches("class=\"point\"").count(), 0, "{bulk}");
+    assert!(bulk.contains("no deliveries"), "{bulk}");
+
+    let (_, body) = http_get(daemon.port, "/api/status").expect("/api/status answers");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let classes = status["probes"][0]["classes"].as_array().expect("classes");
+    let class = |name: &str| {
+        classes
+            .iter()
+            .find(|c| c["class"] == name)
+            .unwrap_or_else(|| panic!("{name} in {body}"))
+    };
+    let flowing = class("interpersonal");
+    let median = flowing["median_delay_24h_seconds"]
+        .as_f64()
+        .expect("a median");
+    let p95 = flowing["p95_delay_24h_seconds"].as_f64().expect("a p95");
+    assert!(0.0 < median && median <= p95 && p95 < 60.0, "{flowing}");
+    let history = flowing["history"].as_array().expect("history");
+    let delivered: u64 = history.iter().map(|p| p["count"].as_u64().unwrap()).sum();
+    assert!(
+        delivered >= 1 && (1..=2).contains(&history.len()),
+        "{flowing}"
+    );
+    let held = class("bulk");
+    assert!(held["median_delay_24h_seconds"].is_null(), "{held}");
+    assert_eq!(held["history"], serde_json::json!([]), "{held}");
 }
 
 #[test]

@@ -419,3 +419,22 @@ fn first_rounds_are_spaced_by_the_interval_over_the_count_at_most_the_cap() {
         assert!(first_round_after(i, 5000, minute) < minute, "{i}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_delay_history_a_round_left_unsaved_is_queued_when_the_agent_stops() {
+    let (server, store) = (FakeServer::default(), Store::acknowledging());
+    let (probe, running) = start(&server, &store, r#""bulk""#);
+    // Two rounds within one half hour of the wall clock: the first delivery opened the half
+    // hour and was written with it, the second waits for the next half hour or the stop.
+    assert!(until(Duration::from_secs(150), || delivered(&probe) >= 2).await);
+    assert!(running.stop().await);
+    let unsaved = |p: &Probe| p.read_ledger(|l| l.clone().unsaved_history().len());
+    let points = probe.read_ledger(|l| l.history["bulk"].points(crate::clock::now_ms()));
+    let counted: u32 = points.iter().map(|p| p.count).sum();
+    assert_eq!(u64::from(counted), delivered(&probe));
+    if points.len() == 1 {
+        assert_eq!(unsaved(&probe), 1, "the second delivery is not written yet");
+    }
+    probe.save_history();
+    assert_eq!(unsaved(&probe), 0, "queued for the store");
+}
