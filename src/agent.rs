@@ -153,6 +153,8 @@ impl Agent {
     pub fn release_probes(&mut self) {
         self.inboxes.clear();
         for probe in std::mem::take(&mut self.probes) {
+            // A removed probe's last half hour of delay history would otherwise be lost.
+            probe.save_history();
             let ledger = probe.read_ledger(Ledger::clone);
             self.unheld.insert(probe.config().name.clone(), ledger);
         }
