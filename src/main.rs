@@ -10,6 +10,13 @@ use mailcanary::cmd::{self, ExitAs as _, Failure};
 use mailcanary::config::Config;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the C library's allocator: at 1,000 probes the agent allocates and
+/// frees small objects on several threads (the runtime, the store's writer, rendering on the
+/// blocking pool), which glibc's per-thread arenas answer with fragmentation (RSS that does not
+/// come back) and malloc/free that took about a tenth of the agent's CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match parse_args() {
         Ok(cli) => cli,
