@@ -263,7 +263,7 @@ pub fn respond<B>(req: &Request<B>, state: &WebState) -> Response<Full<Bytes>> {
         "/" => text(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            pages::overview(&probes, clock::now_ms()),
+            pages::overview(&probes, page_asked(req), clock::now_ms()),
         ),
         "/api/status" => {
             let agent = probes.first().map_or("", |p| p.agent());
@@ -279,6 +279,16 @@ pub fn respond<B>(req: &Request<B>, state: &WebState) -> Response<Full<Bytes>> {
             None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
         },
     }
+}
+
+/// `page=N` of the query, 1 without one.
+fn page_asked<B>(req: &Request<B>) -> usize {
+    req.uri()
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("page=")?.parse().ok())
+        .unwrap_or(1)
 }
 
 fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {

@@ -16,7 +16,7 @@ use crate::ledger::{ClassTally, HistoryPoint, Ledger, Quantile};
 use crate::probe::Probe;
 
 /// How a probe's class is doing, worst first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClassState {
     /// Its canaries cannot be submitted: the last attempt failed.

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::ledger::Quantile;
-use crate::overview::{self, ProbeStatus};
+use crate::overview::{self, ClassState, ProbeStatus};
 use crate::probe::Probe;
 
 mod chart;
@@ -30,21 +30,52 @@ const CLASS_TABLE: &str = "<table border=\"1\"><tr><th>probe</th><th>class</th><
      <th>median 24h (s)</th><th>p95 24h (s)</th><th>delay, last 48 h</th><th>sent</th>\
      <th>delivered</th><th>lost</th><th>bounced</th><th>last bounce or delay notice</th></tr>";
 
-/// `/`: a row per probe × class with its state as a colour and a word.
-pub fn overview(probes: &[Arc<Probe>], now_ms: u64) -> String {
+/// Probes on one page of `/`. Each row carries a 48 h chart (up to ~13 KB of SVG), so 1,000
+/// probes × 3 classes on one page would be ~40 MB of HTML: too much for a browser on call.
+pub const PROBES_PER_PAGE: usize = 50;
+
+/// `/?page=N` (from 1): a row per probe × class with its state as a colour and a word; the
+/// probes needing attention first (worst state first, then config order), 50 probes a page.
+pub fn overview(probes: &[Arc<Probe>], page: usize, now_ms: u64) -> String {
     let agent = probes.first().map_or("", |p| p.agent());
     let status = overview::status(agent, probes, now_ms);
-    let mut page = format!(
+    let mut order: Vec<&ProbeStatus> = status.probes.iter().collect();
+    order.sort_by_key(|p| worst(p));
+    let attention = order.iter().filter(|p| worst(p) < ClassState::Ok).count();
+    let pages = order.len().div_ceil(PROBES_PER_PAGE).max(1);
+    let page = page.clamp(1, pages);
+    let first = (page - 1) * PROBES_PER_PAGE;
+    let shown = &order[first..(first + PROBES_PER_PAGE).min(order.len())];
+    let mut html = format!(
         "{HEAD}<h1>mailcanary {}</h1><p><a href=\"/metrics\">metrics</a> · \
-         <a href=\"/api/status\">status as JSON</a></p>",
-        escape(agent)
+         <a href=\"/api/status\">status as JSON</a></p><p id=\"summary\">{} probes, \
+         {attention} needing attention (listed first); page {page} of {pages}",
+        escape(agent),
+        order.len()
     );
-    page.push_str(CLASS_TABLE);
-    for probe in &status.probes {
-        class_rows(&mut page, probe, now_ms);
+    if page > 1 {
+        let _ = write!(html, " · <a href=\"/?page={}\">previous</a>", page - 1);
     }
-    page.push_str("</table></body></html>\n");
-    page
+    if page < pages {
+        let _ = write!(html, " · <a href=\"/?page={}\">next</a>", page + 1);
+    }
+    html.push_str("</p>");
+    html.push_str(CLASS_TABLE);
+    for probe in shown {
+        class_rows(&mut html, probe, now_ms);
+    }
+    html.push_str("</table></body></html>\n");
+    html
+}
+
+/// The worst state of a probe's classes (`unknown` for a probe without any).
+fn worst(probe: &ProbeStatus) -> ClassState {
+    probe
+        .classes
+        .iter()
+        .map(|c| c.state)
+        .min()
+        .unwrap_or(ClassState::Unknown)
 }
 
 fn class_rows(page: &mut String, probe: &ProbeStatus, now_ms: u64) {
@@ -183,6 +214,44 @@ pub fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stage::SendStage;
+    use crate::state::Store;
+    use crate::testing::{FakeServer, Fault, probe_named};
+
+    #[tokio::test]
+    async fn the_overview_pages_fifty_probes_at_a_time_those_needing_attention_first() {
+        let (server, store) = (FakeServer::default(), Store::acknowledging());
+        let mut probes: Vec<Arc<Probe>> = (0..119)
+            .map(|i| probe_named(&format!("p{i:03}"), &server, &store, "\"bulk\"", "1h"))
+            .collect();
+        for probe in &probes {
+            probe.open_books().await;
+        }
+        let refusing = FakeServer::default();
+        refusing.fail_send(&[Fault::Send(SendStage::Auth)]);
+        let failing = probe_named("zz-failing", &refusing, &store, "\"bulk\"", "1h");
+        failing
+            .send_round(&tokio_util::sync::CancellationToken::new())
+            .await;
+        probes.push(failing);
+        let rows = |page: &str| page.matches("<tr><td><a href=\"/probe/").count();
+        let first = overview(&probes, 1, 0);
+        assert!(first.contains("120 probes, 1 needing attention (listed first); page 1 of 3"));
+        assert_eq!(rows(&first), 50);
+        let first_row = first.split("<tr><td>").nth(1).expect("a row");
+        assert!(first_row.contains("zz-failing") && first_row.contains("send_failing"));
+        assert!(first.contains("<a href=\"/?page=2\">next</a>") && !first.contains("previous"));
+        let last = overview(&probes, 3, 0);
+        assert_eq!(rows(&last), 20);
+        assert!(last.contains("<a href=\"/?page=2\">previous</a>") && !last.contains("next"));
+        assert!(last.contains("p118") && !last.contains("zz-failing"));
+        assert_eq!(
+            overview(&probes, 99, 0),
+            last,
+            "past the end: the last page"
+        );
+        assert_eq!(overview(&probes, 0, 0), first);
+    }
 
     #[test]
     fn a_24h_quantile_shows_as_an_estimate_with_its_bracket() {
