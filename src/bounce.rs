@@ -47,7 +47,7 @@ const MAX_PARTS: usize = 8;
 pub fn read(head: &[u8], body: &[u8]) -> Option<Report> {
     let head = String::from_utf8_lossy(head);
     let body = String::from_utf8_lossy(body);
-    let content_type = field(&head, "Content-Type").unwrap_or_default();
+    let content_type = header_field(&head, "Content-Type").unwrap_or_default();
     let report = if is_delivery_report(&content_type) {
         standard(&content_type, &body)
     } else if looks_like_a_bounce(&head) {
@@ -73,7 +73,7 @@ fn standard(content_type: &str, body: &str) -> Option<Report> {
     let mut canary = None;
     for part in parts(body, &boundary) {
         let (part_head, content) = split_head(part);
-        let kind = field(part_head, "Content-Type")
+        let kind = header_field(part_head, "Content-Type")
             .unwrap_or_default()
             .to_ascii_lowercase();
         if kind.starts_with("message/delivery-status")
@@ -107,13 +107,13 @@ fn recipient_fields(part: &str) -> Option<(Action, Option<String>, Option<String
         .skip(1)
         .take(MAX_PARTS)
     {
-        let action = match field(block, "Action").map(|a| a.to_ascii_lowercase()) {
+        let action = match header_field(block, "Action").map(|a| a.to_ascii_lowercase()) {
             Some(a) if a.starts_with("failed") => Action::Failed,
             Some(a) if a.starts_with("delayed") => Action::Delayed,
             _ => continue,
         };
-        let status = field(block, "Status").and_then(|s| enhanced_status(&s));
-        let diagnostic = field(block, "Diagnostic-Code").map(|d| {
+        let status = header_field(block, "Status").and_then(|s| enhanced_status(&s));
+        let diagnostic = header_field(block, "Diagnostic-Code").map(|d| {
             // `smtp; 550 5.1.1 …`: the type is noise for a person.
             let text = d.split_once(';').map_or(d.as_str(), |(_, t)| t).to_string();
             clean(&text)
@@ -129,8 +129,10 @@ fn recipient_fields(part: &str) -> Option<(Action, Option<String>, Option<String
 /// Bounces that are not `multipart/report` (qmail's "failure notice", older Exim and
 /// Sendmail, many gateways) say so in who sent them and what they are called.
 fn looks_like_a_bounce(head: &str) -> bool {
-    let from = field(head, "From").unwrap_or_default().to_ascii_lowercase();
-    let subject = field(head, "Subject")
+    let from = header_field(head, "From")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let subject = header_field(head, "Subject")
         .unwrap_or_default()
         .to_ascii_lowercase();
     let daemon = [
@@ -161,7 +163,7 @@ fn looks_like_a_bounce(head: &str) -> bool {
 /// A non-standard bounce: delayed if it says so, else failed; the first enhanced status code
 /// in its text, and the line it is on as the diagnostic.
 fn informal(head: &str, body: &str) -> Option<Report> {
-    let subject = field(head, "Subject")
+    let subject = header_field(head, "Subject")
         .unwrap_or_default()
         .to_ascii_lowercase();
     let delayed = ["delay", "warning", "will retry", "still trying"]
@@ -253,7 +255,7 @@ fn split_head(part: &str) -> (&str, &str) {
 
 /// The unfolded value of the first header field `name` in `head` (stops at the first blank
 /// line, so a body is never read as a head).
-fn field(head: &str, name: &str) -> Option<String> {
+pub(crate) fn header_field(head: &str, name: &str) -> Option<String> {
     let mut value: Option<String> = None;
     for line in head.split('\n') {
         let line = line.strip_suffix('\r').unwrap_or(line);

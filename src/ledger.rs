@@ -52,12 +52,14 @@ use crate::stage::{MailboxStage, SendStage};
 pub mod bounce;
 mod example;
 pub mod failures;
+mod forged;
 mod histogram;
 pub mod history;
 
 pub use bounce::{Bounced, LastBounce};
 pub use example::example_books;
 pub use failures::Failure;
+pub use forged::ForgedMail;
 pub use histogram::{DELAY_BUCKETS, HOP_BUCKETS, Histogram, SMTP_BUCKETS};
 pub use history::{DelayHistory, HistoryPoint, Quantile};
 
@@ -312,6 +314,9 @@ pub struct ProbeTally {
     /// classes, and the histogram costs 14 series.
     #[serde(default = "smtp_histogram")]
     pub smtp_duration: Histogram,
+    /// The most recent mail forging one of this probe's canaries, as its sender wrote it.
+    #[serde(default)]
+    pub last_forged: Option<ForgedMail>,
 }
 
 impl Default for ProbeTally {
@@ -322,6 +327,7 @@ impl Default for ProbeTally {
             mails_skipped: 0,
             hop_delay: Vec::new(),
             smtp_duration: smtp_histogram(),
+            last_forged: None,
         }
     }
 }

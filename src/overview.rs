@@ -106,6 +106,9 @@ pub struct ProbeStatus {
     /// Its last failed attempts, newest first, with what was said on the wire (see
     /// [`crate::ledger::failures`] for the bounds).
     pub last_failures: Vec<FailureStatus>,
+    /// The last mail that forged one of its canaries (the forger's own From and Subject:
+    /// escape them wherever they are shown).
+    pub last_forged: Option<crate::ledger::ForgedMail>,
 }
 
 /// One failed attempt, as the books keep it. The message and the transcript carry a server's
@@ -175,7 +178,7 @@ pub fn status(agent: &str, probes: &[Arc<Probe>], now_ms: u64) -> Status {
 
 fn probe_status(probe: &Probe, now_ms: u64) -> ProbeStatus {
     let mailbox_up = probe.mailbox_up();
-    let (classes, last_failures) = probe.read_ledger(|ledger| {
+    let (classes, last_failures, last_forged) = probe.read_ledger(|ledger| {
         let classes = ledger
             .classes
             .iter()
@@ -189,6 +192,7 @@ fn probe_status(probe: &Probe, now_ms: u64) -> ProbeStatus {
         (
             classes,
             ledger.failures.iter().map(failure_status).collect(),
+            ledger.probe.last_forged.clone(),
         )
     });
     ProbeStatus {
@@ -197,6 +201,7 @@ fn probe_status(probe: &Probe, now_ms: u64) -> ProbeStatus {
         mailbox_up,
         classes,
         last_failures,
+        last_forged,
     }
 }
 

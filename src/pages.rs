@@ -187,10 +187,68 @@ pub fn probe(probes: &[Arc<Probe>], name: &str, now_ms: u64) -> Option<String> {
             );
         }
         page.push_str("</table>");
+        hops_table(&mut page, ledger);
     });
     failures::section(&mut page, &status.probes[0].last_failures);
+    forged_section(&mut page, status.probes[0].last_forged.as_ref());
     page.push_str("</body></html>\n");
     Some(page)
+}
+
+/// "Where the last delivery spent its time": per class, the hop delays of its most recent
+/// delivery with a `Received:` chain (oldest hop first; the last column sums the deeper hops),
+/// so the hop holding a class's mail is read at a glance.
+fn hops_table(page: &mut String, ledger: &crate::ledger::Ledger) {
+    let hops = ledger
+        .classes
+        .values()
+        .map(|t| t.last_hop_delay_s.len())
+        .max()
+        .unwrap_or(0);
+    page.push_str(
+        "<h2>Where the last delivery spent its time</h2><table border=\"1\" id=\"hops\"><tr>\
+         <th>class</th>",
+    );
+    for hop in 1..=hops {
+        let _ = write!(page, "<th>hop {hop} (s)</th>");
+    }
+    page.push_str("</tr>");
+    for (class, t) in &ledger.classes {
+        let _ = write!(page, "<tr><td>{}</td>", escape(class));
+        for hop in 0..hops {
+            match t.last_hop_delay_s.get(hop) {
+                Some(d) => {
+                    let _ = write!(page, "<td>{d:.3}</td>");
+                }
+                None => page.push_str("<td>-</td>"),
+            }
+        }
+        page.push_str("</tr>");
+    }
+    page.push_str("</table>");
+}
+
+/// "Last forged mail": where the last mail forging this probe's canaries is, and its From and
+/// Subject as the forger wrote them (escaped, like everything else).
+fn forged_section(page: &mut String, forged: Option<&crate::ledger::ForgedMail>) {
+    page.push_str("<h2>Last forged mail</h2>");
+    let Some(f) = forged else {
+        page.push_str("<p id=\"forged\">none seen</p>");
+        return;
+    };
+    let at = chrono::DateTime::from_timestamp_millis(i64::try_from(f.seen_ms).unwrap_or(0))
+        .map_or_else(String::new, |t| {
+            t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+        });
+    let _ = write!(
+        page,
+        "<table border=\"1\" id=\"forged\"><tr><th>seen</th><th>mail</th><th>From</th>\
+         <th>Subject</th></tr><tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+        escape(&at),
+        escape(&f.mail),
+        escape(f.from.as_deref().unwrap_or("-")),
+        escape(f.subject.as_deref().unwrap_or("-")),
+    );
 }
 
 /// Text for HTML: the markup characters and quotes as entities, control characters as

@@ -20,7 +20,7 @@ use crate::class::{self, Envelope};
 use crate::clock;
 use crate::config::{ClassConfig, ProbeConfig};
 use crate::delay::{self, Breakdown};
-use crate::ledger::{Delivery, Failure, Found, Ledger, Write};
+use crate::ledger::{Delivery, Failure, ForgedMail, Found, Ledger, Write};
 use crate::mailbox::{self, MailId};
 use crate::send::{SendError, Submit, Submitter};
 use crate::setup::ProbeSetupError;
@@ -446,7 +446,13 @@ impl Probe {
                             Some(outcome)
                         }
                         JudgedMail::Forged(a, claimed_class) => {
-                            writes.extend(l.forged(claimed_class, &a.id.to_string(), a.seen_ms));
+                            let mail = a.id.to_string();
+                            let counted = l.forged(claimed_class, &mail, a.seen_ms);
+                            if !counted.is_empty() {
+                                let note = ForgedMail::from_head(&a.head, &mail, a.seen_ms);
+                                writes.extend(counted);
+                                writes.extend(l.note_forged(note));
+                            }
                             None
                         }
                     })

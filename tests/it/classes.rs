@@ -134,6 +134,21 @@ fn held_bulk_on_the_pages(stack: &Stack, daemon: &Daemon) {
     );
     let deliveries = page.split("id=\"deliveries\"").nth(1).expect("deliveries");
     assert_eq!(rows_with(deliveries, ">INBOX<").len(), 2, "{deliveries}");
+    // Which hop held the last delivery: a delay for every hop of a class that arrived (the
+    // stack's chain has at least Postfix and Dovecot), none for the held one.
+    let hops = page
+        .split("id=\"hops\"")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .expect("the hops table");
+    let arrived = rows_with(hops, ">interpersonal<");
+    let delays = arrived[0].matches("<td>").count() - 1;
+    assert!(delays >= 2 && !arrived[0].contains("<td>-</td>"), "{hops}");
+    assert_eq!(
+        rows_with(hops, ">bulk<")[0].matches("<td>-</td>").count(),
+        delays,
+        "{hops}"
+    );
 }
 
 /// The delay chart and the 24 h median and p95: a point for each half hour with deliveries of

@@ -376,3 +376,62 @@ fn canaries_are_found_where_search_header_finds_nothing() {
     }
     empty_mailbox(stack, user);
 }
+
+#[test]
+fn a_forgers_markup_in_from_and_subject_renders_as_text_on_the_probe_page() {
+    // Issue 15: what a mailbox hands us is shown as text. A forged canary (anyone can send
+    // one) with markup in its From and Subject, and an ordinary mail with a script subject
+    // beside it; the probe page names the forged mail, and Chromium's DOM holds no element the
+    // mails wrote.
+    let stack = stack();
+    let user = "box32@example.test";
+    empty_mailbox(stack, user);
+    let (agent, probe) = ("it-hostile-page", "page");
+    let forged_mail = forged(user, agent, probe, 1)
+        .replace(
+            "From: probe1@example.test",
+            "From: \"<img src=x onerror=alert(2)>\" <evil@example.test>",
+        )
+        .replace(
+            "Subject: forged 1",
+            "Subject: <script>alert(1)</script> \"quoted\" 'single' \u{1}",
+        );
+    let ordinary = format!(
+        "From: a@example.org\r\nTo: {user}\r\nSubject: <script>alert(3)</script>\r\n\r\nhi\r\n"
+    );
+    place(stack, user, "page", &[forged_mail, ordinary]);
+    let work = Workdir::new(agent, &section(stack, probe, user, ""));
+    let daemon = work.daemon(stack);
+    daemon.wait_for("the forged mail counted", LIMIT, || {
+        forged_sum(&daemon.scrape(), probe) == 1.0
+    });
+    let dom = in_chromium(
+        &format!("http://127.0.0.1:{}/probe/{probe}", daemon.port),
+        "hostile-probe",
+    );
+    let forged_row = dom
+        .split("id=\"forged\"")
+        .nth(1)
+        .expect("the Last forged mail table");
+    assert!(
+        forged_row.contains("&lt;script&gt;alert(1)&lt;/script&gt; \"quoted\" 'single'"),
+        "the subject as text: {forged_row}"
+    );
+    assert!(
+        forged_row.contains("\"&lt;img src=x onerror=alert(2)&gt;\" &lt;evil@example.test&gt;"),
+        "the From as text: {forged_row}"
+    );
+    for element in ["<script", "<img"] {
+        assert!(!dom.contains(element), "{element} in the DOM:\n{dom}");
+    }
+    let (_, json) = http_get(daemon.port, "/api/status").expect("/api/status");
+    let status: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let subject = status["probes"][0]["last_forged"]["subject"].as_str();
+    assert_eq!(
+        subject.map(str::trim_end),
+        Some("<script>alert(1)</script> \"quoted\" 'single'"),
+        "the JSON keeps the text (printable) for scripts to escape"
+    );
+    drop(daemon);
+    empty_mailbox(stack, user);
+}

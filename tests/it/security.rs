@@ -132,13 +132,52 @@ fn no_password_or_key_appears_in_logs_metrics_or_check_output() {
     logs.push_str(&http_get(daemon.port, "/").expect("status page").1);
     drop(daemon);
     logs.push_str(&std::fs::read_to_string(work.dir.path().join("daemon.log")).unwrap());
-    // Failures print server replies and errors: make some, with a wrong password.
-    let wrong = probe_section(stack, "secret-wrong", user, "MC_WRONG_PASSWORD");
+    // Failures print server replies and errors and keep their transcripts for the pages: make
+    // some, with a wrong password for submission, for IMAP and for POP3.
+    let wrong_login = |section: String| {
+        section.replace(
+            "password_env = \"MAILSTACK_TEST_PASSWORD\"",
+            "password_env = \"MC_WRONG_PASSWORD\"",
+        )
+    };
+    let wrong = probe_section(stack, "secret-wrong", user, "MC_WRONG_PASSWORD")
+        + &wrong_login(probe_section(
+            stack,
+            "secret-wrong-imap",
+            user,
+            "MC_PROBE1_PASSWORD",
+        ))
+        + &wrong_login(pop3.replace("secret-pop3", "secret-wrong-pop3"));
     let bad = Workdir::new("it-secrets-wrong", &wrong);
     let out = bad.run(stack, &["--log-level", "trace", "once", "--wait", "2s"]);
     logs.push_str(&output_text(&out));
     let out = bad.run(stack, &["--log-level", "debug", "check"]);
     logs.push_str(&output_text(&out));
+    // The pages and the JSON, with the failures' transcripts the store kept.
+    let daemon = bad.daemon(stack);
+    let mut pages = String::new();
+    for path in [
+        "/",
+        "/api/status",
+        "/probe/secret-wrong",
+        "/probe/secret-wrong-imap",
+        "/probe/secret-wrong-pop3",
+    ] {
+        pages.push_str(&http_get(daemon.port, path).expect("a page").1);
+    }
+    drop(daemon);
+    let imap_login = format!("LOGIN &quot;{user}&quot; &lt;redacted&gt;");
+    for login in [
+        "AUTH PLAIN &lt;redacted&gt;",
+        imap_login.as_str(),
+        "S: -ERR [AUTH] Authentication failed.",
+    ] {
+        assert!(
+            pages.contains(login),
+            "a transcript with {login:?}: {pages}"
+        );
+    }
+    logs.push_str(&pages);
 
     let key = std::fs::read_to_string(work.dir.path().join("canary.key")).unwrap();
     let secrets = vec![
