@@ -165,6 +165,20 @@ impl Agent {
         self.probes.clone()
     }
 
+    /// Renders the metrics of `probes` now, handing the text to `send` in pieces
+    /// ([`metrics::Pieces::STREAM`]); false when `send` refused a piece (the client left).
+    pub fn render_in_pieces(
+        probes: &[Arc<Probe>],
+        store: &Store,
+        send: &mut dyn FnMut(String) -> bool,
+    ) -> bool {
+        let figures = AgentFigures {
+            state_errors: store.errors(),
+        };
+        let pieces = metrics::Pieces::STREAM;
+        metrics::render_in_pieces(probes, figures, clock::now_ms(), pieces, send)
+    }
+
     /// Renders the metrics of `probes` now.
     pub fn render(probes: &[Arc<Probe>], store: &Store) -> String {
         let figures = AgentFigures {

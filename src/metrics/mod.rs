@@ -117,7 +117,7 @@ impl Books for std::sync::Arc<Probe> {
 /// large at once instead of growing by doubling (each growth may copy, briefly two buffers).
 static LAST_BODY_LEN: AtomicUsize = AtomicUsize::new(0);
 
-/// Renders every family for these probes, in-flight ages as of `now_ms`.
+/// Renders every family for these probes, in-flight ages as of `now_ms`, as one body.
 ///
 /// Family by family, and within a family probe by probe, each probe's books locked while its
 /// series of that family are written: the body is written once, in order, into one buffer
@@ -128,7 +128,50 @@ static LAST_BODY_LEN: AtomicUsize = AtomicUsize::new(0);
 /// read half-updated, and every counter still only rises.
 pub fn render<B: Books>(probes: &[B], agent: AgentFigures, now_ms: u64) -> String {
     let last = LAST_BODY_LEN.load(Ordering::Relaxed);
-    let mut t = Text::with_capacity(last + last / 16 + 4096);
+    let mut body = String::new();
+    let whole = Pieces {
+        len: usize::MAX,
+        capacity: last + last / 16 + 4096,
+    };
+    render_in_pieces(probes, agent, now_ms, whole, &mut |piece| {
+        body = piece;
+        true
+    });
+    body
+}
+
+/// How a body is handed out: pieces of at least `len` bytes (whole series), each written
+/// into a buffer of `capacity`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pieces {
+    /// Hand out what is written once it is this long.
+    pub len: usize,
+    /// Room made for each piece at once.
+    pub capacity: usize,
+}
+
+impl Pieces {
+    /// Pieces of 256 KiB: a scrape holds a few of them instead of a whole 20 MiB body, and
+    /// each is large enough that handing it over costs nothing next to writing it.
+    pub const STREAM: Pieces = Pieces {
+        len: 256 * 1024,
+        capacity: 288 * 1024,
+    };
+}
+
+/// [`render`], handed to `send` in pieces of about `pieces.len` bytes (whole series, in order)
+/// as they are written, so a scrape of 1,000 probes holds a piece at a time instead of the
+/// whole 20 MiB body, and the first bytes leave while the rest is written. Stops early when
+/// `send` returns false (the client went away); whether every piece was taken.
+pub fn render_in_pieces<B: Books>(
+    probes: &[B],
+    agent: AgentFigures,
+    now_ms: u64,
+    pieces: Pieces,
+    send: &mut dyn FnMut(String) -> bool,
+) -> bool {
+    let mut t = Text::with_capacity(pieces.capacity);
+    let mut total = 0;
     for family in &FAMILIES {
         t.family(family.name, family.kind, family.help);
         match family.series {
@@ -136,13 +179,21 @@ pub fn render<B: Books>(probes: &[B], agent: AgentFigures, now_ms: u64) -> Strin
             _ => {
                 for probe in probes {
                     write_probe(&mut t, family, probe, now_ms);
+                    if t.len() >= pieces.len {
+                        let piece = t.take_ready(pieces.capacity);
+                        total += piece.len();
+                        if !send(piece) {
+                            return false;
+                        }
+                    }
                 }
             }
         }
     }
-    let body = t.finish();
-    LAST_BODY_LEN.store(body.len(), Ordering::Relaxed);
-    body
+    let piece = t.finish();
+    total += piece.len();
+    LAST_BODY_LEN.store(total, Ordering::Relaxed);
+    send(piece)
 }
 
 /// One family's series of one probe, its books locked meanwhile.

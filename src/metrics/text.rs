@@ -44,9 +44,10 @@ pub(super) struct Text {
     out: String,
     /// `mailcanary_` and the current family's name.
     name: &'static str,
-    /// Where the current family's header starts and ends: a family that wrote no series is
-    /// cut off again (the format leaves empty families out).
-    header: (usize, usize),
+    /// Where the current family's header starts and ends in `out`: a family that wrote no
+    /// series is cut off again (the format leaves empty families out). `None` once its
+    /// series were handed out ([`Text::take_ready`]): the header went with them.
+    header: Option<(usize, usize)>,
 }
 
 impl Text {
@@ -55,8 +56,31 @@ impl Text {
         Text {
             out: String::with_capacity(capacity),
             name: "",
-            header: (0, 0),
+            header: None,
         }
+    }
+
+    /// How much text is waiting to be handed out.
+    pub(super) fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Hands out what is written so far (for a body sent in pieces), keeping only a header
+    /// whose family has no series yet, since an empty family is left out after all. The next
+    /// piece is written into a buffer of `capacity`.
+    pub(super) fn take_ready(&mut self, capacity: usize) -> String {
+        let keep = match self.header {
+            Some((start, end)) if end == self.out.len() => start,
+            _ => self.out.len(),
+        };
+        let mut next = String::with_capacity(capacity.max(self.out.len() - keep));
+        next.push_str(&self.out[keep..]);
+        if let Some((start, end)) = self.header {
+            self.header = (end == self.out.len()).then(|| (0, end - start));
+        }
+        let mut ready = std::mem::replace(&mut self.out, next);
+        ready.truncate(keep);
+        ready
     }
 
     /// Starts a family: its `# HELP` and `# TYPE` lines. `name` is the full metric name.
@@ -73,16 +97,16 @@ impl Text {
         self.out.push(' ');
         self.out.push_str(kind.as_str());
         self.out.push('\n');
-        self.header = (start, self.out.len());
+        self.header = Some((start, self.out.len()));
     }
 
     /// Ends the current family, leaving it out if it wrote no series.
     fn end_family(&mut self) {
-        let (start, end) = self.header;
-        if end == self.out.len() {
+        if let Some((start, end)) = self.header.take()
+            && end == self.out.len()
+        {
             self.out.truncate(start);
         }
-        self.header = (self.out.len(), self.out.len());
     }
 
     /// The finished body.
