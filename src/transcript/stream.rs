@@ -143,27 +143,36 @@ impl Recording {
     }
 
     /// Moves the unfinished line of `who`, if any, into the transcript, redacting client lines.
+    /// The line's buffer is kept for the next line: every line read passes through here, on
+    /// the success path too, so it must not cost an allocation.
     fn finish(&mut self, who: Who) {
         if self.pending(who).is_empty() {
             return;
         }
-        let Pending { bytes, dropped } = std::mem::take(self.pending(who));
-        let text = wire_text(&bytes);
+        let mut pending = std::mem::take(self.pending(who));
+        self.record(who, &wire_text(&pending.bytes), pending.dropped);
+        pending.bytes.clear();
+        pending.dropped = 0;
+        *self.pending(who) = pending;
+    }
+
+    /// Records one finished line of `who`.
+    fn record(&mut self, who: Who, text: &str, dropped: usize) {
         if who != Who::Client {
             // A final answer ends a SASL exchange; a continuation request (`+ …`) or an
             // untagged line in between does not.
             if !(text.starts_with('+') && !text.starts_with("+OK") || text.starts_with("* ")) {
                 self.sasl = false;
             }
-            self.transcript.push_cut(who, &text, dropped);
+            self.transcript.push_cut(who, text, dropped);
             return;
         }
         if self.sasl {
             self.transcript.push(Who::Client, REDACTED);
             return;
         }
-        self.sasl = Redaction::starts_sasl(&text);
-        match redact(&text) {
+        self.sasl = Redaction::starts_sasl(text);
+        match redact(text) {
             Redaction::Redacted(shown) => self.transcript.push(Who::Client, &shown),
             Redaction::Plain(_) if self.concealed > 0 => {
                 self.transcript.push(Who::Client, REDACTED)
