@@ -13,7 +13,9 @@ use tracing_subscriber::EnvFilter;
 /// mimalloc instead of the C library's allocator: at 1,000 probes the agent allocates and
 /// frees small objects on several threads (the runtime, the store's writer, rendering on the
 /// blocking pool), which glibc's per-thread arenas answer with fragmentation (RSS that does not
-/// come back) and malloc/free that took about a tenth of the agent's CPU.
+/// come back) and malloc/free that took about a tenth of the agent's CPU. Built without
+/// transparent huge pages (`no_thp`): with them a single probe's agent took 28.7 MB of RSS
+/// instead of 17.4, its few allocations spread over 2 MiB pages.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
