@@ -113,11 +113,7 @@ fn held_bulk_on_the_pages(stack: &Stack, daemon: &Daemon) {
         &format!("http://127.0.0.1:{}/probe/triage", daemon.port),
         "probe",
     );
-    let in_flight = page
-        .split("id=\"in-flight\"")
-        .nth(1)
-        .and_then(|t| t.split("</table>").next())
-        .expect("the in-flight table");
+    let in_flight = table(&page, "in-flight");
     let held = rows_with(in_flight, ">bulk<");
     assert_eq!(held.len(), 1, "{in_flight}");
     let cells: Vec<&str> = held[0]
@@ -132,15 +128,11 @@ fn held_bulk_on_the_pages(stack: &Stack, daemon: &Daemon) {
         postfix.contains(&format!("{queue_id}: hold:")),
         "queue id {queue_id:?} is not the one Postfix held"
     );
-    let deliveries = page.split("id=\"deliveries\"").nth(1).expect("deliveries");
+    let deliveries = table(&page, "deliveries");
     assert_eq!(rows_with(deliveries, ">INBOX<").len(), 2, "{deliveries}");
     // Which hop held the last delivery: a delay for every hop of a class that arrived (the
     // stack's chain has at least Postfix and Dovecot), none for the held one.
-    let hops = page
-        .split("id=\"hops\"")
-        .nth(1)
-        .and_then(|t| t.split("</table>").next())
-        .expect("the hops table");
+    let hops = table(&page, "hops");
     let arrived = rows_with(hops, ">interpersonal<");
     let delays = arrived[0].matches("<td>").count() - 1;
     assert!(delays >= 2 && !arrived[0].contains("<td>-</td>"), "{hops}");

@@ -409,10 +409,7 @@ fn a_forgers_markup_in_from_and_subject_renders_as_text_on_the_probe_page() {
         &format!("http://127.0.0.1:{}/probe/{probe}", daemon.port),
         "hostile-probe",
     );
-    let forged_row = dom
-        .split("id=\"forged\"")
-        .nth(1)
-        .expect("the Last forged mail table");
+    let forged_row = table(&dom, "forged");
     assert!(
         forged_row.contains("&lt;script&gt;alert(1)&lt;/script&gt; \"quoted\" 'single'"),
         "the subject as text: {forged_row}"

@@ -37,12 +37,7 @@ fn never_receiving(stack: &Stack, name: &str, maildir: &Path) -> String {
 fn in_flight_ids(daemon: &Daemon, probe: &str) -> Vec<String> {
     let (code, page) = http_get(daemon.port, &format!("/probe/{probe}")).expect("probe page");
     assert_eq!(code, 200, "{page}");
-    let table = page
-        .split("id=\"in-flight\"")
-        .nth(1)
-        .and_then(|t| t.split("</table>").next())
-        .expect("the in-flight table");
-    let mut ids: Vec<String> = rows_with(table, "<td>")
+    let mut ids: Vec<String> = rows_with(table(&page, "in-flight"), "<td>")
         .iter()
         .filter_map(|row| row.split("<td>").nth(1)?.split("</td>").next())
         .map(str::to_string)

@@ -636,6 +636,14 @@ pub fn in_chromium(url: &str, name: &str) -> String {
     run(&["--dump-dom".to_string()])
 }
 
+/// The table of `page` with `id="ID"`, up to its end (panics naming it when it is missing).
+pub fn table<'a>(page: &'a str, id: &str) -> &'a str {
+    page.split(&format!("id=\"{id}\""))
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .unwrap_or_else(|| panic!("no table {id:?} in:\n{page}"))
+}
+
 /// The rows (`<tr>…</tr>`) of an HTML document that contain `needle`.
 pub fn rows_with<'a>(html: &'a str, needle: &str) -> Vec<&'a str> {
     html.split("<tr>")
