@@ -183,10 +183,8 @@ fn probe_status(probe: &Probe, now_ms: u64) -> ProbeStatus {
             .classes
             .iter()
             .map(|(class, t)| {
-                let (send_failures, lost) = probe.troubles(class);
-                let troubles = (send_failures, lost, mailbox_up);
-                let late_after_s = probe.config().late_after.as_secs_f64();
-                class_status(ledger, class, t, now_ms, troubles, late_after_s)
+                let state = class_state(probe, ledger, class, t, mailbox_up, now_ms);
+                class_status(ledger, class, t, state, now_ms)
             })
             .collect();
         (
@@ -205,6 +203,42 @@ fn probe_status(probe: &Probe, now_ms: u64) -> ProbeStatus {
     }
 }
 
+/// The worst state of `probe`'s classes (`unknown` without any), judged as [`status`] judges
+/// them but without building the rest: what the overview ranks every probe by before it
+/// builds the status of the ones it shows.
+pub fn worst_state(probe: &Probe, now_ms: u64) -> ClassState {
+    let mailbox_up = probe.mailbox_up();
+    probe.read_ledger(|ledger| {
+        ledger
+            .classes
+            .iter()
+            .map(|(class, t)| class_state(probe, ledger, class, t, mailbox_up, now_ms))
+            .min()
+            .unwrap_or(ClassState::Unknown)
+    })
+}
+
+/// How `class` of `probe` is doing, from its books and the probe's troubles in memory.
+fn class_state(
+    probe: &Probe,
+    ledger: &Ledger,
+    class: &str,
+    t: &ClassTally,
+    mailbox_up: bool,
+    now_ms: u64,
+) -> ClassState {
+    let (send_failures, lost) = probe.troubles(class);
+    let delivered = t.delivered.values().any(|n| *n > 0);
+    judge(Signals {
+        send_failures,
+        mailbox_up,
+        lost,
+        oldest_in_flight_age_s: ledger.oldest_age(class, now_ms),
+        late_after_s: probe.config().late_after.as_secs_f64(),
+        anything_yet: t.sent > 0 || delivered || !t.send_failures.is_empty(),
+    })
+}
+
 fn failure_status(f: &crate::ledger::Failure) -> FailureStatus {
     FailureStatus {
         at: f.at_ms as f64 / 1000.0,
@@ -219,21 +253,11 @@ fn class_status(
     ledger: &Ledger,
     class: &str,
     t: &ClassTally,
+    state: ClassState,
     now_ms: u64,
-    (send_failures, lost, mailbox_up): (u64, u64, bool),
-    late_after_s: f64,
 ) -> ClassStatus {
     let oldest = ledger.oldest_age(class, now_ms);
     let delivered = t.delivered.values().sum::<u64>();
-    let anything_yet = t.sent > 0 || delivered > 0 || !t.send_failures.is_empty();
-    let state = judge(Signals {
-        send_failures,
-        mailbox_up,
-        lost,
-        oldest_in_flight_age_s: oldest,
-        late_after_s,
-        anything_yet,
-    });
     let history = ledger.history.get(class);
     let quantile = |q| history.and_then(|h| h.quantile(now_ms, q));
     let quantiles_24h = quantile(0.5).zip(quantile(0.95));

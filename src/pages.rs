@@ -38,14 +38,22 @@ pub const PROBES_PER_PAGE: usize = 50;
 /// probes needing attention first (worst state first, then config order), 50 probes a page.
 pub fn overview(probes: &[Arc<Probe>], page: usize, now_ms: u64) -> String {
     let agent = probes.first().map_or("", |p| p.agent());
-    let status = overview::status(agent, probes, now_ms);
-    let mut order: Vec<&ProbeStatus> = status.probes.iter().collect();
-    order.sort_by_key(|p| worst(p));
-    let attention = order.iter().filter(|p| worst(p) < ClassState::Ok).count();
+    // Ranked by state alone; the full status (histories for the charts, transcripts) is built
+    // for the page's 50 only, not for every probe at every look at the page.
+    let mut order: Vec<(ClassState, &Arc<Probe>)> = probes
+        .iter()
+        .map(|p| (overview::worst_state(p, now_ms), p))
+        .collect();
+    order.sort_by_key(|(state, _)| *state);
+    let attention = order.iter().filter(|(s, _)| *s < ClassState::Ok).count();
     let pages = order.len().div_ceil(PROBES_PER_PAGE).max(1);
     let page = page.clamp(1, pages);
     let first = (page - 1) * PROBES_PER_PAGE;
-    let shown = &order[first..(first + PROBES_PER_PAGE).min(order.len())];
+    let shown: Vec<Arc<Probe>> = order[first..(first + PROBES_PER_PAGE).min(order.len())]
+        .iter()
+        .map(|(_, p)| Arc::clone(p))
+        .collect();
+    let status = overview::status(agent, &shown, now_ms);
     let mut html = format!(
         "{HEAD}<h1>mailcanary {}</h1><p><a href=\"/metrics\">metrics</a> · \
          <a href=\"/api/status\">status as JSON</a></p><p id=\"summary\">{} probes, \
@@ -61,21 +69,11 @@ pub fn overview(probes: &[Arc<Probe>], page: usize, now_ms: u64) -> String {
     }
     html.push_str("</p>");
     html.push_str(CLASS_TABLE);
-    for probe in shown {
+    for probe in &status.probes {
         class_rows(&mut html, probe, now_ms);
     }
     html.push_str("</table></body></html>\n");
     html
-}
-
-/// The worst state of a probe's classes (`unknown` for a probe without any).
-fn worst(probe: &ProbeStatus) -> ClassState {
-    probe
-        .classes
-        .iter()
-        .map(|c| c.state)
-        .min()
-        .unwrap_or(ClassState::Unknown)
 }
 
 fn class_rows(page: &mut String, probe: &ProbeStatus, now_ms: u64) {
@@ -236,10 +234,7 @@ fn forged_section(page: &mut String, forged: Option<&crate::ledger::ForgedMail>)
         page.push_str("<p id=\"forged\">none seen</p>");
         return;
     };
-    let at = chrono::DateTime::from_timestamp_millis(i64::try_from(f.seen_ms).unwrap_or(0))
-        .map_or_else(String::new, |t| {
-            t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
-        });
+    let at = utc(f.seen_ms, WHEN);
     let _ = write!(
         page,
         "<table border=\"1\" id=\"forged\"><tr><th>seen</th><th>mail</th><th>From</th>\
@@ -249,6 +244,17 @@ fn forged_section(page: &mut String, forged: Option<&crate::ledger::ForgedMail>)
         escape(f.from.as_deref().unwrap_or("-")),
         escape(f.subject.as_deref().unwrap_or("-")),
     );
+}
+
+/// How the pages write a moment.
+const WHEN: &str = "%Y-%m-%d %H:%M:%S UTC";
+
+/// `ms` (Unix) in UTC as `format` (chrono's) says; the number itself if chrono cannot place it.
+fn utc(ms: u64, format: &str) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(|| ms.to_string(), |t| t.format(format).to_string())
 }
 
 /// Text for HTML: the markup characters and quotes as entities, control characters as

@@ -81,13 +81,7 @@ pub(super) fn human(seconds: f64) -> String {
 
 /// When a half hour began, for a point's title: `Nov 30 05:30 UTC`.
 fn when(start_s: u64) -> String {
-    i64::try_from(start_s)
-        .ok()
-        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
-        .map_or_else(
-            || format!("{start_s}"),
-            |t| t.format("%b %d %H:%M UTC").to_string(),
-        )
+    super::utc(start_s.saturating_mul(1000), "%b %d %H:%M UTC")
 }
 
 /// The chart of `points` (the non-empty half hours of the last 48 h, oldest first) at

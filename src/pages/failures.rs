@@ -19,10 +19,7 @@ pub(super) fn section(page: &mut String, failures: &[FailureStatus]) {
     }
     page.push_str("<div id=\"failures\">");
     for f in failures {
-        let at = chrono::DateTime::from_timestamp_millis((f.at * 1000.0) as i64).map_or_else(
-            || format!("{:.0}", f.at),
-            |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-        );
+        let at = super::utc((f.at * 1000.0) as u64, super::WHEN);
         let _ = write!(
             page,
             "<div class=\"failure\"><h3>{} · {} · {}</h3><p>{}</p><pre>",

@@ -147,24 +147,27 @@ impl Reloader<'_> {
     }
 }
 
-/// "N probes: added a, b; removed c; changed d" for the log and the answer.
+/// "N probes: added a, b; removed c; changed d" for the log and the answer. One pass over
+/// each config (a reload of 1,000 probes compares 1,000 pairs, not a million).
 fn changes(before: &Config, after: &Config) -> String {
-    let names =
-        |c: &Config| -> BTreeSet<String> { c.probes.iter().map(|p| p.name.clone()).collect() };
-    let (old, new) = (names(before), names(after));
-    let added: Vec<&str> = new.difference(&old).map(String::as_str).collect();
-    let removed: Vec<&str> = old.difference(&new).map(String::as_str).collect();
-    let changed: Vec<&str> = after
+    let old: HashMap<&str, String> = before
         .probes
         .iter()
-        .filter(|p| {
-            before
-                .probes
-                .iter()
-                .any(|q| q.name == p.name && format!("{q:?}") != format!("{p:?}"))
-        })
-        .map(|p| p.name.as_str())
+        .map(|p| (p.name.as_str(), format!("{p:?}")))
         .collect();
+    let new: BTreeSet<&str> = after.probes.iter().map(|p| p.name.as_str()).collect();
+    let mut added = Vec::new();
+    let mut changed = Vec::new();
+    for p in &after.probes {
+        match old.get(p.name.as_str()) {
+            None => added.push(p.name.as_str()),
+            Some(was) if *was != format!("{p:?}") => changed.push(p.name.as_str()),
+            Some(_) => {}
+        }
+    }
+    let mut removed: Vec<&str> = old.keys().copied().filter(|n| !new.contains(n)).collect();
+    removed.sort_unstable();
+    added.sort_unstable();
     let mut text = format!("{} probes", after.probes.len());
     for (what, list) in [("added", added), ("removed", removed), ("changed", changed)] {
         if !list.is_empty() {
