@@ -421,9 +421,8 @@ fn a_forgers_markup_in_from_and_subject_renders_as_text_on_the_probe_page() {
     for element in ["<script", "<img"] {
         assert!(!dom.contains(element), "{element} in the DOM:\n{dom}");
     }
-    let (_, json) = http_get(daemon.port, "/api/status").expect("/api/status");
-    let status: serde_json::Value = serde_json::from_str(&json).expect("JSON");
-    let subject = status["probes"][0]["last_forged"]["subject"].as_str();
+    let status = api_status(&daemon);
+    let subject = status_of(&status, probe)["last_forged"]["subject"].as_str();
     assert_eq!(
         subject.map(str::trim_end),
         Some("<script>alert(1)</script> \"quoted\" 'single'"),

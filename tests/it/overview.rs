@@ -13,19 +13,9 @@ fn probe_to_probe2(stack: &Stack, name: &str, smtp_password_env: &str) -> String
     )
 }
 
-fn status(daemon: &Daemon) -> serde_json::Value {
-    let (code, body) = http_get(daemon.port, "/api/status").expect("/api/status answers");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).expect("JSON")
-}
-
 /// The states of `probe`'s classes, by class.
 fn states(status: &serde_json::Value, probe: &str) -> Vec<(String, String)> {
-    let probes = status["probes"].as_array().expect("probes");
-    let p = probes
-        .iter()
-        .find(|p| p["name"] == probe)
-        .expect("the probe");
+    let p = status_of(status, probe);
     p["classes"]
         .as_array()
         .expect("classes")
@@ -66,7 +56,7 @@ fn every_class_gets_one_state_from_the_books_in_the_json_and_on_the_page() {
             ) >= 3.0
         },
     );
-    let status = status(&daemon);
+    let status = api_status(&daemon);
     assert_eq!(status["agent"], "it-overview");
     let ok = states(&status, "overview-ok");
     assert_eq!(ok.len(), 3, "{status}");

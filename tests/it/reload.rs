@@ -48,10 +48,7 @@ fn in_flight_ids(daemon: &Daemon, probe: &str) -> Vec<String> {
 
 /// The probe names `/api/status` lists.
 fn probe_names(daemon: &Daemon) -> Vec<String> {
-    let (code, body) = http_get(daemon.port, "/api/status").expect("/api/status");
-    assert_eq!(code, 200, "{body}");
-    let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    status["probes"]
+    api_status(daemon)["probes"]
         .as_array()
         .expect("probes")
         .iter()

@@ -636,6 +636,23 @@ pub fn in_chromium(url: &str, name: &str) -> String {
     run(&["--dump-dom".to_string()])
 }
 
+/// `/api/status` of `daemon`, parsed (it must answer 200).
+pub fn api_status(daemon: &Daemon) -> serde_json::Value {
+    let (code, body) = http_get(daemon.port, "/api/status").expect("/api/status answers");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+/// The object of probe `name` in an `/api/status` answer.
+pub fn status_of<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no probe {name} in {status}"))
+}
+
 /// The table of `page` with `id="ID"`, up to its end (panics naming it when it is missing).
 pub fn table<'a>(page: &'a str, id: &str) -> &'a str {
     page.split(&format!("id=\"{id}\""))

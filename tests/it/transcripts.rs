@@ -14,19 +14,9 @@ use crate::support::*;
 /// What `Workdir::command` puts in `MC_WRONG_PASSWORD`.
 const WRONG: &str = "not-the-password";
 
-fn status(daemon: &Daemon) -> serde_json::Value {
-    let (code, body) = http_get(daemon.port, "/api/status").expect("/api/status answers");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).expect("JSON")
-}
-
 /// The `last_failures` of `probe` on `side`, newest first.
 fn failures(status: &serde_json::Value, probe: &str, side: &str) -> Vec<serde_json::Value> {
-    let probes = status["probes"].as_array().expect("probes");
-    let p = probes
-        .iter()
-        .find(|p| p["name"] == probe)
-        .expect("the probe");
+    let p = status_of(status, probe);
     p["last_failures"]
         .as_array()
         .expect("last_failures")
@@ -88,10 +78,10 @@ fn a_refused_login_is_kept_with_its_transcript_on_the_page_and_in_the_json() {
     let mut daemon = work.daemon(stack);
     let limit = Duration::from_secs(30);
     daemon.wait_for("a send failure with its transcript", limit, || {
-        !failures(&status(&daemon), "transcript-send", "smtp").is_empty()
+        !failures(&api_status(&daemon), "transcript-send", "smtp").is_empty()
     });
     daemon.wait_for("a mailbox failure with its transcript", limit, || {
-        !failures(&status(&daemon), "transcript-read", "imap").is_empty()
+        !failures(&api_status(&daemon), "transcript-read", "imap").is_empty()
     });
     let json = http_get(daemon.port, "/api/status").expect("status").1;
     let first: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -147,7 +137,7 @@ fn a_refused_login_is_kept_with_its_transcript_on_the_page_and_in_the_json() {
     daemon.terminate();
     let log = daemon.log_text();
     let daemon = work.daemon(stack);
-    let after = status(&daemon);
+    let after = api_status(&daemon);
     let kept = failures(&after, "transcript-send", "smtp");
     assert!(
         kept.iter()
@@ -205,9 +195,9 @@ fn a_hostile_servers_reply_renders_as_text_and_a_long_line_is_kept_cut() {
     daemon.wait_for(
         "the hostile server's refusal kept",
         Duration::from_secs(30),
-        || !failures(&status(&daemon), "transcript-hostile", "imap").is_empty(),
+        || !failures(&api_status(&daemon), "transcript-hostile", "imap").is_empty(),
     );
-    let now = status(&daemon);
+    let now = api_status(&daemon);
     let failure = &failures(&now, "transcript-hostile", "imap")[0];
     let lines = transcript(failure);
     let long = lines
