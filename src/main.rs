@@ -13,9 +13,9 @@ use tracing_subscriber::EnvFilter;
 /// mimalloc instead of the C library's allocator: at 1,000 probes the agent allocates and
 /// frees small objects on several threads (the runtime, the store's writer, rendering on the
 /// blocking pool), which glibc's per-thread arenas answer with fragmentation (RSS that does not
-/// come back) and malloc/free that took about a tenth of the agent's CPU. Built without
-/// transparent huge pages (`no_thp`): with them a single probe's agent took 28.7 MB of RSS
-/// instead of 17.4, its few allocations spread over 2 MiB pages.
+/// come back) and malloc/free that took about a tenth of the agent's CPU. mimalloc asks for
+/// transparent huge pages on its regions; whether the kernel gives them is decided per agent
+/// size, see [`huge_pages_for`].
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -54,6 +54,7 @@ fn run(cli: Cli) -> Result<ExitCode, cmd::Error> {
         return cmd::status::run(&cli.config);
     }
     let config = Config::load(&cli.config).exit_as(Failure::Config)?;
+    huge_pages(huge_pages_for(config.probes.len()));
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -98,6 +99,47 @@ fn run(cli: Cli) -> Result<ExitCode, cmd::Error> {
             Command::Check { no_login } => cmd::check::run(&config, no_login).await,
         }
     })
+}
+
+/// From this many probes on, the agent's heap is backed by 2 MiB pages where the kernel has them.
+const HUGE_PAGES_FROM: usize = 100;
+
+/// Whether an agent of `probes` probes should use transparent huge pages. A large agent's heap
+/// is tens of megabytes touched all over on every round; with huge pages it took a fifth less
+/// CPU at 1,000 probes (5.0–5.5 % of a core instead of 6.1–6.5 %, fewer TLB misses). A small
+/// one touches a few pages here and there, and 2 MiB pages would hold them at a cost: a single
+/// probe's agent took 28.7 MB instead of 17.4.
+fn huge_pages_for(probes: usize) -> bool {
+    probes >= HUGE_PAGES_FROM
+}
+
+/// Huge pages are forbidden before anything is allocated, `main` included: the first allocation
+/// (the runtime's, before `main`) faults in the allocator's first region, and a huge page
+/// faulted then would stay whatever the config later says. Run by the loader, as the
+/// constructors of the C libraries are.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static NO_HUGE_PAGES_BEFORE_MAIN: extern "C" fn() = no_huge_pages_yet;
+
+extern "C" fn no_huge_pages_yet() {
+    huge_pages(false);
+}
+
+/// Allows or forbids transparent huge pages for what the process touches from now on
+/// (`PR_SET_THP_DISABLE`, checked by the kernel at each page fault; pages faulted before stay
+/// as they are). Where the kernel has no such switch, nothing changes: it is a matter of memory
+/// and CPU, not of correctness.
+fn huge_pages(allowed: bool) {
+    // SAFETY: PR_SET_THP_DISABLE takes one integer argument and touches no memory of ours.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_THP_DISABLE,
+            libc::c_ulong::from(!allowed),
+            0,
+            0,
+            0,
+        );
+    }
 }
 
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
