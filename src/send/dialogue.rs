@@ -72,6 +72,24 @@ pub(super) fn auth_shown(mechanism: impl Display) -> String {
     format!("AUTH {mechanism} {REDACTED}")
 }
 
+/// A transaction that did not end in an accepted message.
+pub(super) struct Failed {
+    /// What went wrong, as lettre said it.
+    pub error: Error,
+    /// Whether it failed at `MAIL`, the first command of the transaction: on a kept connection
+    /// a failure there without a reply of the server's own means the server had closed it
+    /// meanwhile, and nothing was accepted.
+    pub at_mail: bool,
+}
+
+impl Failed {
+    /// Whether the connection was found closed at `MAIL`: no reply, or 421 (the server says it
+    /// is closing the channel). A real refusal of the sender is no such thing.
+    pub fn closed_at_mail(&self) -> bool {
+        self.at_mail && matches!(self.error.status().map(u16::from), None | Some(421))
+    }
+}
+
 /// MAIL, RCPT and DATA, then the message: lettre's `send`, step by step so that each command
 /// and reply is recorded. Where lettre would refuse to send (non-ASCII without the extension
 /// for it), its own `send` is called to refuse in its words.
@@ -80,7 +98,11 @@ pub(super) async fn transaction(
     t: &mut Transcript,
     envelope: &Envelope,
     message: &[u8],
-) -> Result<Response, Error> {
+) -> Result<Response, Failed> {
+    let later = |error| Failed {
+        error,
+        at_mail: false,
+    };
     let info = conn.server_info();
     let utf8 = envelope
         .from()
@@ -91,7 +113,7 @@ pub(super) async fn transaction(
     if (utf8 && !info.supports_feature(Extension::SmtpUtfEight))
         || (eight_bit && !info.supports_feature(Extension::EightBitMime))
     {
-        return answered(t, conn.send(envelope, message).await);
+        return answered(t, conn.send(envelope, message).await).map_err(later);
     }
     let mut options = Vec::new();
     if utf8 {
@@ -101,11 +123,16 @@ pub(super) async fn transaction(
         options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
     let mail = Mail::new(envelope.from().cloned(), options);
-    command(conn, t, mail, None).await?;
+    command(conn, t, mail, None).await.map_err(|error| Failed {
+        error,
+        at_mail: true,
+    })?;
     for to in envelope.to() {
-        command(conn, t, Rcpt::new(to.clone(), vec![]), None).await?;
+        command(conn, t, Rcpt::new(to.clone(), vec![]), None)
+            .await
+            .map_err(later)?;
     }
-    command(conn, t, Data, None).await?;
+    command(conn, t, Data, None).await.map_err(later)?;
     t.client(&format!("<the canary, {} bytes>", message.len()));
-    answered(t, conn.message(message).await)
+    answered(t, conn.message(message).await).map_err(later)
 }

@@ -4,7 +4,8 @@
 //! a TCP connect, a TLS handshake and an AUTH every time (about 50 a second at a 60 s interval
 //! and three classes): a fifth of the agent's CPU went to OpenSSL, and the submission server
 //! ran a session per canary. A connection that has just submitted a canary is therefore kept
-//! and handed to the next canary of the same account, after a `NOOP` shows it is still alive.
+//! and handed to the next canary of the same account (see `Submitter::session` for why without
+//! a `NOOP` first).
 //!
 //! It is kept only while fresh: idle at most [`MAX_IDLE`], open at most [`MAX_AGE`], at most
 //! [`MAX_MESSAGES`] canaries. So a probe on its own (one round a minute) still connects, starts
@@ -49,6 +50,9 @@ pub struct Session<C> {
     pub opened: Instant,
     /// Canaries submitted over it so far.
     pub sent: u32,
+    /// Whether it was kept from an earlier canary (and may have been closed by the server
+    /// since).
+    pub reused: bool,
 }
 
 /// A kept connection and when it was last used.
@@ -95,7 +99,10 @@ impl<C: Quit> Pool<C> {
             (inner.kept.pop(), stale)
         };
         close(stale, quit_within);
-        found.map(|k| k.session)
+        found.map(|k| Session {
+            reused: true,
+            ..k.session
+        })
     }
 
     /// Keeps `session` for the next canary unless it has done its share; what goes stale is

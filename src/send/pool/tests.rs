@@ -18,6 +18,7 @@ fn session(id: u32, quits: &Arc<AtomicUsize>) -> Session<Conn> {
         conn: Conn(id, Arc::clone(quits)),
         opened: Instant::now(),
         sent: 1,
+        reused: false,
     }
 }
 
@@ -35,8 +36,14 @@ async fn the_last_connection_given_back_is_taken_first_while_fresh() {
     assert!(pool.take(WITHIN).is_none());
     pool.give_back(session(1, &quits), WITHIN);
     pool.give_back(session(2, &quits), WITHIN);
-    assert_eq!(pool.take(WITHIN).map(|s| s.conn.0), Some(2));
-    assert_eq!(pool.take(WITHIN).map(|s| s.conn.0), Some(1));
+    assert_eq!(
+        pool.take(WITHIN).map(|s| (s.conn.0, s.reused)),
+        Some((2, true))
+    );
+    assert_eq!(
+        pool.take(WITHIN).map(|s| (s.conn.0, s.reused)),
+        Some((1, true))
+    );
     assert!(pool.take(WITHIN).is_none());
     settle().await;
     assert_eq!(quits.load(Ordering::SeqCst), 0);
