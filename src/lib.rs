@@ -47,5 +47,6 @@ pub(crate) mod submissions;
 mod testing;
 pub(crate) mod text;
 pub(crate) mod transcript;
+pub mod verdict;
 pub(crate) mod watch;
 pub(crate) mod web_config;
