@@ -315,6 +315,8 @@ fn by_host(value: &str) -> Option<&str> {
 }
 
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod syntax_tests;
 #[cfg(test)]
 mod tests;
