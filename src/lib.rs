@@ -46,6 +46,7 @@ pub(crate) mod submissions;
 #[cfg(test)]
 mod testing;
 pub(crate) mod text;
+pub mod tls_hello;
 pub(crate) mod transcript;
 pub mod verdict;
 pub(crate) mod watch;
