@@ -18,8 +18,12 @@
 //!   point where the mail reached the receiving side. Every field above it was written later,
 //!   by the receiving side (MTAs prepend). Microsoft's SCL counts only there.
 //! - Milters append their fields at the bottom of the head, below every `Received:`, where the
-//!   sender's own fields are too. A filter's fields come as a run (see [`spam`]); a run counts
-//!   when its writer field names a trusted host, or when it sits above the boundary.
+//!   sender's own fields are too. A filter writes its fields together, a *run* of its own field
+//!   names with no other field between them, one of which names the host it ran on
+//!   (`X-Rspamd-Server:`, `X-Spam-Checker-Version: … on HOST`). A run counts when that host is
+//!   trusted, or when the run sits above the boundary. Of several counted runs of one filter,
+//!   one above the boundary wins (the topmost), else the last at the bottom (milters append
+//!   after the sender's fields); within a run, the last field of each name.
 //!
 //! A sender can also forge a `Received:` stamped by a trusted host, below the real ones; the
 //! boundary then moves down to it and the sender's fields above that forged line count as the

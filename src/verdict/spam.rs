@@ -36,8 +36,10 @@ enum Name {
     Other,
 }
 
-/// The field names of each filter's run, and what each says.
-const NAMES: [(&str, SpamFilter, Name); 13] = [
+/// The field names of each filter's run, and what each says. `X-Spamd-Bar` (rspamd's score as
+/// a bar of `+` or `-`) says nothing read here, but rspamd writes it among its other fields, and
+/// a name left out would cut its run in two.
+const NAMES: [(&str, SpamFilter, Name); 14] = [
     ("X-Spamd-Result", SpamFilter::Rspamd, Name::Summary),
     ("X-Rspamd-Score", SpamFilter::Rspamd, Name::Score),
     ("X-Rspamd-Server", SpamFilter::Rspamd, Name::Writer),
@@ -45,6 +47,7 @@ const NAMES: [(&str, SpamFilter, Name); 13] = [
     ("X-Rspamd-Queue-Id", SpamFilter::Rspamd, Name::Other),
     ("X-Spam", SpamFilter::Rspamd, Name::Flag),
     ("X-Rspamd-Pre-Result", SpamFilter::Rspamd, Name::Other),
+    ("X-Spamd-Bar", SpamFilter::Rspamd, Name::Other),
     ("X-Spam-Flag", SpamFilter::SpamAssassin, Name::Flag),
     ("X-Spam-Status", SpamFilter::SpamAssassin, Name::Summary),
     ("X-Spam-Level", SpamFilter::SpamAssassin, Name::Other),

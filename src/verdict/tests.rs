@@ -416,6 +416,23 @@ fn a_run_ends_where_another_field_comes_between() {
 }
 
 #[test]
+fn rspamds_score_bar_is_part_of_its_run() {
+    let run = |between: &str| {
+        let head = format!(
+            "{}X-Rspamd-Server: mx.example.test\n{between}\n\
+X-Spamd-Result: default: True [7.00 / 6.00]\n",
+            without_milters()
+        );
+        verdicts(&head).spam
+    };
+    assert_eq!(
+        run("X-Spamd-Bar: +++++++"),
+        [spam(SpamFilter::Rspamd, true, Some(7.0))]
+    );
+    assert!(run("X-Other: 1").is_empty());
+}
+
+#[test]
 fn a_run_above_the_boundary_wins_over_the_milters_at_the_bottom() {
     let head = insert(
         REAL,
