@@ -120,6 +120,10 @@ pub struct ProbeConfig {
     /// Where bounces of this probe's canaries come back (`[probe.bounces]`, usually the
     /// sending account's own mailbox), if watched.
     pub bounces: Option<MailboxConfig>,
+    /// The receiving side's names (`trusted_authserv_ids` in `[probe.mailbox]`): only what
+    /// they wrote into a delivered canary (`Authentication-Results`, spam verdicts) counts.
+    /// Empty: nothing is read.
+    pub trusted_authserv_ids: Vec<String>,
 }
 
 impl ProbeConfig {
@@ -240,7 +244,8 @@ impl MailboxConfig {
         }
     }
 
-    /// Which mailbox this is: protocol, server, login name and folders; for a Maildir its
+    /// Which mailbox this is: protocol, server, login name and folders (for IMAP without
+    /// `folders`: INBOX and `\Junk`, whatever the server calls it); for a Maildir its
     /// path and folders. Probes with the same identity (and password, see
     /// [`share_key`](MailboxConfig::share_key)) share one connection and one watcher, which
     /// hands each canary to the probe it names.
@@ -248,8 +253,11 @@ impl MailboxConfig {
         let folders = self.folders().join("\u{0}");
         match self {
             MailboxConfig::Imap(imap) => format!(
-                "imap\u{0}{}\u{0}{}\u{0}{}\u{0}{folders}",
-                imap.endpoint.host, imap.endpoint.port, imap.credentials.username
+                "imap\u{0}{}\u{0}{}\u{0}{}\u{0}{folders}{}",
+                imap.endpoint.host,
+                imap.endpoint.port,
+                imap.credentials.username,
+                if imap.find_junk { "\u{0}\\Junk" } else { "" }
             ),
             MailboxConfig::Pop3(pop3) => format!(
                 "pop3\u{0}{}\u{0}{}\u{0}{}\u{0}{folders}",
@@ -335,6 +343,9 @@ pub struct ImapConfig {
     pub credentials: Credentials,
     /// Folders searched; the first is where inbox placement is expected.
     pub folders: Vec<String>,
+    /// `folders` was not set: INBOX is read, and so is the folder the server marks `\Junk`
+    /// (RFC 6154), found after login.
+    pub find_junk: bool,
     /// IDLE or poll.
     pub watch: Watch,
     /// How often the folders are searched (with IDLE: the folders IDLE does not cover).

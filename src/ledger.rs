@@ -55,6 +55,7 @@ pub mod failures;
 mod forged;
 mod histogram;
 pub mod history;
+mod verdicts;
 
 pub use bounce::{Bounced, LastBounce};
 pub use example::example_books;
@@ -186,6 +187,17 @@ pub struct ClassTally {
     /// The most recent bounce or delay notice.
     #[serde(default)]
     pub last_bounce: Option<LastBounce>,
+    /// Authentication results the receiving side wrote on deliveries, by `method/result`
+    /// (bounded: [`crate::verdict::AuthMethod`] × [`crate::verdict::AuthResult`]).
+    #[serde(default)]
+    pub auth_results: BTreeMap<String, u64>,
+    /// Spam verdicts the receiving side wrote on deliveries, by `filter/verdict` (bounded:
+    /// [`crate::verdict::SpamFilter`] × spam, ham).
+    #[serde(default)]
+    pub spam_verdicts: BTreeMap<String, u64>,
+    /// The latest delivery's spam score, by filter.
+    #[serde(default)]
+    pub spam_scores: BTreeMap<String, f64>,
 }
 
 impl Default for ClassTally {
@@ -214,6 +226,9 @@ impl Default for ClassTally {
             bounced: BTreeMap::new(),
             delay_notices: 0,
             last_bounce: None,
+            auth_results: BTreeMap::new(),
+            spam_verdicts: BTreeMap::new(),
+            spam_scores: BTreeMap::new(),
         }
     }
 }
@@ -317,6 +332,9 @@ pub struct ProbeTally {
     /// The most recent mail forging one of this probe's canaries, as its sender wrote it.
     #[serde(default)]
     pub last_forged: Option<ForgedMail>,
+    /// The TLS of the latest accepted submission's session.
+    #[serde(default)]
+    pub smtp_tls: Option<crate::send::SessionTls>,
 }
 
 impl Default for ProbeTally {
@@ -328,6 +346,7 @@ impl Default for ProbeTally {
             hop_delay: Vec::new(),
             smtp_duration: smtp_histogram(),
             last_forged: None,
+            smtp_tls: None,
         }
     }
 }

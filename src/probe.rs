@@ -59,8 +59,14 @@ pub fn judge(header: &str, key: &SigningKey, agent: &str, probe: &str) -> Verdic
 
 /// A mail with a canary header that concerns this probe, judged.
 enum JudgedMail<'a> {
-    /// A verified canary, with the servers' view of its journey.
-    Ours(&'a mailbox::Arrival, Canary, Breakdown),
+    /// A verified canary, with the servers' view of its journey and what the receiving side
+    /// wrote about it.
+    Ours(
+        &'a mailbox::Arrival,
+        Canary,
+        Breakdown,
+        crate::verdict::Verdicts,
+    ),
     /// A forgery, with the class it claims.
     Forged(&'a mailbox::Arrival, String),
 }
@@ -308,8 +314,12 @@ impl Probe {
             Ok(accepted) => {
                 let smtp_s = accepted.duration.as_secs_f64();
                 let queue_id = accepted.queue_id.clone();
-                self.record(|l| ((), l.accepted(&id, clock::now_ms(), queue_id, smtp_s)))
-                    .await;
+                let tls = accepted.tls.clone();
+                self.record(|l| {
+                    l.submitted_over(tls);
+                    ((), l.accepted(&id, clock::now_ms(), queue_id, smtp_s))
+                })
+                .await;
                 tracing::debug!(
                     probe = %self.config.name, class = %class.name(), %id, seq,
                     queue_id = accepted.queue_id.as_deref().unwrap_or("-"), smtp_s, "canary sent"
@@ -412,7 +422,9 @@ impl Probe {
                     Verdict::Ours(canary) => {
                         let chain = delay::received_chain(&a.head);
                         let servers = delay::breakdown(canary.sent_ms, &chain, a.server_ms);
-                        Some(JudgedMail::Ours(a, canary, servers))
+                        let trusted = &self.config.trusted_authserv_ids;
+                        let receiver = crate::verdict::read(&a.head, trusted);
+                        Some(JudgedMail::Ours(a, canary, servers, receiver))
                     }
                     Verdict::Forged { claimed_class } => Some(JudgedMail::Forged(a, claimed_class)),
                     Verdict::NotOurs => None,
@@ -428,7 +440,7 @@ impl Probe {
                 let outcomes: Vec<Option<Delivery>> = judged
                     .iter()
                     .map(|j| match j {
-                        JudgedMail::Ours(a, canary, servers) => {
+                        JudgedMail::Ours(a, canary, servers, receiver) => {
                             let mail = a.id.to_string();
                             let found = Found {
                                 folder: &a.id.folder,
@@ -442,6 +454,9 @@ impl Probe {
                             writes.extend(w);
                             if a.mark.header_stripped() && outcome.is_delivery() {
                                 writes.extend(l.arrived_without_header(&canary.class));
+                            }
+                            if outcome.is_delivery() {
+                                writes.extend(l.judged_by_receiver(&canary.class, receiver));
                             }
                             Some(outcome)
                         }
@@ -463,7 +478,7 @@ impl Probe {
         let (mut clean, mut forged) = (Vec::new(), Vec::new());
         for (judged, outcome) in judged.iter().zip(outcomes) {
             match (judged, outcome) {
-                (JudgedMail::Ours(a, canary, servers), Some(outcome)) => {
+                (JudgedMail::Ours(a, canary, servers, _), Some(outcome)) => {
                     self.log_arrival(canary, a, outcome, servers);
                     // A mail recognised by its body alone may be someone's reply quoting a
                     // canary: only the delivery itself is ours to remove, never a later copy.

@@ -26,7 +26,9 @@ use crate::setup::{Memo, SetupError, read_ca};
 use crate::transcript::{REDACTED, Transcript};
 
 mod dialogue;
+mod open;
 pub mod pool;
+mod wire;
 
 use self::pool::{Pool, Session};
 
@@ -49,8 +51,21 @@ pub struct SendError {
 pub struct Accepted {
     /// Queue id from the final reply (`250 2.0.0 Ok: queued as 4XyZ1`), when the server names one.
     pub queue_id: Option<String>,
-    /// Connect to accepted; on a kept connection, its `NOOP` check to accepted.
+    /// Connect to accepted; on a kept connection, MAIL to accepted.
     pub duration: Duration,
+    /// What the connection's TLS handshake settled, if it had one.
+    pub tls: Option<SessionTls>,
+}
+
+/// The TLS of a submission session, as the server chose it and showed it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SessionTls {
+    /// `TLSv1.3`, `TLSv1.2`, … (from the server's ServerHello).
+    pub version: String,
+    /// IANA name of the cipher suite, or its code (`0x1302`).
+    pub cipher: String,
+    /// When the server's certificate (the leaf it presented) expires, Unix seconds.
+    pub certificate_expires_s: Option<i64>,
 }
 
 /// What a probe needs from its sending side: one submission, with the stage that failed.
@@ -67,7 +82,10 @@ pub trait Submit: Send + Sync {
 /// An SMTP submission account, ready to send.
 pub struct Submitter {
     config: SmtpConfig,
+    /// For STARTTLS, which lettre runs.
     tls: Option<TlsParameters>,
+    /// For implicit TLS, which we run (see [`wire`]).
+    implicit: Option<tokio_native_tls::TlsConnector>,
     hello: ClientId,
     /// Connections kept for this account, shared with every probe submitting through it.
     kept: Arc<Pool<AsyncSmtpConnection>>,
@@ -145,8 +163,8 @@ impl Submitter {
     pub fn new(config: &SmtpConfig) -> Result<Submitter, SetupError> {
         let endpoint = &config.endpoint;
         let tls = match endpoint.tls {
-            TlsMode::None => None,
-            TlsMode::Tls | TlsMode::StartTls => {
+            TlsMode::None | TlsMode::Tls => None,
+            TlsMode::StartTls => {
                 let key = (
                     endpoint.host.clone(),
                     endpoint.ca_file.clone(),
@@ -158,9 +176,14 @@ impl Submitter {
         let kept = POOLS.get_or_build(account(config), || {
             Ok::<_, SetupError>(Arc::new(Pool::default()))
         })?;
+        let implicit = match endpoint.tls {
+            TlsMode::Tls => Some(crate::mailbox::tls::connector(endpoint)?),
+            _ => None,
+        };
         Ok(Submitter {
             config: config.clone(),
             tls,
+            implicit,
             hello: ClientId::default(),
             kept,
         })
@@ -191,8 +214,9 @@ impl Submitter {
                     // Accepted: the connection may serve the next canary of this account.
                     let said = reply.message().collect::<Vec<_>>().join(" ");
                     session.sent += 1;
+                    let tls = session.tls.clone();
                     self.kept.give_back(session, limit);
-                    Ok(queue_id(&said))
+                    Ok((queue_id(&said), tls))
                 }
                 Err(failed) => {
                     session.conn.abort().await;
@@ -200,7 +224,7 @@ impl Submitter {
                 }
             }
         };
-        let queue_id = self.bounded(transaction).await.map_err(|mut e| {
+        let (queue_id, tls) = self.bounded(transaction).await.map_err(|mut e| {
             if e.stage == SendStage::Timeout {
                 t.note(&e.message);
             }
@@ -210,6 +234,7 @@ impl Submitter {
         Ok(Accepted {
             queue_id,
             duration: start.elapsed(),
+            tls,
         })
     }
 
@@ -230,18 +255,20 @@ impl Submitter {
 
     /// A new connection: connected, secured and logged in.
     async fn fresh(&self, t: &mut Transcript) -> Result<Session<AsyncSmtpConnection>, SendError> {
+        let (conn, tls) = self.open(t).await?;
         Ok(Session {
-            conn: self.open(t).await?,
+            conn,
             opened: tokio::time::Instant::now(),
             sent: 0,
             reused: false,
+            tls,
         })
     }
 
     /// Connects, secures and authenticates, then quits: what `check` needs to know.
     pub async fn check_login(&self) -> Result<(), SendError> {
         self.bounded(async {
-            let mut conn = self.open(&mut Transcript::default()).await?;
+            let (mut conn, _) = self.open(&mut Transcript::default()).await?;
             let _ = conn.quit().await;
             Ok(())
         })
@@ -260,60 +287,6 @@ impl Submitter {
                 transcript: Vec::new(),
             })
         })
-    }
-
-    /// Connect (with implicit TLS when configured), STARTTLS when configured, AUTH.
-    async fn open(&self, t: &mut Transcript) -> Result<AsyncSmtpConnection, SendError> {
-        let endpoint = &self.config.endpoint;
-        t.note(&format!("connect to {endpoint}"));
-        let wrapper = match endpoint.tls {
-            TlsMode::Tls => self.tls.clone(),
-            _ => None,
-        };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            (endpoint.host.as_str(), endpoint.port),
-            Some(endpoint.timeout),
-            &self.hello,
-            wrapper,
-            None,
-        )
-        .await
-        .map_err(|e| {
-            dialogue::record_error(t, &e);
-            classify(SendStage::Connect, e)
-        })?;
-        t.note(&format!("greeted; EHLO answered: {}", conn.server_info()));
-        if endpoint.tls == TlsMode::StartTls {
-            let params = self.tls.clone().expect("TLS parameters exist for starttls");
-            if !conn.can_starttls() {
-                conn.abort().await;
-                return Err(SendError {
-                    stage: SendStage::Tls,
-                    message: format!(
-                        "{endpoint} does not offer STARTTLS, which the config requires"
-                    ),
-                    transcript: Vec::new(),
-                });
-            }
-            // A failed STARTTLS leaves lettre's connection without a stream (writing to it
-            // would even panic in a debug build): drop it, do not try to QUIT.
-            t.client("STARTTLS");
-            if let Err(e) = conn.starttls(params, &self.hello).await {
-                dialogue::record_error(t, &e);
-                return Err(classify(SendStage::Tls, e));
-            }
-            t.note(&format!(
-                "TLS started; EHLO answered: {}",
-                conn.server_info()
-            ));
-        }
-        if let Some(creds) = &self.config.credentials
-            && let Err(e) = authenticate(&mut conn, creds, &self.config.endpoint, t).await
-        {
-            conn.abort().await;
-            return Err(e);
-        }
-        Ok(conn)
     }
 }
 

@@ -349,6 +349,7 @@ impl FakeSender {
         Ok(Accepted {
             queue_id: Some(queue_id),
             duration: Duration::from_millis(1),
+            tls: None,
         })
     }
 }

@@ -42,6 +42,27 @@ use lex::Token;
 /// as far as this.
 pub const MAX_HEAD: usize = 64 * 1024;
 
+/// The header fields [`read`] looks at besides `Received:`, for adapters that fetch only the
+/// fields they need (IMAP `HEADER.FIELDS`, which keeps their order).
+pub const FIELDS: [&str; 16] = [
+    "Authentication-Results",
+    "X-Spamd-Result",
+    "X-Rspamd-Score",
+    "X-Rspamd-Server",
+    "X-Rspamd-Action",
+    "X-Rspamd-Queue-Id",
+    "X-Spam",
+    "X-Rspamd-Pre-Result",
+    "X-Spam-Flag",
+    "X-Spam-Status",
+    "X-Spam-Level",
+    "X-Spam-Report",
+    "X-Spam-Checker-Version",
+    "X-Spam-Score",
+    "X-MS-Exchange-Organization-SCL",
+    "X-Forefront-Antispam-Report",
+];
+
 /// Most `Authentication-Results:` fields looked at, top first.
 pub const MAX_AUTH_FIELDS: usize = 16;
 

@@ -36,6 +36,38 @@ impl Context<'_> {
         }
     }
 
+    /// `trusted_authserv_ids = ["mx.example.com", …]`: the receiving side's names (RFC 8601
+    /// authserv-ids, which are usually its host names). Host-name-like: a value with spaces or
+    /// `;` could never match a header's authserv-id and is a typo.
+    pub(super) fn authserv_ids(
+        &self,
+        raw: &RawMailbox,
+        key: &str,
+    ) -> Result<Vec<String>, ConfigError> {
+        let Some(ids) = &raw.trusted_authserv_ids else {
+            return Ok(Vec::new());
+        };
+        let bad = ids.get_ref().iter().find(|id| {
+            id.is_empty()
+                || id.len() > 253
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        });
+        match bad {
+            Some(id) => Err(self.at(
+                ids,
+                &format!("{key}.trusted_authserv_ids"),
+                format!("{id:?} is not a host name (letters, digits, '.', '-', '_')"),
+            )),
+            None => Ok(ids
+                .get_ref()
+                .iter()
+                .map(|id| id.to_ascii_lowercase())
+                .collect()),
+        }
+    }
+
     /// Refuses keys the protocol has no use for, so a typo'd setup fails loudly.
     fn unused<T>(
         &self,
@@ -84,6 +116,7 @@ impl Context<'_> {
         Ok(ImapConfig {
             credentials: self.login(raw, key, span, warnings, "an IMAP")?,
             endpoint,
+            find_junk: raw.folders.is_none(),
             folders,
             watch,
             poll_interval: self.poll_interval(raw, key)?,

@@ -140,6 +140,7 @@ pub struct RawMailbox {
     pub cleanup: Option<Spanned<String>>,
     pub forged: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
+    pub trusted_authserv_ids: Option<Spanned<Vec<String>>>,
 }
 
 /// Fills every unset field of `$probe` from `$defaults`.
@@ -201,7 +202,8 @@ impl RawMailbox {
             poll_interval,
             cleanup,
             forged,
-            path
+            path,
+            trusted_authserv_ids
         );
         if !self.endpoint().names_a_login_source() {
             inherit_login!(self, d);

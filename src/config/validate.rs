@@ -170,6 +170,7 @@ impl Context<'_> {
         let smtp = raw.smtp.ok_or_else(|| missing("smtp"))?;
         let smtp = self.smtp(&smtp, &format!("{key}.smtp"), &span, warnings)?;
         let mailbox = raw.mailbox.ok_or_else(|| missing("mailbox"))?;
+        let trusted_authserv_ids = self.authserv_ids(&mailbox, &format!("{key}.mailbox"))?;
         let mailbox = self.mailbox(&mailbox, &format!("{key}.mailbox"), &span, warnings)?;
         let bounces = match &raw.bounces {
             Some(b) => Some(self.mailbox(b, &format!("{key}.bounces"), &span, warnings)?),
@@ -187,6 +188,7 @@ impl Context<'_> {
             smtp,
             mailbox,
             bounces,
+            trusted_authserv_ids,
         })
     }
 

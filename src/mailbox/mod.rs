@@ -7,7 +7,7 @@
 pub mod imap;
 pub mod maildir;
 pub mod pop3;
-mod tls;
+pub(crate) mod tls;
 
 use std::fmt;
 use std::time::Duration;

@@ -10,6 +10,7 @@ use crate::delay::HOP_LABELS;
 use crate::ledger::{ClassTally, DELAY_BUCKETS, HOP_BUCKETS, Histogram, Ledger, SMTP_BUCKETS};
 use crate::stage::{MailboxStage, SendStage};
 
+use super::deliverability;
 use super::text::{Buckets, Kind, Text};
 use super::{AgentFigures, UNKNOWN_CLASS};
 
@@ -106,7 +107,7 @@ impl Family {
 }
 
 /// Every family, in exposition order.
-pub(super) const FAMILIES: [Family; 28] = [
+pub(super) const FAMILIES: [Family; 33] = [
     Family {
         name: "mailcanary_build_info",
         kind: Kind::Gauge,
@@ -248,6 +249,42 @@ pub(super) const FAMILIES: [Family; 28] = [
         kind: Kind::Counter,
         help: "Canaries delivered without their X-Mailcanary header, recognised by the body token.",
         series: Series::ClassCounter(|c| c.header_stripped),
+    },
+    Family {
+        name: "mailcanary_auth_results_total",
+        kind: Kind::Counter,
+        help: "Delivered canaries by the result of each authentication method (spf, dkim, dmarc, \
+               arc) in the Authentication-Results the receiving side wrote (a trusted \
+               authserv-id); one count per method and canary.",
+        series: Series::Probe(deliverability::auth_results),
+    },
+    Family {
+        name: "mailcanary_spam_verdicts_total",
+        kind: Kind::Counter,
+        help: "Delivered canaries by the verdict of each spam filter of the receiving side \
+               (spamassassin, rspamd, microsoft).",
+        series: Series::Probe(deliverability::spam_verdicts),
+    },
+    Family {
+        name: "mailcanary_spam_score",
+        kind: Kind::Gauge,
+        help: "The latest delivered canary's score from each spam filter of the receiving side \
+               (points; Microsoft's SCL).",
+        series: Series::Probe(deliverability::spam_scores),
+    },
+    Family {
+        name: "mailcanary_smtp_tls_info",
+        kind: Kind::Gauge,
+        help: "TLS version and cipher suite of the latest accepted submission's session \
+               (as the server chose them in its ServerHello).",
+        series: Series::Probe(deliverability::smtp_tls),
+    },
+    Family {
+        name: "mailcanary_smtp_certificate_expiry_timestamp_seconds",
+        kind: Kind::Gauge,
+        help: "When the submission server's certificate (the leaf of the latest accepted \
+               submission's session) expires, Unix seconds.",
+        series: Series::Probe(deliverability::certificate_expiry),
     },
     Family {
         name: "mailcanary_mailbox_up",

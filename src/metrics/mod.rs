@@ -7,6 +7,7 @@
 //! family by family, rather than built as objects first: at 1,000 probes a body has some
 //! 260,000 series, and objects per series cost more time and memory than the text itself.
 
+mod deliverability;
 mod families;
 mod text;
 

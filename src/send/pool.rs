@@ -53,6 +53,8 @@ pub struct Session<C> {
     /// Whether it was kept from an earlier canary (and may have been closed by the server
     /// since).
     pub reused: bool,
+    /// What its TLS handshake settled, if it had one.
+    pub tls: Option<super::SessionTls>,
 }
 
 /// A kept connection and when it was last used.

@@ -450,6 +450,108 @@ const MUTANTS: &[Mutant] = &[
         "absent(mailcanary_build_info)\n        for: 5m\n",
         "absent(mailcanary_build_info)\n",
     ),
+    mutant(
+        "MailSubmissionCertificateExpiring",
+        "threshold 14 d -> 14 d + 1 s",
+        "_seconds > 0) - time() < 14 * 86400\n",
+        "_seconds > 0) - time() < 14 * 86400 + 1\n",
+    ),
+    mutant(
+        "MailSubmissionCertificateExpiring",
+        "threshold removed",
+        "_seconds > 0) - time() < 14 * 86400\n",
+        "_seconds > 0) - time()\n",
+    ),
+    mutant(
+        "MailSubmissionCertificateExpiring",
+        "guard against a gauge at 0 removed",
+        "min by (probe) (mailcanary_smtp_certificate_expiry_timestamp_seconds > 0) - time() < 14 * 86400",
+        "min by (probe) (mailcanary_smtp_certificate_expiry_timestamp_seconds) - time() < 14 * 86400",
+    ),
+    mutant(
+        "MailSubmissionCertificateExpiringCritical",
+        "threshold 3 d -> 3 d + 1 s",
+        "_seconds > 0) - time() < 3 * 86400\n",
+        "_seconds > 0) - time() < 3 * 86400 + 1\n",
+    ),
+    mutant(
+        "MailSubmissionCertificateExpiringCritical",
+        "threshold removed",
+        "_seconds > 0) - time() < 3 * 86400\n",
+        "_seconds > 0) - time()\n",
+    ),
+    mutant(
+        "MailSubmissionCertificateExpiringCritical",
+        "guard against a gauge at 0 removed",
+        "min by (probe) (mailcanary_smtp_certificate_expiry_timestamp_seconds > 0) - time() < 3 * 86400",
+        "min by (probe) (mailcanary_smtp_certificate_expiry_timestamp_seconds) - time() < 3 * 86400",
+    ),
+    mutant(
+        "MailAuthenticationFailing",
+        "count threshold 2 -> 1",
+        "          ) >= 2\n",
+        "          ) >= 1\n",
+    ),
+    mutant(
+        "MailAuthenticationFailing",
+        "count threshold removed",
+        "          ) >= 2\n",
+        "          )\n",
+    ),
+    mutant(
+        "MailAuthenticationFailing",
+        "share 0.1 -> 0.099",
+        "> 0.1 * sum by (probe, class, method)",
+        "> 0.099 * sum by (probe, class, method)",
+    ),
+    mutant(
+        "MailAuthenticationFailing",
+        "share removed",
+        "\n              > 0.1 * sum by (probe, class, method) (mailcanary:auth_results_1h:canaries)\n",
+        "\n",
+    ),
+    mutant(
+        "MailAuthenticationFailing",
+        "method filter removed",
+        "canaries{method=~\"dkim|dmarc\", result!=\"pass\"}",
+        "canaries{result!=\"pass\"}",
+    ),
+    mutant(
+        "MailAuthenticationFailing",
+        "window 1h -> 61m",
+        "increase(mailcanary_auth_results_total[1h])",
+        "increase(mailcanary_auth_results_total[61m])",
+    ),
+    mutant(
+        "MailAuthenticationFailing",
+        "first-count window 1h -> 61m",
+        "mailcanary_auth_results_total[24h] offset 1h)",
+        "mailcanary_auth_results_total[24h] offset 61m)",
+    ),
+    mutant(
+        "MailClassJudgedSpam",
+        "threshold removed",
+        "{verdict=\"spam\"}) > 0",
+        "{verdict=\"spam\"})",
+    ),
+    mutant(
+        "MailClassJudgedSpam",
+        "ham counted too",
+        "canaries{verdict=\"spam\"}",
+        "canaries",
+    ),
+    mutant(
+        "MailClassJudgedSpam",
+        "window 1h -> 61m",
+        "increase(mailcanary_spam_verdicts_total[1h])",
+        "increase(mailcanary_spam_verdicts_total[61m])",
+    ),
+    mutant(
+        "MailClassJudgedSpam",
+        "first-count window 1h -> 61m",
+        "mailcanary_spam_verdicts_total[24h] offset 1h)",
+        "mailcanary_spam_verdicts_total[24h] offset 61m)",
+    ),
 ];
 
 /// Writes `rules` and a copy of the unit tests pointing at it into `dir`, runs promtool on them.

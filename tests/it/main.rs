@@ -7,6 +7,7 @@ mod bounces;
 mod check;
 mod classes;
 mod delays;
+mod deliverability;
 mod dsn;
 mod exit_codes;
 mod faults;

@@ -40,6 +40,7 @@ mod command;
 mod idle;
 mod login;
 pub mod scan;
+mod special_use;
 
 use self::scan::{Fetched, ScanMemory};
 use super::tls::{self, MailStream};
@@ -63,6 +64,9 @@ const RECONNECTS_PER_LOOK: u32 = 8;
 /// An IMAP mailbox with a lazily (re)opened session.
 pub struct ImapMailbox {
     config: ImapConfig,
+    /// The folders read: the configured ones, or INBOX and the server's `\Junk` folder once
+    /// a session has found it (`folders` unset, [`ImapConfig::find_junk`]).
+    folders: Vec<String>,
     tls: Option<TlsConnector>,
     session: Option<Connected>,
     /// How far each folder has been read.
@@ -102,6 +106,7 @@ impl ImapMailbox {
             _ => Some(tls::connector(&config.endpoint)?),
         };
         Ok(ImapMailbox {
+            folders: config.folders.clone(),
             config,
             tls,
             session: None,
@@ -163,6 +168,13 @@ impl ImapMailbox {
             session.capabilities(),
         )
         .await?;
+        if self.config.find_junk && self.folders.len() == 1 {
+            let not = moved_into(&self.config);
+            if let Some(junk) = special_use::junk_folder(&mut session, endpoint, &not).await? {
+                recorder.note(&format!("{junk:?} is marked \\Junk: read as well"));
+                self.folders.push(junk);
+            }
+        }
         Ok(Connected {
             uidplus: caps.has_str("UIDPLUS"),
             moves: caps.has_str("MOVE"),
@@ -234,7 +246,7 @@ impl ImapMailbox {
     /// reading `Junk` there too cost two more SELECTs per canary (one for `Junk`, one to return
     /// for the clean-up) — a fifth of a busy mailbox's round trips.
     async fn scan_all(&mut self, conn: &mut Connected) -> Result<(), MailboxError> {
-        let folders = self.config.folders.clone();
+        let folders = self.folders.clone();
         let now = tokio::time::Instant::now();
         let others_due = self
             .others_read_at
@@ -476,7 +488,7 @@ impl Mailbox for ImapMailbox {
     }
 
     fn scan_memory(&self) -> Option<String> {
-        Some(self.memory.to_text(&self.config.folders))
+        Some(self.memory.to_text(&self.folders))
     }
 
     fn restore_scan_memory(&mut self, memory: &str) {
@@ -513,7 +525,7 @@ impl Mailbox for ImapMailbox {
     async fn check_login(&mut self) -> Result<(), MailboxError> {
         self.close().await;
         let mut conn = self.connect().await?;
-        for folder in &self.config.folders {
+        for folder in &self.folders {
             conn.selected = None;
             let examine = conn.session.examine(folder);
             bounded(
@@ -634,6 +646,18 @@ async fn select_as(
 }
 
 /// Bounds one IMAP command by the endpoint's timeout and labels its failure with `stage`.
+/// Folders canaries or forged mail are moved into: never watched.
+fn moved_into(config: &ImapConfig) -> Vec<&str> {
+    let cleanup = match &config.cleanup {
+        Cleanup::Move(folder) => Some(folder.as_str()),
+        _ => None,
+    };
+    cleanup
+        .into_iter()
+        .chain(config.forged.as_deref())
+        .collect()
+}
+
 async fn bounded<T>(
     endpoint: &Endpoint,
     stage: MailboxStage,

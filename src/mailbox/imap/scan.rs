@@ -164,14 +164,15 @@ pub fn range(chunk: &[u32]) -> String {
 }
 
 /// The data items fetched per mail: the header fields the probe needs (the canary's, the
-/// `Received:` chain, and what tells a bounce) and the start of the body (for the token a
+/// `Received:` chain, what tells a bounce, and what the receiving side wrote about it) and the start of the body (for the token a
 /// header-stripping gateway leaves, or a bounce's report), each bounded in bytes, and the
 /// server's arrival time. `BODY.PEEK`, so nothing is marked seen.
 pub fn fetch_items() -> String {
     format!(
-        "(UID INTERNALDATE BODY.PEEK[HEADER.FIELDS ({} Received Content-Type From Subject)]\
+        "(UID INTERNALDATE BODY.PEEK[HEADER.FIELDS ({} Received Content-Type From Subject {})]\
          <0.{HEADER_BYTES}> BODY.PEEK[TEXT]<0.{}>)",
         crate::canary::HEADER_NAME,
+        crate::verdict::FIELDS.join(" "),
         crate::mailbox::BODY_WINDOW
     )
 }
@@ -384,7 +385,11 @@ mod tests {
         assert_eq!(
             fetch_items(),
             "(UID INTERNALDATE BODY.PEEK[HEADER.FIELDS (X-Mailcanary Received Content-Type From \
-             Subject)]<0.65536> BODY.PEEK[TEXT]<0.16384>)"
+             Subject Authentication-Results X-Spamd-Result X-Rspamd-Score X-Rspamd-Server \
+             X-Rspamd-Action X-Rspamd-Queue-Id X-Spam X-Rspamd-Pre-Result X-Spam-Flag \
+             X-Spam-Status X-Spam-Level X-Spam-Report X-Spam-Checker-Version X-Spam-Score \
+             X-MS-Exchange-Organization-SCL X-Forefront-Antispam-Report)]<0.65536> \
+             BODY.PEEK[TEXT]<0.16384>)"
         );
     }
 

@@ -19,6 +19,7 @@ fn session(id: u32, quits: &Arc<AtomicUsize>) -> Session<Conn> {
         opened: Instant::now(),
         sent: 1,
         reused: false,
+        tls: None,
     }
 }
 
