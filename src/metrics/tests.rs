@@ -219,3 +219,70 @@ fn a_body_in_pieces_is_the_same_body_and_each_piece_ends_a_series() {
     assert!(!taken);
     assert_eq!(offered, 3);
 }
+
+/// What the receiving side wrote exists only where it was seen; a method's `pass` and `fail`
+/// (a filter's `spam` and `ham`) exist together from its first delivery, so an alert's
+/// `increase()` sees the first failure. Without TLS or verdicts a probe has none of these.
+#[test]
+fn receiver_verdicts_and_tls_appear_where_seen_with_their_alerting_pair() {
+    use crate::verdict::{AuthMethod, AuthResult, SpamFilter, SpamVerdict, Verdicts};
+    let plain = render_books_text(example_books(3, 2, 0), "p");
+    for family in [
+        "auth_results_total",
+        "spam_verdicts_total",
+        "spam_score",
+        "smtp_tls_info",
+    ] {
+        assert!(
+            !plain.contains(&format!("mailcanary_{family}{{")),
+            "{family}:\n{plain}"
+        );
+    }
+    let mut ledger = example_books(1, 2, 0);
+    let class = ledger.classes.keys().next().cloned().expect("a class");
+    let verdicts = Verdicts {
+        auth: vec![(AuthMethod::Dkim, AuthResult::TempError)],
+        spam: vec![SpamVerdict {
+            filter: SpamFilter::Rspamd,
+            spam: true,
+            score: Some(7.5),
+        }],
+    };
+    ledger.judged_by_receiver(&class, &verdicts);
+    ledger.submitted_over(Some(crate::send::SessionTls {
+        version: "TLSv1.2".into(),
+        cipher: "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".into(),
+        certificate_expires_s: Some(2_000_000_000),
+    }));
+    let text = render_books_text(ledger, "p");
+    let auth = |result: &str| {
+        format!(
+            "mailcanary_auth_results_total{{probe=\"p\",class=\"{class}\",method=\"dkim\",result=\"{result}\"}}"
+        )
+    };
+    assert!(
+        text.contains(&format!("{} 1\n", auth("temperror"))),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{} 0\n", auth("pass"))), "{text}");
+    assert!(text.contains(&format!("{} 0\n", auth("fail"))), "{text}");
+    assert!(!text.contains(&auth("softfail")), "unseen words stay out");
+    assert!(!text.contains("method=\"spf\""), "unseen methods stay out");
+    let spam = |verdict: &str| {
+        format!(
+            "mailcanary_spam_verdicts_total{{probe=\"p\",class=\"{class}\",filter=\"rspamd\",verdict=\"{verdict}\"}}"
+        )
+    };
+    assert!(text.contains(&format!("{} 1\n", spam("spam"))), "{text}");
+    assert!(text.contains(&format!("{} 0\n", spam("ham"))), "{text}");
+    assert!(!text.contains("filter=\"spamassassin\""), "{text}");
+    assert!(text.contains(&format!(
+        "mailcanary_spam_score{{probe=\"p\",class=\"{class}\",filter=\"rspamd\"}} 7.5\n"
+    )));
+    assert!(text.contains(
+        "mailcanary_smtp_tls_info{probe=\"p\",version=\"TLSv1.2\",cipher=\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"} 1\n"
+    ));
+    assert!(text.contains(
+        "mailcanary_smtp_certificate_expiry_timestamp_seconds{probe=\"p\"} 2000000000\n"
+    ));
+}
