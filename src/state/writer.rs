@@ -14,7 +14,7 @@ const MAX_GROUP: usize = 1024;
 /// How long a commit waits for more writes to share it once writers were seen queueing
 /// concurrently: at most this much added to a write's wait under load (none for a lone
 /// writer), for a fraction of the commits.
-const LINGER: Duration = Duration::from_millis(50);
+const LINGER: Duration = Duration::from_millis(100);
 
 /// Moves what is queued into `group` (up to [`MAX_GROUP`]); true when a stop was queued.
 fn drain(queue: &mut mpsc::UnboundedReceiver<Job>, group: &mut Vec<Batch>) -> bool {
