@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials as SmtpCredentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::ClientId;
 
 use base64::Engine as _;
@@ -22,12 +22,13 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::config::{Credentials, Endpoint, Login, SaslMechanism, Secret, SmtpConfig, TlsMode};
 use crate::oauth2;
-use crate::setup::{Memo, SetupError, read_ca};
+use crate::setup::{Memo, SetupError};
 use crate::transcript::{REDACTED, Transcript};
 
 mod dialogue;
 mod open;
 pub mod pool;
+mod starttls;
 mod wire;
 
 use self::pool::{Pool, Session};
@@ -82,10 +83,9 @@ pub trait Submit: Send + Sync {
 /// An SMTP submission account, ready to send.
 pub struct Submitter {
     config: SmtpConfig,
-    /// For STARTTLS, which lettre runs.
-    tls: Option<TlsParameters>,
-    /// For implicit TLS, which we run (see [`wire`]).
-    implicit: Option<tokio_native_tls::TlsConnector>,
+    /// For implicit TLS and STARTTLS, both run by us ([`open`]): the connector of the
+    /// endpoint's trust setting, shared with every probe and mailbox of that setting.
+    tls: Option<tokio_native_tls::TlsConnector>,
     hello: ClientId,
     /// Connections kept for this account, shared with every probe submitting through it.
     kept: Arc<Pool<AsyncSmtpConnection>>,
@@ -133,57 +133,21 @@ pub async fn close_kept(within: Duration) {
     }
 }
 
-/// TLS parameters built so far, by host (lettre's parameters carry the name to verify) and
-/// trust setting, shared by every probe submitting with that setting.
-static TLS_PARAMETERS: Memo<(String, Option<std::path::PathBuf>, bool), TlsParameters> =
-    Memo::new();
-
-/// TLS parameters for `endpoint`: system roots plus `ca_file`, verification on unless
-/// `tls_verify = false` was written.
-fn tls_parameters(endpoint: &crate::config::Endpoint) -> Result<TlsParameters, SetupError> {
-    let mut builder = TlsParameters::builder(endpoint.host.clone())
-        .dangerous_accept_invalid_certs(!endpoint.tls_verify)
-        .dangerous_accept_invalid_hostnames(!endpoint.tls_verify);
-    if let Some(path) = &endpoint.ca_file {
-        let pem = read_ca(path)?;
-        let cert = Certificate::from_pem(&pem).map_err(|e| SetupError::BadCa {
-            path: path.clone(),
-            source: Box::new(e),
-        })?;
-        builder = builder.add_root_certificate(cert);
-    }
-    builder
-        .build_native()
-        .map_err(|e| SetupError::Tls(Box::new(e)))
-}
-
 impl Submitter {
-    /// Prepares TLS parameters once per distinct setting (reads `ca_file`), so each send only
-    /// connects.
+    /// Takes the TLS connector of the endpoint's trust setting (built once per setting, reading
+    /// `ca_file`), so each send only connects.
     pub fn new(config: &SmtpConfig) -> Result<Submitter, SetupError> {
         let endpoint = &config.endpoint;
         let tls = match endpoint.tls {
-            TlsMode::None | TlsMode::Tls => None,
-            TlsMode::StartTls => {
-                let key = (
-                    endpoint.host.clone(),
-                    endpoint.ca_file.clone(),
-                    endpoint.tls_verify,
-                );
-                Some(TLS_PARAMETERS.get_or_build(key, || tls_parameters(endpoint))?)
-            }
+            TlsMode::None => None,
+            TlsMode::Tls | TlsMode::StartTls => Some(crate::mailbox::tls::connector(endpoint)?),
         };
         let kept = POOLS.get_or_build(account(config), || {
             Ok::<_, SetupError>(Arc::new(Pool::default()))
         })?;
-        let implicit = match endpoint.tls {
-            TlsMode::Tls => Some(crate::mailbox::tls::connector(endpoint)?),
-            _ => None,
-        };
         Ok(Submitter {
             config: config.clone(),
             tls,
-            implicit,
             hello: ClientId::default(),
             kept,
         })

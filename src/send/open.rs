@@ -1,17 +1,21 @@
 //! Opening a submission connection: TCP, TLS (implicit or STARTTLS), AUTH, with what the TLS
-//! handshake settled read on the way ([`super::wire`]).
+//! handshake settled read on the way ([`super::wire`]). The TLS is ours, not lettre's: one
+//! connector per trust setting, shared with the mailboxes ([`crate::mailbox::tls::connector`]).
 
-use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
 use tokio::net::TcpStream;
 
 use super::wire::{Chosen, Secured, Wire};
-use super::{SendError, SendStage, SessionTls, Submitter, authenticate, classify, dialogue};
+use super::{
+    SendError, SendStage, SessionTls, Submitter, authenticate, classify, dialogue, starttls,
+};
 use crate::config::TlsMode;
 use crate::tls_hello;
 use crate::transcript::Transcript;
 
 impl Submitter {
-    /// Connects (with implicit TLS when configured), starts TLS when configured, logs in.
+    /// Connects, secures the connection as configured (implicit TLS, or STARTTLS spoken by
+    /// us, [`super::starttls`]), logs in.
     pub(super) async fn open(
         &self,
         t: &mut Transcript,
@@ -20,42 +24,46 @@ impl Submitter {
         t.note(&format!("connect to {endpoint}"));
         let failed = |stage, message: String| SendError {
             stage,
-            message,
+            message: format!("{endpoint}: {message}"),
             transcript: Vec::new(),
         };
         let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
             .await
-            .map_err(|e| failed(SendStage::Connect, format!("{endpoint}: {e}")))?;
+            .map_err(|e| failed(SendStage::Connect, e.to_string()))?;
         let (wire, chosen) =
-            Wire::new(tcp).map_err(|e| failed(SendStage::Connect, format!("{endpoint}: {e}")))?;
-        let mut certificate = None;
-        let greeted = match &self.implicit {
-            Some(connector) => {
+            Wire::new(tcp).map_err(|e| failed(SendStage::Connect, e.to_string()))?;
+        let (stream, certificate): (Box<dyn AsyncTokioStream>, _) = match (&self.tls, endpoint.tls)
+        {
+            (Some(connector), TlsMode::StartTls) => {
+                let hello = self.hello.to_string();
+                let plain = starttls::plaintext(wire, &hello, endpoint, t).await?;
+                let tls = connector
+                    .connect(&endpoint.host, plain.wire)
+                    .await
+                    .map_err(|e| failed(SendStage::Tls, e.to_string()))?;
+                t.note("TLS started");
+                let certificate = leaf(&tls);
+                let secured = Secured::new(tls, Some(&plain.greeting));
+                (Box::new(secured), certificate)
+            }
+            (Some(connector), _) => {
                 let tls = connector
                     .connect(&endpoint.host, wire)
                     .await
-                    .map_err(|e| failed(SendStage::Tls, format!("{endpoint}: {e}")))?;
+                    .map_err(|e| failed(SendStage::Tls, e.to_string()))?;
                 t.note("TLS started");
-                certificate = tls
-                    .get_ref()
-                    .peer_certificate()
-                    .ok()
-                    .flatten()
-                    .and_then(|c| c.to_der().ok());
-                AsyncSmtpConnection::connect_with_transport(Box::new(Secured(tls)), &self.hello)
-                    .await
+                let certificate = leaf(&tls);
+                (Box::new(Secured::new(tls, None)), certificate)
             }
-            None => AsyncSmtpConnection::connect_with_transport(Box::new(wire), &self.hello).await,
+            (None, _) => (Box::new(wire), None),
         };
-        let mut conn = greeted.map_err(|e| {
-            dialogue::record_error(t, &e);
-            classify(SendStage::Connect, e)
-        })?;
-        t.note(&format!("greeted; EHLO answered: {}", conn.server_info()));
-        if endpoint.tls == TlsMode::StartTls {
-            self.start_tls(&mut conn, t).await?;
-            certificate = conn.peer_certificate().ok();
-        }
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+            .await
+            .map_err(|e| {
+                dialogue::record_error(t, &e);
+                classify(SendStage::Connect, e)
+            })?;
+        t.note(&format!("EHLO answered: {}", conn.server_info()));
         if let Some(creds) = &self.config.credentials
             && let Err(e) = authenticate(&mut conn, creds, &self.config.endpoint, t).await
         {
@@ -65,35 +73,12 @@ impl Submitter {
         let tls = session_tls(&chosen, certificate.as_deref());
         Ok((conn, tls))
     }
+}
 
-    async fn start_tls(
-        &self,
-        conn: &mut AsyncSmtpConnection,
-        t: &mut Transcript,
-    ) -> Result<(), SendError> {
-        let endpoint = &self.config.endpoint;
-        let params = self.tls.clone().expect("TLS parameters exist for starttls");
-        if !conn.can_starttls() {
-            conn.abort().await;
-            return Err(SendError {
-                stage: SendStage::Tls,
-                message: format!("{endpoint} does not offer STARTTLS, which the config requires"),
-                transcript: Vec::new(),
-            });
-        }
-        // A failed STARTTLS leaves lettre's connection without a stream (writing to it would
-        // even panic in a debug build): drop it, do not try to QUIT.
-        t.client("STARTTLS");
-        if let Err(e) = conn.starttls(params, &self.hello).await {
-            dialogue::record_error(t, &e);
-            return Err(classify(SendStage::Tls, e));
-        }
-        t.note(&format!(
-            "TLS started; EHLO answered: {}",
-            conn.server_info()
-        ));
-        Ok(())
-    }
+/// The certificate the server presented (its leaf), DER.
+fn leaf(tls: &tokio_native_tls::TlsStream<Wire<TcpStream>>) -> Option<Vec<u8>> {
+    let cert = tls.get_ref().peer_certificate().ok().flatten()?;
+    cert.to_der().ok()
 }
 
 /// The session's TLS, when the server's hello was seen (no TLS: none).

@@ -119,15 +119,34 @@ where
     }
 }
 
-/// Implicit TLS done by us over a [`Wire`] (lettre would do it over a plain socket it opened
-/// itself), so the ServerHello is seen there too.
-pub struct Secured(pub tokio_native_tls::TlsStream<Wire<TcpStream>>);
+/// TLS done by us over a [`Wire`] (implicit, or after our own STARTTLS), handed to lettre,
+/// with the server's greeting replayed first where it was read before the handshake (lettre
+/// expects a greeting; after STARTTLS there is none).
+pub struct Secured {
+    tls: tokio_native_tls::TlsStream<Wire<TcpStream>>,
+    replay: Vec<u8>,
+    replayed: usize,
+}
+
+impl Secured {
+    /// `tls`, read as if the server had first said `greeting` (nothing for implicit TLS).
+    pub fn new(tls: tokio_native_tls::TlsStream<Wire<TcpStream>>, greeting: Option<&str>) -> Self {
+        let replay = greeting.map(|g| format!("{g}\r\n").into_bytes());
+        Secured {
+            tls,
+            replay: replay.unwrap_or_default(),
+            replayed: 0,
+        }
+    }
+
+    fn wire(&self) -> &Wire<TcpStream> {
+        self.tls.get_ref().get_ref().get_ref()
+    }
+}
 
 impl fmt::Debug for Secured {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Secured")
-            .field(self.0.get_ref().get_ref().get_ref())
-            .finish()
+        f.debug_tuple("Secured").field(self.wire()).finish()
     }
 }
 
@@ -137,7 +156,15 @@ impl AsyncRead for Secured {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        let this = &mut *self;
+        if this.replayed < this.replay.len() {
+            let rest = &this.replay[this.replayed..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.replayed += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.tls).poll_read(cx, buf)
     }
 }
 
@@ -147,20 +174,20 @@ impl AsyncWrite for Secured {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.tls).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.tls).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.tls).poll_shutdown(cx)
     }
 }
 
 impl AsyncTokioStream for Secured {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.0.get_ref().get_ref().get_ref().peer)
+        Ok(self.wire().peer)
     }
 }
