@@ -47,6 +47,18 @@ pub struct SendError {
     pub transcript: Vec<String>,
 }
 
+impl SendError {
+    /// A failure at `stage` with no dialogue recorded (yet): the caller's transcript is
+    /// attached where the attempt ends.
+    pub fn new(stage: SendStage, message: impl Into<String>) -> SendError {
+        SendError {
+            stage,
+            message: message.into(),
+            transcript: Vec::new(),
+        }
+    }
+}
+
 /// A submission the server accepted.
 #[derive(Debug, Clone)]
 pub struct Accepted {
@@ -245,11 +257,10 @@ impl Submitter {
     ) -> Result<T, SendError> {
         let limit = self.config.endpoint.timeout;
         tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-            Err(SendError {
-                stage: SendStage::Timeout,
-                message: format!("no answer from {} within {limit:?}", self.config.endpoint),
-                transcript: Vec::new(),
-            })
+            Err(SendError::new(
+                SendStage::Timeout,
+                format!("no answer from {} within {limit:?}", self.config.endpoint),
+            ))
         })
     }
 }
@@ -271,11 +282,7 @@ async fn authenticate(
         Login::Password(password) => return authenticate_password(conn, creds, password, t).await,
         Login::Token { mechanism, source } => (*mechanism, source),
     };
-    let refused = |message: String| SendError {
-        stage: SendStage::Auth,
-        message,
-        transcript: Vec::new(),
-    };
+    let refused = |message: String| SendError::new(SendStage::Auth, message);
     // A token the server refuses may have been revoked or have expired early: one new token is
     // tried before the refusal counts.
     let mut renewed = false;
@@ -344,11 +351,10 @@ async fn auth_with_token(
     if reply.has_code(235) {
         Ok(())
     } else {
-        Err(TokenAuth::Failed(SendError {
-            stage: SendStage::Auth,
-            message: format!("server answered {}", reply.code()),
-            transcript: Vec::new(),
-        }))
+        Err(TokenAuth::Failed(SendError::new(
+            SendStage::Auth,
+            format!("server answered {}", reply.code()),
+        )))
     }
 }
 
@@ -371,19 +377,16 @@ async fn authenticate_password(
     if reply.is_positive() {
         Ok(())
     } else {
-        Err(SendError {
-            stage: SendStage::Auth,
-            message: format!("server answered {}", reply.code()),
-            transcript: Vec::new(),
-        })
+        Err(SendError::new(
+            SendStage::Auth,
+            format!("server answered {}", reply.code()),
+        ))
     }
 }
 
 fn envelope(from: &str, to: &str) -> Result<Envelope, SendError> {
-    let bad = |what: &str, e: &dyn std::fmt::Display| SendError {
-        stage: SendStage::Rejected,
-        message: format!("invalid {what} address: {e}"),
-        transcript: Vec::new(),
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        SendError::new(SendStage::Rejected, format!("invalid {what} address: {e}"))
     };
     let from = from.parse().map_err(|e| bad("from", &e))?;
     let to = to.parse().map_err(|e| bad("to", &e))?;
@@ -400,11 +403,7 @@ fn classify(stage: SendStage, e: lettre::transport::smtp::Error) -> SendError {
     } else {
         stage
     };
-    SendError {
-        stage,
-        message: error_chain(&e),
-        transcript: Vec::new(),
-    }
+    SendError::new(stage, error_chain(&e))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

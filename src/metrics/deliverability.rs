@@ -14,7 +14,13 @@ use super::text::Text;
 
 /// `mailcanary_auth_results_total{probe, class, method, result}`.
 pub(super) fn auth_results(t: &mut Text, at: &At<'_>) {
-    for (class, c) in &at.ledger.classes {
+    // Most probes have none: no key is spelled for them on a scrape.
+    let seen = at
+        .ledger
+        .classes
+        .iter()
+        .filter(|(_, c)| !c.auth_results.is_empty());
+    for (class, c) in seen {
         for method in AuthMethod::ALL.map(AuthMethod::as_str) {
             let count = |result: &str| c.auth_results.get(&format!("{method}/{result}")).copied();
             if !AuthResult::ALL.iter().any(|r| count(r.as_str()).is_some()) {
@@ -38,7 +44,12 @@ pub(super) fn auth_results(t: &mut Text, at: &At<'_>) {
 
 /// `mailcanary_spam_verdicts_total{probe, class, filter, verdict}`.
 pub(super) fn spam_verdicts(t: &mut Text, at: &At<'_>) {
-    for (class, c) in &at.ledger.classes {
+    let seen = at
+        .ledger
+        .classes
+        .iter()
+        .filter(|(_, c)| !c.spam_verdicts.is_empty());
+    for (class, c) in seen {
         for filter in SpamFilter::ALL.map(SpamFilter::as_str) {
             let count =
                 |verdict: &str| c.spam_verdicts.get(&format!("{filter}/{verdict}")).copied();
@@ -60,7 +71,12 @@ pub(super) fn spam_verdicts(t: &mut Text, at: &At<'_>) {
 
 /// `mailcanary_spam_score{probe, class, filter}`: the latest delivery's score.
 pub(super) fn spam_scores(t: &mut Text, at: &At<'_>) {
-    for (class, c) in &at.ledger.classes {
+    let seen = at
+        .ledger
+        .classes
+        .iter()
+        .filter(|(_, c)| !c.spam_scores.is_empty());
+    for (class, c) in seen {
         for filter in SpamFilter::ALL.map(SpamFilter::as_str) {
             if let Some(score) = c.spam_scores.get(filter) {
                 let labels = [

@@ -22,11 +22,8 @@ impl Submitter {
     ) -> Result<(AsyncSmtpConnection, Option<SessionTls>), SendError> {
         let endpoint = &self.config.endpoint;
         t.note(&format!("connect to {endpoint}"));
-        let failed = |stage, message: String| SendError {
-            stage,
-            message: format!("{endpoint}: {message}"),
-            transcript: Vec::new(),
-        };
+        let failed =
+            |stage, message: String| SendError::new(stage, format!("{endpoint}: {message}"));
         let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
             .await
             .map_err(|e| failed(SendStage::Connect, e.to_string()))?;

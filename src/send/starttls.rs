@@ -35,11 +35,7 @@ pub async fn plaintext(
     endpoint: &impl std::fmt::Display,
     t: &mut Transcript,
 ) -> Result<Plaintext, SendError> {
-    let failed = |stage, message: String| SendError {
-        stage,
-        message: format!("{endpoint}: {message}"),
-        transcript: Vec::new(),
-    };
+    let failed = |stage, message: String| SendError::new(stage, format!("{endpoint}: {message}"));
     let mut conn = BufReader::new(wire);
     let greeting = reply(&mut conn, t)
         .await

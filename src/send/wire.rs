@@ -80,13 +80,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Wire<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled
-            && self.inbound.is_some()
+            && this.inbound.is_some()
         {
-            let new = buf.filled()[before..].to_vec();
-            self.saw(&new);
+            this.saw(&buf.filled()[before..]);
         }
         polled
     }
