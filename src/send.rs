@@ -26,6 +26,7 @@ use crate::setup::{Memo, SetupError};
 use crate::transcript::{REDACTED, Transcript};
 
 mod dialogue;
+mod heard;
 mod open;
 pub mod pool;
 mod starttls;
@@ -174,7 +175,7 @@ impl Submitter {
         let transaction = async {
             let t = &mut t;
             let mut session = self.session(t).await?;
-            let mut result = dialogue::transaction(&mut session.conn, t, &envelope, message).await;
+            let mut result = dialogue::transaction(&mut session, t, &envelope, message).await;
             if let Err(failed) = &result
                 && session.reused
                 && failed.closed_at_mail()
@@ -183,7 +184,7 @@ impl Submitter {
                 t.note("the kept connection had been closed meanwhile; a new one");
                 session.conn.abort().await;
                 session = self.fresh(t).await?;
-                result = dialogue::transaction(&mut session.conn, t, &envelope, message).await;
+                result = dialogue::transaction(&mut session, t, &envelope, message).await;
             }
             match result {
                 Ok(reply) => {
@@ -231,21 +232,22 @@ impl Submitter {
 
     /// A new connection: connected, secured and logged in.
     async fn fresh(&self, t: &mut Transcript) -> Result<Session<AsyncSmtpConnection>, SendError> {
-        let (conn, tls) = self.open(t).await?;
+        let opened = self.open(t).await?;
         Ok(Session {
-            conn,
+            conn: opened.conn,
             opened: tokio::time::Instant::now(),
             sent: 0,
             reused: false,
-            tls,
+            tls: opened.tls,
+            pipelining: opened.pipelining,
         })
     }
 
     /// Connects, secures and authenticates, then quits: what `check` needs to know.
     pub async fn check_login(&self) -> Result<(), SendError> {
         self.bounded(async {
-            let (mut conn, _) = self.open(&mut Transcript::default()).await?;
-            let _ = conn.quit().await;
+            let mut opened = self.open(&mut Transcript::default()).await?;
+            let _ = opened.conn.quit().await;
             Ok(())
         })
         .await

@@ -16,6 +16,7 @@ use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 
+use super::pool::Session;
 use crate::transcript::{REDACTED, Transcript};
 
 /// Issues `command` and records it (as `shown`, when given: the redacted form) and its reply.
@@ -93,8 +94,12 @@ impl Failed {
 /// MAIL, RCPT and DATA, then the message: lettre's `send`, step by step so that each command
 /// and reply is recorded. Where lettre would refuse to send (non-ASCII without the extension
 /// for it), its own `send` is called to refuse in its words.
+///
+/// Where the server offered PIPELINING, `MAIL`, `RCPT` and `DATA` go out in one write and
+/// their replies are read in order (RFC 2920: `DATA` ends the group, the message waits for its
+/// `354`); the message and its final dot are one write either way.
 pub(super) async fn transaction(
-    conn: &mut AsyncSmtpConnection,
+    session: &mut Session<AsyncSmtpConnection>,
     t: &mut Transcript,
     envelope: &Envelope,
     message: &[u8],
@@ -103,6 +108,7 @@ pub(super) async fn transaction(
         error,
         at_mail: false,
     };
+    let conn = &mut session.conn;
     let info = conn.server_info();
     let utf8 = envelope
         .from()
@@ -122,17 +128,73 @@ pub(super) async fn transaction(
     if eight_bit {
         options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
-    let mail = Mail::new(envelope.from().cloned(), options);
-    command(conn, t, mail, None).await.map_err(|error| Failed {
+    let mail = Mail::new(envelope.from().cloned(), options).to_string();
+    let rcpts: Vec<String> = envelope
+        .to()
+        .iter()
+        .map(|to| Rcpt::new(to.clone(), vec![]).to_string())
+        .collect();
+    let at_mail = |error| Failed {
         error,
         at_mail: true,
-    })?;
-    for to in envelope.to() {
-        command(conn, t, Rcpt::new(to.clone(), vec![]), None)
+    };
+    if session.pipelining {
+        let group: String = std::iter::once(mail.as_str())
+            .chain(rcpts.iter().map(String::as_str))
+            .chain(std::iter::once("DATA\r\n"))
+            .collect();
+        for command in group.split_inclusive("\r\n") {
+            t.client(command.trim_end());
+        }
+        answered(t, conn.command(Verbatim(&group)).await).map_err(at_mail)?;
+        for _ in rcpts.iter().map(String::as_str).chain(["DATA"]) {
+            answered(t, conn.read_response().await).map_err(later)?;
+        }
+    } else {
+        command(conn, t, Verbatim(&mail), None)
             .await
-            .map_err(later)?;
+            .map_err(at_mail)?;
+        for rcpt in &rcpts {
+            command(conn, t, Verbatim(rcpt), None)
+                .await
+                .map_err(later)?;
+        }
+        command(conn, t, Data, None).await.map_err(later)?;
     }
-    command(conn, t, Data, None).await.map_err(later)?;
     t.client(&format!("<the canary, {} bytes>", message.len()));
-    answered(t, conn.message(message).await).map_err(later)
+    let reply = match std::str::from_utf8(message) {
+        Ok(text) => conn.command(Verbatim(&data_block(text))).await,
+        Err(_) => conn.message(message).await,
+    };
+    answered(t, reply).map_err(later)
 }
+
+/// Text written as it is: commands already spelled out, or a message's data block.
+struct Verbatim<'a>(&'a str);
+
+impl Display for Verbatim<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// A message as `DATA` carries it (RFC 5321 4.5.2): a `.` that starts a line doubled, then
+/// `CRLF . CRLF`; byte for byte what lettre's `message` writes, but in one write instead of two.
+fn data_block(message: &str) -> String {
+    let mut out = String::with_capacity(message.len() + message.len() / 64 + 5);
+    let mut line_start = true;
+    let mut after_cr = false;
+    for c in message.chars() {
+        if c == '.' && line_start {
+            out.push('.');
+        }
+        out.push(c);
+        line_start = after_cr && c == '\n';
+        after_cr = c == '\r';
+    }
+    out.push_str("\r\n.\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests;

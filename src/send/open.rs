@@ -5,6 +5,7 @@
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
 use tokio::net::TcpStream;
 
+use super::heard::{self, Heard};
 use super::wire::{Chosen, Secured, Wire};
 use super::{
     SendError, SendStage, SessionTls, Submitter, authenticate, classify, dialogue, starttls,
@@ -13,13 +14,19 @@ use crate::config::TlsMode;
 use crate::tls_hello;
 use crate::transcript::Transcript;
 
+/// A connection just opened: connected, secured and logged in.
+pub(super) struct Opened {
+    pub conn: AsyncSmtpConnection,
+    /// What its TLS handshake settled, if it had one.
+    pub tls: Option<SessionTls>,
+    /// Whether the server offered PIPELINING in its `EHLO` reply ([`super::heard`]).
+    pub pipelining: bool,
+}
+
 impl Submitter {
     /// Connects, secures the connection as configured (implicit TLS, or STARTTLS spoken by
     /// us, [`super::starttls`]), logs in.
-    pub(super) async fn open(
-        &self,
-        t: &mut Transcript,
-    ) -> Result<(AsyncSmtpConnection, Option<SessionTls>), SendError> {
+    pub(super) async fn open(&self, t: &mut Transcript) -> Result<Opened, SendError> {
         let endpoint = &self.config.endpoint;
         t.note(&format!("connect to {endpoint}"));
         let failed =
@@ -54,13 +61,19 @@ impl Submitter {
             }
             (None, _) => (Box::new(wire), None),
         };
-        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
-            .await
-            .map_err(|e| {
-                dialogue::record_error(t, &e);
-                classify(SendStage::Connect, e)
-            })?;
-        t.note(&format!("EHLO answered: {}", conn.server_info()));
+        let (stream, ear) = Heard::new(stream);
+        let opened = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello);
+        let result = opened.await;
+        let reply = heard::ehlo_reply(&heard::stop(&ear));
+        let mut conn = result.map_err(|e| {
+            dialogue::record_error(t, &e);
+            classify(SendStage::Connect, e)
+        })?;
+        t.client(&format!("EHLO {}", self.hello));
+        for line in &reply {
+            t.server(line);
+        }
+        let pipelining = heard::offers(&reply, "PIPELINING");
         if let Some(creds) = &self.config.credentials
             && let Err(e) = authenticate(&mut conn, creds, &self.config.endpoint, t).await
         {
@@ -68,7 +81,11 @@ impl Submitter {
             return Err(e);
         }
         let tls = session_tls(&chosen, certificate.as_deref());
-        Ok((conn, tls))
+        Ok(Opened {
+            conn,
+            tls,
+            pipelining,
+        })
     }
 }
 

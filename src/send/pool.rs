@@ -55,6 +55,9 @@ pub struct Session<C> {
     pub reused: bool,
     /// What its TLS handshake settled, if it had one.
     pub tls: Option<super::SessionTls>,
+    /// Whether the server offered PIPELINING (RFC 2920): `MAIL`, `RCPT` and `DATA` go out
+    /// in one write.
+    pub pipelining: bool,
 }
 
 /// A kept connection and when it was last used.

@@ -20,6 +20,7 @@ fn session(id: u32, quits: &Arc<AtomicUsize>) -> Session<Conn> {
         sent: 1,
         reused: false,
         tls: None,
+        pipelining: false,
     }
 }
 
