@@ -24,9 +24,11 @@ const MAX_FETCH_ANSWERS: usize = 4 * scan::FETCH_CHUNK;
 const DATE_TIME: &str = "%d-%b-%Y %H:%M:%S %z";
 
 /// Sends `command` and hands every untagged answer to `each` until the command's own tagged
-/// completion; `Ok` only if that completion is `OK`.
+/// completion; `Ok` only if that completion is `OK`. An `EXISTS` among the answers (new mail,
+/// which the server reports at the end of whatever command runs when it arrives) sets `news`.
 async fn answered(
     session: &mut ImapSession,
+    news: &mut bool,
     command: &str,
     mut each: impl FnMut(&Response<'_>),
 ) -> Result<()> {
@@ -48,6 +50,7 @@ async fn answered(
                     other => Err(Error::Bad(format!("{other:?} {said}"))),
                 };
             }
+            Response::MailboxData(MailboxDatum::Exists(_)) => *news = true,
             other => each(other),
         }
     }
@@ -55,10 +58,14 @@ async fn answered(
 
 /// `UID SEARCH criteria`: the UIDs found, at most [`scan::SEARCH_SPAN`] (a window's width: a
 /// server that names more is not believed beyond that, and memory stays bounded).
-pub(super) async fn uid_search(session: &mut ImapSession, criteria: &str) -> Result<Vec<u32>> {
+pub(super) async fn uid_search(
+    session: &mut ImapSession,
+    news: &mut bool,
+    criteria: &str,
+) -> Result<Vec<u32>> {
     let mut found = Vec::new();
     let most = scan::SEARCH_SPAN as usize;
-    answered(session, &format!("UID SEARCH {criteria}"), |answer| {
+    answered(session, news, &format!("UID SEARCH {criteria}"), |answer| {
         if let Response::MailboxData(MailboxDatum::Search(uids)) = answer {
             let room = most.saturating_sub(found.len());
             found.extend(uids.iter().take(room));
@@ -72,10 +79,14 @@ pub(super) async fn uid_search(session: &mut ImapSession, criteria: &str) -> Res
 /// answer (unsolicited ones included: [`scan::sort_out`] tells them apart), at most
 /// [`MAX_FETCH_ANSWERS`]: a server that keeps sending is read to its completion (or the
 /// timeout) without the answers piling up.
-pub(super) async fn uid_fetch(session: &mut ImapSession, set: &str) -> Result<Vec<Fetched>> {
+pub(super) async fn uid_fetch(
+    session: &mut ImapSession,
+    news: &mut bool,
+    set: &str,
+) -> Result<Vec<Fetched>> {
     let mut out = Vec::new();
     let command = format!("UID FETCH {set} {}", scan::fetch_items());
-    answered(session, &command, |answer| {
+    answered(session, news, &command, |answer| {
         if let Response::Fetch(_, attributes) = answer
             && out.len() < MAX_FETCH_ANSWERS
         {
@@ -116,8 +127,8 @@ fn fetched(attributes: &[AttributeValue<'_>]) -> Fetched {
 
 /// A command whose answer the look does not need (`UID STORE … .SILENT`, `UID EXPUNGE`), done
 /// only when the server says `OK`.
-pub(super) async fn done(session: &mut ImapSession, command: &str) -> Result<()> {
-    answered(session, command, |_| {}).await
+pub(super) async fn done(session: &mut ImapSession, news: &mut bool, command: &str) -> Result<()> {
+    answered(session, news, command, |_| {}).await
 }
 
 #[cfg(test)]
@@ -174,7 +185,9 @@ mod tests {
     #[tokio::test]
     async fn a_completed_fetch_is_read_whole() {
         let port = server(format!("{MAIL}{{tag}} OK done\r\n"));
-        let fetched = uid_fetch(&mut session(port).await, "7").await.unwrap();
+        let fetched = uid_fetch(&mut session(port).await, &mut false, "7")
+            .await
+            .unwrap();
         assert_eq!(fetched.len(), 1);
         let f = &fetched[0];
         assert_eq!(f.uid, Some(7));
@@ -188,7 +201,7 @@ mod tests {
         // Nothing at all, and a whole mail but no completion: neither is an answer.
         for answer in ["", MAIL] {
             let port = server(answer);
-            let result = uid_fetch(&mut session(port).await, "7").await;
+            let result = uid_fetch(&mut session(port).await, &mut false, "7").await;
             assert!(
                 matches!(result, Err(Error::ConnectionLost)),
                 "{answer:?}: {result:?}"
@@ -199,13 +212,13 @@ mod tests {
     #[tokio::test]
     async fn a_refused_command_is_an_error_not_an_empty_answer() {
         let port = server("* SEARCH 3\r\n{tag} NO [SERVERBUG] try again\r\n");
-        let result = uid_search(&mut session(port).await, "UID 1:*").await;
+        let result = uid_search(&mut session(port).await, &mut false, "UID 1:*").await;
         assert!(
             matches!(&result, Err(Error::No(s)) if s.contains("try again")),
             "{result:?}"
         );
         let port = server("{tag} BAD what\r\n");
-        let result = done(&mut session(port).await, "UID EXPUNGE 1").await;
+        let result = done(&mut session(port).await, &mut false, "UID EXPUNGE 1").await;
         assert!(matches!(result, Err(Error::Bad(_))), "{result:?}");
     }
 
@@ -213,7 +226,7 @@ mod tests {
     async fn a_server_that_names_too_much_is_not_believed_beyond_the_bounds() {
         let many: String = (1..=SEARCH_MORE).map(|n| format!(" {n}")).collect();
         let port = server(format!("* SEARCH{many}\r\n{{tag}} OK done\r\n"));
-        let uids = uid_search(&mut session(port).await, "UID 1:*")
+        let uids = uid_search(&mut session(port).await, &mut false, "UID 1:*")
             .await
             .unwrap();
         assert_eq!(uids.len(), scan::SEARCH_SPAN as usize);
@@ -221,18 +234,28 @@ mod tests {
             .map(|n| format!("* {n} FETCH (FLAGS ())\r\n"))
             .collect();
         let port = server(format!("{flags}{{tag}} OK done\r\n"));
-        let fetched = uid_fetch(&mut session(port).await, "7").await.unwrap();
+        let fetched = uid_fetch(&mut session(port).await, &mut false, "7")
+            .await
+            .unwrap();
         assert_eq!(fetched.len(), MAX_FETCH_ANSWERS);
     }
 
     const SEARCH_MORE: u32 = scan::SEARCH_SPAN + 100;
 
     #[tokio::test]
-    async fn a_completed_search_lists_its_uids() {
+    async fn a_completed_search_lists_its_uids_and_tells_of_new_mail_announced_meanwhile() {
         let port = server("* SEARCH 3 9\r\n* 4 EXISTS\r\n* SEARCH 12\r\n{tag} OK done\r\n");
-        let uids = uid_search(&mut session(port).await, "UID 1:*")
+        let mut news = false;
+        let uids = uid_search(&mut session(port).await, &mut news, "UID 1:*")
             .await
             .unwrap();
         assert_eq!(uids, [3, 9, 12]);
+        assert!(news, "the EXISTS was heard");
+        let port = server("* 2 EXPUNGE\r\n{tag} OK done\r\n");
+        let mut news = false;
+        done(&mut session(port).await, &mut news, "UID EXPUNGE 1")
+            .await
+            .unwrap();
+        assert!(!news, "an EXPUNGE is no news");
     }
 }

@@ -96,6 +96,12 @@ struct Connected {
     /// The folder this session has selected (read-write) and its UIDVALIDITY, so the clean-up
     /// does not select it again.
     selected: Option<(String, u32)>,
+    /// Whether the first folder's last scan read everything up to the UIDNEXT its `SELECT`
+    /// named, on the selection still current.
+    caught_up: bool,
+    /// Whether the server announced new mail (`EXISTS`) since the current selection, in the
+    /// answer of a command of ours, or may have in an answer we did not read ourselves.
+    news: bool,
 }
 
 impl ImapMailbox {
@@ -181,6 +187,8 @@ impl ImapMailbox {
             idle: caps.has_str("IDLE"),
             scanned_uid_next: None,
             selected: None,
+            caught_up: false,
+            news: false,
             session,
         })
     }
@@ -299,7 +307,7 @@ impl ImapMailbox {
                 &self.config.endpoint,
                 MailboxStage::Search,
                 "UID SEARCH",
-                command::uid_search(&mut conn.session, &query),
+                command::uid_search(&mut conn.session, &mut conn.news, &query),
             )
             .await?;
             let uids = scan::in_window(found, lo, hi);
@@ -328,6 +336,7 @@ impl ImapMailbox {
             caught_up, "folder scanned"
         );
         if first {
+            conn.caught_up = caught_up && uid_next.is_some();
             // Unless the look caught up, IDLE must not wait: the rest is news already.
             conn.scanned_uid_next = match (caught_up, uid_next) {
                 (true, next) => next,
@@ -441,7 +450,7 @@ async fn fetch(
     endpoint: &Endpoint,
     set: &str,
 ) -> Result<Vec<Fetched>, MailboxError> {
-    let work = command::uid_fetch(&mut conn.session, set);
+    let work = command::uid_fetch(&mut conn.session, &mut conn.news, set);
     bounded(endpoint, MailboxStage::Search, "UID FETCH", work).await
 }
 
@@ -634,6 +643,8 @@ async fn select_as(
     stage: MailboxStage,
 ) -> Result<async_imap::types::Mailbox, MailboxError> {
     conn.selected = None;
+    conn.caught_up = false;
+    conn.news = false;
     let selected = bounded(endpoint, stage, "SELECT", conn.session.select(folder)).await?;
     let Some(validity) = selected.uid_validity else {
         return Err(MailboxError::new(
@@ -685,7 +696,6 @@ async fn clean_folder(
             selected.uid_validity.unwrap_or(0)
         }
     };
-    let session = &mut conn.session;
     // A UID is only meaningful under the UIDVALIDITY it was read with; if the folder was
     // recreated since, these UIDs may name other mail, so leave it alone.
     let mut uids: Vec<u32> = mails
@@ -699,6 +709,12 @@ async fn clean_folder(
     }
     uids.sort_unstable();
     let set = uid_set(&uids);
+    // async-imap's own MOVE and COPY put what the server announced meanwhile where this code
+    // does not read it: whether there was news is then unknown.
+    if matches!(action, Cleanup::Move(_)) {
+        conn.news = true;
+    }
+    let session = &mut conn.session;
     match action {
         Cleanup::Keep => Ok(()),
         Cleanup::Move(target) if conn.moves => {
@@ -718,26 +734,21 @@ async fn clean_folder(
                 session.uid_copy(&set, target),
             )
             .await?;
-            delete(session, endpoint, &set, conn.uidplus).await
+            delete(conn, endpoint, &set).await
         }
-        Cleanup::Delete => delete(session, endpoint, &set, conn.uidplus).await,
+        Cleanup::Delete => delete(conn, endpoint, &set).await,
     }
 }
 
 /// Flags the UIDs `\Deleted` and expunges exactly them. Without UIDPLUS a plain EXPUNGE could
 /// remove other clients' deleted mail, so the canaries are only flagged.
-async fn delete(
-    session: &mut ImapSession,
-    endpoint: &Endpoint,
-    set: &str,
-    uidplus: bool,
-) -> Result<(), MailboxError> {
+async fn delete(conn: &mut Connected, endpoint: &Endpoint, set: &str) -> Result<(), MailboxError> {
     let store = format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)");
-    let work = command::done(session, &store);
+    let work = command::done(&mut conn.session, &mut conn.news, &store);
     bounded(endpoint, MailboxStage::Cleanup, "UID STORE", work).await?;
-    if uidplus {
+    if conn.uidplus {
         let expunge = format!("UID EXPUNGE {set}");
-        let work = command::done(session, &expunge);
+        let work = command::done(&mut conn.session, &mut conn.news, &expunge);
         bounded(endpoint, MailboxStage::Cleanup, "UID EXPUNGE", work).await?;
     } else {
         tracing::warn!(%endpoint, "server lacks UIDPLUS: canaries flagged \\Deleted, not expunged");
