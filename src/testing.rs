@@ -52,6 +52,10 @@ struct Inner {
     accepted: u64,
     /// Keys handed to `clean_up`.
     cleaned: Vec<String>,
+    /// Calls of `clean_up` with something to remove.
+    cleanups: usize,
+    /// What the mailbox answers to `cleanup_batch` (default zero).
+    cleanup_batch: Duration,
     /// Every message the server accepted, in order.
     messages: Vec<Vec<u8>>,
     /// The mailbox's poll interval (default 10 s).
@@ -165,6 +169,16 @@ impl FakeServer {
         self.lock().cleaned.clone()
     }
 
+    /// How many clean-ups removed something.
+    pub fn cleanups(&self) -> usize {
+        self.lock().cleanups
+    }
+
+    /// Lets verified canaries wait up to `batch` to be removed together.
+    pub fn batch_cleanups(&self, batch: Duration) {
+        self.lock().cleanup_batch = batch;
+    }
+
     /// A mailbox adapter reading this server.
     pub fn mailbox(&self) -> Box<dyn Mailbox> {
         Box::new(FakeMailbox {
@@ -244,8 +258,13 @@ impl Mailbox for FakeMailbox {
         self.server.lock().restored.push(memory.to_string());
     }
 
+    fn cleanup_batch(&self) -> Duration {
+        self.server.lock().cleanup_batch
+    }
+
     async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError> {
         let mut inner = self.server.lock();
+        inner.cleanups += usize::from(!mails.is_empty());
         for mail in mails {
             if let Ok(key) = mail.key.parse::<u64>() {
                 inner.mails.remove(&key);

@@ -39,8 +39,11 @@ pub struct Watcher {
     receivers: usize,
     mailbox: Box<dyn Mailbox>,
     judged: HashSet<MailId>,
-    /// Verified canaries whose removal failed, retried on the next look.
+    /// Verified canaries not removed yet: waiting for the mailbox's next clean-up (see
+    /// [`Mailbox::cleanup_batch`]), or whose removal failed and is retried.
     unremoved: Vec<MailId>,
+    /// When the mailbox was last cleaned up.
+    cleaned_at: Option<tokio::time::Instant>,
     /// Looks or waits that failed in a row; drives the reconnect backoff.
     failures: u32,
     /// When the probes last counted overdue canaries (see [`EXPIRE_EVERY`]).
@@ -105,6 +108,7 @@ impl Watcher {
             mailbox,
             judged: HashSet::new(),
             unremoved: Vec::new(),
+            cleaned_at: None,
             failures: 0,
             expired_at: None,
             unsaved_memory: None,
@@ -240,16 +244,30 @@ impl Watcher {
             tracing::warn!(probe = %self.names(), error = %e, "forged mail not moved");
         }
         self.judged.extend(fresh_ids);
-        // Removals that failed on an earlier look: an adapter that remembers what it read will
-        // not report those mails again, so they are retried from here.
-        for id in std::mem::take(&mut self.unremoved) {
-            if !clean.contains(&id) {
-                clean.push(id);
+        // With the removals that failed on an earlier look or wait for this clean-up: an
+        // adapter that remembers what it read will not report those mails again.
+        let mut known: HashSet<MailId> = self.unremoved.iter().cloned().collect();
+        for id in clean {
+            if known.insert(id.clone()) {
+                self.unremoved.push(id);
             }
         }
+        let now = tokio::time::Instant::now();
+        let batch = self.mailbox.cleanup_batch();
+        if self.cleaned_at.is_some_and(|at| now - at < batch) {
+            return Ok(());
+        }
+        self.clean_up().await
+    }
+
+    /// Removes the verified canaries waiting for it; once none is left, the adapter's memory
+    /// may move on durably.
+    async fn clean_up(&mut self) -> Result<(), MailboxError> {
+        let clean = std::mem::take(&mut self.unremoved);
         let cleaned = self.mailbox.clean_up(&clean).await;
+        self.cleaned_at = Some(tokio::time::Instant::now());
         match &cleaned {
-            // Only once what the look found is on the books and cleaned up may the adapter's
+            // Only once what the looks found is on the books and cleaned up may the adapter's
             // memory move on durably: after a crash before this point, the next run reads the
             // same mail again, and the books recognise what they already counted.
             Ok(()) => {
@@ -279,6 +297,15 @@ impl Watcher {
     /// doubling to 60 s, ±20 %, never beyond `max`) so a dead server is not hammered yet a
     /// recovered one is seen soon. A failure to wait is a mailbox failure like any other.
     pub async fn wait_for_next(&mut self, max: Duration) {
+        // Canaries waiting to be removed together are not kept waiting past their batch
+        // (after a failure, the backoff decides when the removal is tried again).
+        let max = match (self.unremoved.is_empty(), self.cleaned_at) {
+            (false, Some(at)) if self.failures == 0 => {
+                let due = at + self.mailbox.cleanup_batch();
+                max.min(due.saturating_duration_since(tokio::time::Instant::now()))
+            }
+            _ => max,
+        };
         if self.failures == 0 {
             self.mailbox.restart_transcript();
             match AssertUnwindSafe(self.mailbox.wait_for_news(max))
@@ -311,8 +338,17 @@ impl Watcher {
         }
     }
 
-    /// Saves the adapter's memory and logs out.
+    /// Removes the canaries still waiting for it, saves the adapter's memory and logs out.
     pub async fn close(&mut self) {
+        if !self.unremoved.is_empty() {
+            let cleaned = AssertUnwindSafe(self.clean_up()).catch_unwind().await;
+            if !matches!(cleaned, Ok(Ok(()))) {
+                tracing::warn!(
+                    probe = %self.names(),
+                    "canaries not removed before closing; the next run removes them"
+                );
+            }
+        }
         self.save_memory().await;
         self.mailbox.close().await;
     }
@@ -498,5 +534,62 @@ mod tests {
             Some("4"),
             "saved when the watcher closes"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_mailbox_removes_its_canaries_together_and_none_is_left_behind() {
+        let (server, store) = (FakeServer::default(), Store::acknowledging());
+        server.remember_scans();
+        server.batch_cleanups(Duration::from_secs(1));
+        let p = testing::probe_named("p", &server, &store, r#""bulk""#, "1h");
+        let mut watcher = Watcher::new(vec![Arc::clone(&p)], server.mailbox());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let delivered = || {
+            p.read_ledger(|l| {
+                l.classes
+                    .values()
+                    .flat_map(|c| c.delivered.values())
+                    .sum::<u64>()
+            })
+        };
+        let saved = || {
+            p.scan_memory()
+                .map(|m| m.rsplit(' ').next().unwrap().to_string())
+        };
+        // A quiet mailbox: the first canary is removed by the look that found it.
+        p.send_round(&stop).await;
+        assert!(watcher.look().await);
+        assert_eq!(
+            (delivered(), server.mail_count(), server.cleanups()),
+            (1, 0, 1)
+        );
+        // Busy: canaries found within the batch wait, on the books at once, memory unmoved.
+        for round in 1..=3 {
+            tokio::time::advance(Duration::from_millis(200)).await;
+            p.send_round(&stop).await;
+            assert!(watcher.look().await);
+            assert_eq!(delivered(), 1 + round);
+        }
+        assert_eq!((server.mail_count(), server.cleanups()), (3, 1));
+        assert_eq!(
+            saved().as_deref(),
+            Some("1"),
+            "memory only after a clean-up"
+        );
+        // The wait ends when the batch is due, even without news; that look removes all three.
+        let waited = tokio::time::Instant::now();
+        watcher.wait_for_next(Duration::from_secs(60)).await;
+        assert_eq!(waited.elapsed(), Duration::from_millis(400));
+        assert!(watcher.look().await);
+        assert_eq!((server.mail_count(), server.cleanups()), (0, 2));
+        assert_eq!(server.cleaned(), ["1", "2", "3", "4"]);
+        // Closing removes what still waits.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        p.send_round(&stop).await;
+        assert!(watcher.look().await);
+        assert_eq!(server.mail_count(), 1);
+        watcher.close().await;
+        assert_eq!((server.mail_count(), server.cleanups()), (0, 3));
+        assert_eq!(saved().as_deref(), Some("5"));
     }
 }

@@ -242,6 +242,13 @@ pub trait Mailbox: Send {
     /// Applies the configured cleanup to these mails, and to nothing else.
     async fn clean_up(&mut self, mails: &[MailId]) -> Result<(), MailboxError>;
 
+    /// How long verified canaries may wait to be removed together: a clean-up is a few round
+    /// trips, worth sharing between the looks of a busy mailbox. Zero (the default): after
+    /// every look.
+    fn cleanup_batch(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// Moves these forged mails to the configured `forged = "move:FOLDER"`, if any; by
     /// default (and for adapters without folders) they stay where they are.
     async fn quarantine(&mut self, _mails: &[MailId]) -> Result<(), MailboxError> {

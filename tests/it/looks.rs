@@ -1,5 +1,6 @@
-//! What one look costs the IMAP server: a look woken by IDLE reads the first folder only and
-//! cleans up without selecting it again; the other folders are read once per poll interval.
+//! What one look costs the IMAP server: a look woken by IDLE reads the first folder only,
+//! cleans up without selecting it again and idles again without selecting it either; the
+//! other folders are read once per poll interval.
 //! Counted from the commands the agent sends, through a proxy in front of the real Dovecot.
 
 use std::time::Duration;
@@ -37,14 +38,19 @@ fn a_look_woken_by_idle_reads_the_first_folder_only_and_selects_it_once() {
     };
     let (fetches, expunges) = (count("UID FETCH"), count("UID EXPUNGE"));
     let (inbox, junk) = (count("SELECT \"INBOX\""), count("SELECT \"Junk\""));
+    let idles = count("IDLE");
     let summary = format!(
-        "{fetches} fetches, {expunges} expunges, {inbox} SELECT INBOX, {junk} SELECT Junk\n{}",
+        "{fetches} fetches, {expunges} expunges, {inbox} SELECT INBOX, {junk} SELECT Junk, \
+         {idles} IDLE\n{}",
         lines.join("\n")
     );
-    // The last look may still be cleaning up when the agent stops.
-    assert!(fetches >= 6 && expunges >= 5, "{summary}");
+    // Canaries found within a second of the last clean-up wait for the next one, so there
+    // are fewer expunges than fetches, but some.
+    assert!(fetches >= 6 && expunges >= 2, "{summary}");
     // Junk: on the first look only (the poll interval is an hour).
     assert_eq!(junk, 1, "{summary}");
-    // INBOX: once per look plus once before each IDLE; never again for the clean-up.
-    assert!(inbox <= 2 * fetches + 2, "{summary}");
+    // INBOX: once per look woken by IDLE, never again for the clean-up, and not before an
+    // IDLE that follows a scan without news (the first look, back from Junk, selects it for
+    // its clean-up and again before its IDLE).
+    assert!(inbox <= idles + 3, "{summary}");
 }
