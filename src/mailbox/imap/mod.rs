@@ -10,7 +10,8 @@
 //! (persisted by the watcher as the scan memory, so restarts and `once` runs continue), and
 //! only fetches newer mail, found with `UID SEARCH UID n+1:m` windows below UIDNEXT, in chunks
 //! of at most 200 mails, each chunk one command under the timeout, at most 64 commands per
-//! folder and look. Per mail it reads the `X-Mailcanary` and `Received` fields (at most 64 KiB),
+//! folder and look; a newest window of at most 200 UIDs (a look woken by IDLE) is fetched by
+//! its range without the search. Per mail it reads the `X-Mailcanary` and `Received` fields (at most 64 KiB),
 //! the first 4 KiB of the body (the token a header-stripping gateway leaves) and INTERNALDATE,
 //! with `BODY.PEEK`, so nothing is marked seen. The canary is recognised by reading those,
 //! never by `SEARCH HEADER`, which servers that do not index custom headers refuse or answer
@@ -243,6 +244,16 @@ fn retry_fresh<T>(result: &Result<T, MailboxError>, reused: bool) -> bool {
     matches!(result, Err(e) if reused && e.stage != MailboxStage::Timeout)
 }
 
+/// How reading the newest window by its range ended.
+enum Range {
+    /// Read; the highest UID the server answered for, if any.
+    Read(Option<u32>),
+    /// The answer broke the session (now reopened): search the window instead.
+    Search,
+    /// The folder's UIDVALIDITY changed under the look.
+    Invalidated,
+}
+
 /// How a chunk's reading ended.
 enum Chunk {
     /// Read (or its unreadable mails skipped).
@@ -305,6 +316,20 @@ impl ImapMailbox {
                 break;
             }
             budget -= 1;
+            if let Some(hi) = scan::small_newest(lo, hi, uid_next) {
+                match self.read_range(conn, folder, validity, lo, hi).await? {
+                    Range::Read(last) => {
+                        if let Some(last) = last {
+                            seen = last;
+                            self.memory.advance(folder, validity, seen);
+                        }
+                        caught_up = true;
+                        break;
+                    }
+                    Range::Invalidated => return Ok(()),
+                    Range::Search => {}
+                }
+            }
             let query = scan::search_query(lo, hi);
             let found = bounded(
                 &self.config.endpoint,
@@ -347,6 +372,45 @@ impl ImapMailbox {
             };
         }
         Ok(())
+    }
+
+    /// Reads the newest window by fetching its range outright: the answers name the mails
+    /// that exist, so the `UID SEARCH` round trip is saved (a look woken by IDLE usually has
+    /// one or two new UIDs), and the window is no wider than a chunk, so the answer is bounded
+    /// alike. The scan then moves to the highest UID answered, never past it: UIDNEXT may
+    /// count a mail the session cannot see yet ([`scan::below_newest`]).
+    async fn read_range(
+        &mut self,
+        conn: &mut Connected,
+        folder: &str,
+        validity: u32,
+        lo: u32,
+        hi: u32,
+    ) -> Result<Range, MailboxError> {
+        let set = if lo == hi {
+            lo.to_string()
+        } else {
+            format!("{lo}:{hi}")
+        };
+        match fetch(conn, &self.config.endpoint, &set).await {
+            Ok(fetched) => {
+                let present = scan::answered(&fetched, lo, hi);
+                let last = present.last().copied();
+                self.take(folder, validity, &present, fetched);
+                Ok(Range::Read(last))
+            }
+            Err(e) if e.stage == MailboxStage::Timeout => Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    folder, error = %e,
+                    "the newest mails could not be read at once; searching them one by one"
+                );
+                match self.reopen(conn, folder, validity).await? {
+                    true => Ok(Range::Search),
+                    false => Ok(Range::Invalidated),
+                }
+            }
+        }
     }
 
     /// Reads one chunk; if its answer breaks the session, logs in again and reads its mails

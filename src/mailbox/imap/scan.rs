@@ -126,6 +126,25 @@ pub fn below_newest(hi: Option<u32>, uid_next: Option<u32>) -> bool {
     }
 }
 
+/// The end of the window `lo..=hi` when it is the newest (it ends at UIDNEXT − 1) and spans
+/// at most [`FETCH_CHUNK`] UIDs: then it may be fetched by its range without a search.
+pub fn small_newest(lo: u32, hi: Option<u32>, uid_next: Option<u32>) -> Option<u32> {
+    let hi = hi?;
+    let newest = !below_newest(Some(hi), uid_next);
+    (newest && hi >= lo && hi - lo < FETCH_CHUNK as u32).then_some(hi)
+}
+
+/// The UIDs in `lo..=hi` that a fetch of that range answered for, sorted: the mails that
+/// exist there (a server answers nothing for UIDs it has not assigned or has expunged).
+pub fn answered(fetched: &[Fetched], lo: u32, hi: u32) -> Vec<u32> {
+    let set: BTreeSet<u32> = fetched
+        .iter()
+        .filter_map(|f| f.uid)
+        .filter(|u| (lo..=hi).contains(u))
+        .collect();
+    set.into_iter().collect()
+}
+
 /// The `UID SEARCH` criteria of a window.
 pub fn search_query(lo: u32, hi: Option<u32>) -> String {
     match hi {
@@ -249,6 +268,40 @@ mod tests {
 
     fn names(folders: &[&str]) -> Vec<String> {
         folders.iter().map(|f| f.to_string()).collect()
+    }
+
+    #[test]
+    fn only_a_small_newest_window_is_fetched_by_its_range() {
+        // Woken by IDLE: one or two new UIDs below UIDNEXT.
+        assert_eq!(small_newest(8, Some(9), Some(10)), Some(9));
+        assert_eq!(small_newest(8, Some(8), Some(9)), Some(8));
+        let wide = 8 + FETCH_CHUNK as u32;
+        assert_eq!(small_newest(8, Some(wide - 1), Some(wide)), Some(wide - 1));
+        // Wider than a chunk, cut below the newest, or open-ended: searched first.
+        assert_eq!(small_newest(8, Some(wide), Some(wide + 1)), None);
+        assert_eq!(small_newest(8, Some(9), Some(20)), None);
+        assert_eq!(small_newest(8, None, None), None);
+    }
+
+    #[test]
+    fn a_range_fetch_names_the_mails_that_exist_there() {
+        let answer = |uid| Fetched {
+            uid,
+            ..Fetched::default()
+        };
+        let fetched = [
+            answer(Some(9)),
+            answer(None),
+            answer(Some(7)),
+            answer(Some(3)),
+            answer(Some(9)),
+        ];
+        assert_eq!(
+            answered(&fetched, 5, 9),
+            [7, 9],
+            "unsolicited and outside: not named"
+        );
+        assert!(answered(&[], 5, 9).is_empty());
     }
 
     #[test]
