@@ -23,7 +23,8 @@
 //! `cargo bench --bench scale [-- N=1000 MAILBOXES=10 RUN=180 WARMUP=60]` (the same names also
 //! work as environment variables; RUN and WARMUP in seconds). Prints figures, asserts nothing.
 //! Needs root and starts its own private stack (`/tmp/mailcanary-bench-scale`, ports 29xxx),
-//! which it stops at the end.
+//! which it stops at the end. `PORT_BASE=31000` gives a second run its own stack
+//! (`/tmp/mailcanary-bench-scale-31000`), so two builds can be measured side by side.
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -34,8 +35,21 @@ mod common;
 use common::agent::{Agent, fetch, free_port, param, probe_section, scrape, status_kb, total};
 use common::{Env, empty_mailboxes, mailstack, stack_up_with_users};
 
-const STACK: &str = "/tmp/mailcanary-bench-scale";
-const PORT_BASE: &str = "29000";
+/// The private stack's directory and port base; `PORT_BASE=…` runs a second bench beside a
+/// first (two builds measured at once, on the same machine in the same moment, compare better
+/// than two runs minutes apart), with its stack in a directory of its own.
+const PORT_BASE: u64 = 29000;
+
+fn port_base() -> u64 {
+    param("PORT_BASE", PORT_BASE)
+}
+
+fn stack_dir() -> String {
+    match port_base() {
+        PORT_BASE => "/tmp/mailcanary-bench-scale".to_string(),
+        other => format!("/tmp/mailcanary-bench-scale-{other}"),
+    }
+}
 
 /// N probes round-robin over M mailboxes (the fields of tests/it/support.rs `probe_section`,
 /// with the run's interval and IDLE).
@@ -127,7 +141,7 @@ fn load_average() -> String {
 /// connection costs against the latest such run. RSS varies by some 15 MB between runs of the
 /// same shape, so with few extra connections the figure is noise; compare several runs.
 fn per_connection_cost(probes: u64, mailboxes: u64, held: usize, rss_kb: u64) {
-    let path = std::path::Path::new(STACK).join("scale-results.tsv");
+    let path = std::path::Path::new(&stack_dir()).join("scale-results.tsv");
     let earlier = std::fs::read_to_string(&path).unwrap_or_default();
     let baseline = earlier.lines().rev().find_map(|l| {
         let f: Vec<u64> = l.split('\t').filter_map(|v| v.parse().ok()).collect();
@@ -187,7 +201,7 @@ struct Stack;
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let out = mailstack(&["down", STACK], None);
+        let out = mailstack(&["down", &stack_dir()], None);
         if !out.status.success() {
             eprintln!(
                 "scale | mailstack down failed: {}",
@@ -219,7 +233,7 @@ fn main() {
     );
 
     let users = (mailboxes > 40).then_some(mailboxes);
-    let env = stack_up_with_users(STACK, Some(PORT_BASE), users);
+    let env = stack_up_with_users(&stack_dir(), Some(&port_base().to_string()), users);
     let _stack = Stack;
     empty_mailboxes(
         &env,
