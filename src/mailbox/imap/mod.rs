@@ -403,7 +403,7 @@ impl ImapMailbox {
             Err(e) => {
                 tracing::warn!(
                     folder, error = %e,
-                    "the newest mails could not be read at once; searching them one by one"
+                    "a chunk of mail could not be read; searching its range instead"
                 );
                 match self.reopen(conn, folder, validity).await? {
                     true => Ok(Range::Search),
