@@ -246,9 +246,8 @@ impl Watcher {
         self.judged.extend(fresh_ids);
         // With the removals that failed on an earlier look or wait for this clean-up: an
         // adapter that remembers what it read will not report those mails again.
-        let mut known: HashSet<MailId> = self.unremoved.iter().cloned().collect();
         for id in clean {
-            if known.insert(id.clone()) {
+            if !self.unremoved.contains(&id) {
                 self.unremoved.push(id);
             }
         }

@@ -147,7 +147,8 @@ pub(super) async fn transaction(
             t.client(command.trim_end());
         }
         answered(t, conn.command(Verbatim(&group)).await).map_err(at_mail)?;
-        for _ in rcpts.iter().map(String::as_str).chain(["DATA"]) {
+        // One reply per RCPT, then DATA's.
+        for _ in 0..=rcpts.len() {
             answered(t, conn.read_response().await).map_err(later)?;
         }
     } else {
